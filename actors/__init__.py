@@ -1,0 +1,1 @@
+"""fleet-ray's Ray actors: supervisor, slots, work queues (installed as ``fleet_ray.actors``)."""

@@ -1,0 +1,278 @@
+"""Every Ray call the supervisor makes to slot actors and the cluster, in one thin wrapper.
+
+The supervisor's deciding code (:mod:`fleet_ray.reconcile`, :mod:`fleet_ray.lifecycle`) never imports
+Ray; it receives :class:`~fleet_ray.lifecycle.Observation` values from :meth:`SlotCalls.poll` and gives
+actions back, which the supervisor carries out through the methods here. Polling never blocks:
+``ray.wait(..., timeout=0)`` over every outstanding call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from fleet_ray.automation import actor_name
+from fleet_ray.lifecycle import (
+    ConfigResult,
+    Died,
+    Drained,
+    HealthReport,
+    HealthTimeout,
+    Observation,
+    Ready,
+    SlotKey,
+    StartFailed,
+)
+from fleet_ray.reconcile import NodeView
+from fleet_ray.spec import PoolSpec
+
+log = logging.getLogger(__name__)
+
+HEAD_RESOURCE = "node:__internal_head__"
+FLEET_PREFIX = "fleet:"
+
+
+def short_cause(exc: BaseException) -> str:
+    """One readable line for an error that came back from a remote call."""
+    if isinstance(exc, RayTaskError) and exc.cause is not None:
+        cause = exc.cause
+        return f"{type(cause).__name__}: {cause}".splitlines()[0][:500]
+    text = str(exc).strip().splitlines()
+    first = next((line for line in text if line.strip()), type(exc).__name__)
+    return f"{type(exc).__name__}: {first}"[:500]
+
+
+def parse_actor_name(name: str) -> tuple[str, int, int] | None:
+    """``fleet:<pool>:<index>:g<generation>`` → (pool, index, generation)."""
+    parts = name.split(":")
+    if len(parts) != 4 or parts[0] != "fleet" or not parts[2].isdigit() or not parts[3].startswith("g"):
+        return None
+    try:
+        return parts[1], int(parts[2]), int(parts[3][1:])
+    except ValueError:
+        return None
+
+
+def workqueue_name(pool: str) -> str:
+    return f"fleet:{pool}:work"
+
+
+@dataclass
+class _Pending:
+    kind: str  # start | watch | health | drain | config
+    key: SlotKey
+    generation: int
+    deadline: float | None = None
+    extra: Any = None
+
+
+class SlotCalls:
+    """Creates, calls and kills slot actors; turns finished calls into observations."""
+
+    def __init__(self, namespace: str, store_url: str):
+        self.namespace = namespace
+        self.store_url = store_url
+        self._handles: dict[SlotKey, tuple[int, Any]] = {}
+        self._pending: dict[ray.ObjectRef, _Pending] = {}
+
+    # -- cluster -------------------------------------------------------------------------------
+    @staticmethod
+    def nodes() -> list[NodeView]:
+        out = []
+        for n in ray.nodes():
+            res = n.get("Resources", {}) or {}
+            out.append(
+                NodeView(
+                    node_id=n["NodeID"],
+                    alive=bool(n.get("Alive")),
+                    resources=res,
+                    labels={k: v for k, v in (n.get("Labels") or {}).items() if not k.startswith("ray.io/")},
+                    is_head=HEAD_RESOURCE in res,
+                )
+            )
+        return out
+
+    def live_slot_actors(self) -> dict[str, Any]:
+        """Named slot actors that exist now in the fleet's namespace (for adoption after a restart)."""
+        found = {}
+        for entry in ray.util.list_named_actors(all_namespaces=True):
+            if entry.get("namespace") != self.namespace:
+                continue
+            name = entry["name"]
+            if parse_actor_name(name) is None:
+                continue
+            try:
+                found[name] = ray.get_actor(name, namespace=self.namespace)
+            except ValueError:
+                continue
+        return found
+
+    # -- slot actors ---------------------------------------------------------------------------
+    def create(self, key: SlotKey, generation: int, pool: PoolSpec, batch: bool) -> None:
+        from fleet_ray.actors.browser_slot import browser_slot_class
+        from fleet_ray.actors.slot import SlotActor
+
+        cls = browser_slot_class() if pool.kind == "browser" else SlotActor
+        opts: dict[str, Any] = {
+            "name": actor_name(key[0], key[1], generation),
+            "namespace": self.namespace,
+            "lifetime": "detached",
+            "max_restarts": 0,
+            "num_cpus": pool.placement.num_cpus,
+            "resources": dict(pool.placement.resources),
+            "max_concurrency": max(8, pool.concurrency + 4),
+        }
+        if pool.placement.memory_mb:
+            opts["memory"] = int(pool.placement.memory_mb * 1024 * 1024)
+        if pool.placement.labels:
+            opts["label_selector"] = dict(pool.placement.labels)
+        handle = cls.options(**opts).remote(
+            pool.model_dump(mode="json"),
+            key[1],
+            generation,
+            workqueue_name(pool.name) if batch else None,
+            self.namespace,
+            self.store_url,
+        )
+        self.attach(key, generation, handle, start=True)
+
+    def attach(self, key: SlotKey, generation: int, handle: Any, start: bool) -> None:
+        """Track a slot actor: (re)issue its start call if asked, and a long-poll that fails when it dies."""
+        self._handles[key] = (generation, handle)
+        if start:
+            self._pending[handle.start.remote()] = _Pending("start", key, generation)
+        self._pending[handle.watch.remote()] = _Pending("watch", key, generation)
+
+    def _handle(self, key: SlotKey, generation: int) -> Any | None:
+        entry = self._handles.get(key)
+        return entry[1] if entry and entry[0] == generation else None
+
+    def health(self, key: SlotKey, generation: int, timeout_s: float, now: float) -> None:
+        h = self._handle(key, generation)
+        if h is not None:
+            self._pending[h.health.remote()] = _Pending("health", key, generation, now + timeout_s)
+
+    def drain(self, key: SlotKey, generation: int) -> None:
+        h = self._handle(key, generation)
+        if h is not None:
+            self._pending[h.drain.remote()] = _Pending("drain", key, generation)
+
+    def reconfigure(self, key: SlotKey, generation: int, config: dict, config_hash: str) -> None:
+        h = self._handle(key, generation)
+        if h is not None:
+            self._pending[h.reconfigure.remote(config)] = _Pending("config", key, generation, extra=config_hash)
+
+    def kill(self, key: SlotKey, generation: int) -> None:
+        entry = self._handles.get(key)
+        if entry and entry[0] == generation:
+            del self._handles[key]
+            try:
+                ray.kill(entry[1], no_restart=True)
+            except Exception as exc:  # already gone
+                log.debug("kill %s g%d: %s", key, generation, exc)
+        for ref, p in list(self._pending.items()):
+            if p.key == key and p.generation == generation:
+                del self._pending[ref]
+
+    def kill_by_name(self, name: str) -> None:
+        try:
+            ray.kill(ray.get_actor(name, namespace=self.namespace), no_restart=True)
+        except ValueError:
+            pass
+
+    def handle(self, key: SlotKey) -> Any | None:
+        entry = self._handles.get(key)
+        return entry[1] if entry else None
+
+    def pid_of(self, key: SlotKey) -> tuple[int, Any] | None:
+        return self._handles.get(key)
+
+    # -- observation ---------------------------------------------------------------------------
+    def poll(self, now: float) -> list[Observation]:
+        """Collect every finished call without blocking; time out overdue health checks."""
+        if not self._pending:
+            return []
+        refs = list(self._pending)
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=True)
+        out: list[Observation] = []
+        for ref in done:
+            p = self._pending.pop(ref)
+            try:
+                value = ray.get(ref, timeout=0)
+            except (RayActorError, GetTimeoutError) as exc:
+                if isinstance(exc, GetTimeoutError):
+                    self._pending[ref] = p
+                    continue
+                if p.kind == "start" and not _is_death(exc):
+                    out.append(StartFailed(p.key, p.generation, short_cause(exc)))
+                else:
+                    out.append(Died(p.key, p.generation, short_cause(exc)))
+                continue
+            except RayTaskError as exc:
+                out.append(self._task_error(p, exc))
+                continue
+            except Exception as exc:  # anything else from the remote side
+                out.append(self._task_error(p, exc))
+                continue
+            out.extend(self._value(p, value))
+        for ref, p in list(self._pending.items()):
+            if p.kind == "health" and p.deadline is not None and now >= p.deadline:
+                del self._pending[ref]
+                out.append(HealthTimeout(p.key, p.generation))
+        return out
+
+    @staticmethod
+    def _task_error(p: _Pending, exc: BaseException) -> Observation:
+        cause = short_cause(exc)
+        if p.kind == "start":
+            return StartFailed(p.key, p.generation, cause)
+        if p.kind == "health":
+            return HealthReport(p.key, p.generation, ok=False, error=cause)
+        if p.kind == "config":
+            return ConfigResult(p.key, p.generation, applied=False, config_hash=p.extra, error=cause)
+        if p.kind == "drain":
+            return Drained(p.key, p.generation)
+        return Died(p.key, p.generation, cause)
+
+    @staticmethod
+    def _value(p: _Pending, v: Any) -> list[Observation]:
+        if p.kind == "start":
+            return [Ready(p.key, p.generation, v["pid"], v["node_id"], v.get("version"))]
+        if p.kind == "health":
+            return [
+                HealthReport(
+                    p.key,
+                    p.generation,
+                    ok=v["ok"],
+                    tasks=v.get("tasks", 0),
+                    rss_mb=v.get("rss_mb", 0.0),
+                    phase=v.get("phase"),
+                    progress=v.get("progress") or {},
+                    recycle_requested=v.get("recycle_requested"),
+                    error=v.get("error"),
+                )
+            ]
+        if p.kind == "drain":
+            return [Drained(p.key, p.generation)]
+        if p.kind == "config":
+            return [ConfigResult(p.key, p.generation, v["applied"], p.extra, v.get("error"))]
+        return []  # watch returned: the slot stopped on purpose
+
+
+def _is_death(exc: BaseException) -> bool:
+    return isinstance(exc, RayActorError) and not isinstance(exc, RayTaskError)
+
+
+def wait_until(predicate, timeout_s: float, interval_s: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or the deadline passes (driver-side helper)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return bool(predicate())

@@ -1,0 +1,226 @@
+"""The slot actor: a named, detached Ray actor that runs one automation for one slot position.
+
+The supervisor creates it (``fleet:<pool>:<index>:g<generation>``), calls :meth:`start` (load the
+automation by entry point, check the version pin, validate the config, run ``setup``), keeps a
+:meth:`watch` call outstanding so it learns of the slot's death at once, health-checks it, pushes
+config changes, and drains it before a recycle.
+
+A batch slot pulls items from its pool's work queue (``lease`` long-polls, and each lease call also
+hands back the previous batch's results, so a batch costs one round trip). A continuous slot runs
+``automation.run()`` until it is drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import time
+import traceback
+from typing import Any
+
+import psutil
+import ray
+
+from fleet_ray.automation import Context, SlotIdentity
+from fleet_ray.discovery import find, validate_config
+from fleet_ray.errors import SpecError
+from fleet_ray.spec import PoolSpec
+
+log = logging.getLogger(__name__)
+
+LEASE_WAIT_S = 0.5
+
+
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+class SlotCore:
+    """The slot's behaviour, independent of Ray's actor decorator (the browser slot extends it)."""
+
+    def __init__(
+        self,
+        pool: dict[str, Any],
+        index: int,
+        generation: int,
+        workqueue: str | None,
+        namespace: str,
+        store_url: str | None = None,
+    ):
+        self.pool = PoolSpec.model_validate(pool)
+        node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+        self.identity = SlotIdentity(self.pool.name, index, generation, node_id)
+        self.lessee = self.identity.actor_name
+        self.namespace = namespace
+        self.store_url = store_url
+        self._workqueue_name = workqueue
+        self._started: dict[str, Any] | None = None
+        self._start_lock = asyncio.Lock()
+        self._stopped = asyncio.Event()
+        self._loop_task: asyncio.Task | None = None
+        self._crash: str | None = None
+        self.tasks = 0
+        self.failed_items = 0
+        self.automation: Any = None
+        self.ctx: Context | None = None
+        self.version: str | None = None
+        self.created = time.time()
+
+    # -- supervisor-facing API -----------------------------------------------------------------
+    async def start(self) -> dict[str, Any]:
+        """Load and set up the automation; idempotent (an adopting supervisor calls it again)."""
+        async with self._start_lock:
+            if self._started is None:
+                found = find(self.pool.automation, self.pool.version)
+                config = validate_config(self.pool, found.cls)
+                self.version = found.version
+                self.ctx = Context(
+                    self.identity,
+                    config,
+                    logger=logging.getLogger(f"fleet_ray.automation.{self.pool.name}"),
+                )
+                self.automation = self.make_automation(found.cls, self.ctx)
+                await _maybe_await(self.automation.setup())
+                self._loop_task = asyncio.get_running_loop().create_task(self._main())
+                self._started = {
+                    "pid": os.getpid(),
+                    "node_id": self.identity.node_id,
+                    "version": self.version,
+                }
+            return self._started
+
+    def make_automation(self, cls: type, ctx: Context) -> Any:
+        return cls(ctx)
+
+    async def watch(self) -> None:
+        """Returns only when the slot stopped on purpose; fails at once if the actor dies."""
+        await self._stopped.wait()
+
+    async def health(self) -> dict[str, Any]:
+        ctx = self.ctx
+        report: dict[str, Any] = {
+            "ok": True,
+            "tasks": self.tasks,
+            "rss_mb": self.rss_mb(),
+            "phase": ctx.phase_name if ctx else None,
+            "progress": dict(ctx.progress) if ctx else {},
+            "recycle_requested": ctx.recycle_reason if ctx else None,
+        }
+        if self._crash is not None:
+            report.update(ok=False, error=self._crash)
+        elif self.automation is not None:
+            try:
+                ok = await _maybe_await(self.automation.check_health())
+            except Exception as exc:
+                report.update(ok=False, error=f"health probe raised {error_text(exc)}")
+            else:
+                if not ok:
+                    report.update(ok=False, error="automation health probe returned False")
+        return report
+
+    async def reconfigure(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Validate a new config here, on the slot's node, and apply it in place if the automation can."""
+        pool = self.pool.model_copy(update={"config": config})
+        try:
+            validated = validate_config(pool, type(self.automation))
+        except SpecError as exc:
+            return {"applied": False, "error": str(exc)}
+        applied = bool(await _maybe_await(self.automation.reconfigure(validated)))
+        if applied and self.ctx is not None:
+            self.ctx.config = validated
+            self.pool = pool
+        return {"applied": applied}
+
+    async def drain(self) -> dict[str, Any]:
+        """Stop taking work, let in-flight work finish, tear down. The supervisor bounds the wait."""
+        if self.ctx is not None:
+            self.ctx.stop()
+        if self._loop_task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._loop_task
+        await self._teardown()
+        self._stopped.set()
+        return {"tasks": self.tasks}
+
+    async def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "node_id": self.identity.node_id, "lessee": self.lessee}
+
+    def rss_mb(self) -> float:
+        try:
+            return psutil.Process().memory_info().rss / 2**20
+        except psutil.Error:
+            return 0.0
+
+    # -- running -------------------------------------------------------------------------------
+    async def _main(self) -> None:
+        try:
+            if self._workqueue_name is not None:
+                await self._batch_loop()
+            else:
+                await _maybe_await(self.automation.run())
+                if not self.ctx.stopping:
+                    self._crash = "automation run() returned while the slot was not stopping"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._crash = f"automation crashed: {error_text(exc)}"
+            log.error("slot %s: %s\n%s", self.lessee, self._crash, traceback.format_exc())
+
+    async def _batch_loop(self) -> None:
+        wq = ray.get_actor(self._workqueue_name, namespace=self.namespace)
+        sem = asyncio.Semaphore(self.pool.concurrency)
+        results: list[tuple] = []
+        while True:
+            stopping = self.ctx.stopping
+            try:
+                items = await wq.lease.remote(
+                    self.lessee,
+                    0 if stopping else self.pool.concurrency * 8,
+                    0 if stopping else LEASE_WAIT_S,
+                    results,
+                )
+            except ray.exceptions.RayActorError:  # the work queue is being replaced
+                if stopping:
+                    return
+                await asyncio.sleep(LEASE_WAIT_S)
+                wq = ray.get_actor(self._workqueue_name, namespace=self.namespace)
+                continue
+            results = []
+            if stopping:
+                return
+            if items:
+                results = await asyncio.gather(*(self._run_item(sem, it) for it in items))
+
+    async def _run_item(self, sem: asyncio.Semaphore, item: tuple) -> tuple:
+        job_id, item_id, payload, _attempt = item
+        async with sem:
+            try:
+                value = await _maybe_await(self.automation.process(payload))
+            except Exception as exc:
+                self.failed_items += 1
+                return (job_id, item_id, False, error_text(exc))
+            finally:
+                self.tasks += 1
+        return (job_id, item_id, True, value)
+
+    async def _teardown(self) -> None:
+        if self.automation is not None:
+            try:
+                await _maybe_await(self.automation.teardown())
+            except Exception as exc:
+                log.warning("slot %s: teardown raised %s", self.lessee, error_text(exc))
+            self.automation = None
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+@ray.remote(max_restarts=0)
+class SlotActor(SlotCore):
+    """A process slot (see :class:`SlotCore`)."""

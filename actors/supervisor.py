@@ -1,0 +1,538 @@
+"""The supervisor: a named, detached actor on the head node that reconciles pools of slot actors.
+
+Its loop, every ``tick_s``: **observe** (poll outstanding slot calls, never blocking) → **decide**
+(:func:`fleet_ray.reconcile.decide`, pure) → **act** (through :class:`~fleet_ray.actors.handles.SlotCalls`)
+→ **checkpoint** (in the background, coalesced, to the store). If its process is killed, Ray restarts
+it; it reloads the checkpoint, adopts the live slot actors by name, kills anything it does not own
+and carries on with generations continuing. If the store can't be written it keeps running on its
+in-memory state, reports itself degraded, and writes the latest checkpoint when the store is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import time
+from collections import deque
+from typing import Any
+
+import ray
+
+from fleet_ray.errors import FleetError, JobError, StoreError, UnknownPool, UnknownSlot
+from fleet_ray.events import Event, EventLog
+from fleet_ray.hlc import HLC
+from fleet_ray.lifecycle import (
+    Died,
+    LifecycleEvent,
+    SlotRecord,
+    SlotState,
+    SlotTable,
+    finish_stop,
+    observe,
+    parse_slot_id,
+)
+from fleet_ray.reconcile import (
+    CheckHealth,
+    Drain,
+    Forget,
+    Kill,
+    MarkPending,
+    NodeView,
+    PushConfig,
+    Start,
+    decide,
+    placement_problem,
+)
+from fleet_ray.spec import FleetSpec, PoolSpec, ResolvedPool, validate_spec
+from fleet_ray.status import EventStatus, FleetStatus, PoolStatus, SlotStatus
+from fleet_ray.store import keys, open_store
+from fleet_ray.store.base import Store
+
+from .handles import HEAD_RESOURCE, SlotCalls, parse_actor_name, workqueue_name
+
+log = logging.getLogger(__name__)
+
+SUPERVISOR_NAME = "fleet:supervisor"
+NODE_REFRESH_S = 1.0
+
+
+class SupervisorCore:
+    def __init__(self, store_url: str, namespace: str, fleet_name: str = "fleet", tick_s: float = 0.1):
+        self.namespace = namespace
+        self.fleet_name = fleet_name
+        self.tick_s = tick_s
+        self.store_url = store_url
+        self.store: Store | None = None
+        self.store_degraded = False
+        self.store_error: str | None = None
+        self.calls = SlotCalls(namespace, store_url)
+        self.table = SlotTable()
+        self.spec = FleetSpec(name=fleet_name)
+        self.desired: dict[str, PoolSpec] = {}
+        self.batch: dict[str, bool] = {}
+        self.hlc = HLC()
+        self.started = time.time()
+        self.steps = 0
+        self.last_step_ms = 0.0
+        self.recovered = False
+        self._rng = random.Random()
+        self._dirty = True
+        self._pending_events: list[Event] = []
+        self._recent: deque[Event] = deque(maxlen=200)
+        self._nodes: list[NodeView] = []
+        self._nodes_at = 0.0
+        self._workqueues: dict[str, Any] = {}
+        self._tasks: list[asyncio.Task] = []
+
+    # -- the loop ------------------------------------------------------------------------------
+    def start_background(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run()), loop.create_task(self._persist_loop())]
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self.step()
+            except Exception:
+                log.exception("reconcile step failed; continuing")
+            await asyncio.sleep(self.tick_s)
+
+    def step(self, now: float | None = None) -> None:
+        t0 = time.perf_counter()
+        if not self.recovered:
+            self._recover()
+            if not self.recovered:
+                return
+        now = time.time() if now is None else now
+        for obs in self.calls.poll(now):
+            pool = self.desired.get(obs.key[0])
+            jitter = self._rng.random() * (pool.health.jitter if pool else 0.1)
+            self._record(observe(self.table, obs, now, pool, jitter))
+            if isinstance(obs, Died):
+                self._release_work(obs.key, obs.generation, obs.cause)
+            self._dirty = True
+        if now - self._nodes_at >= NODE_REFRESH_S or self.table.count(SlotState.PENDING):
+            self._nodes, self._nodes_at = self.calls.nodes(), now
+        placement = {n: placement_problem(p.placement, self._nodes) for n, p in self.desired.items()}
+        actions = decide(self.desired, self.table, placement, now)
+        if actions:
+            self._act(actions, now)
+            self._dirty = True
+        self.steps += 1
+        self.last_step_ms = (time.perf_counter() - t0) * 1000
+
+    # -- acting --------------------------------------------------------------------------------
+    def _act(self, actions: list, now: float) -> None:
+        starts = [a for a in actions if isinstance(a, Start)]
+        if starts:  # write-ahead: a generation is durable before its actor exists
+            self._store_call(
+                lambda s: s.put_many({keys.generation(*a.key): str(a.generation).encode() for a in starts})
+            )
+        for a in actions:
+            pool = self.desired.get(a.key[0])
+            rec = self.table.get(a.key)
+            if isinstance(a, Start):
+                if rec is None:
+                    rec = SlotRecord(a.key[0], a.key[1])
+                    self.table.add(rec)
+                rec.generation, rec.created_at, rec.reason = a.generation, now, ""
+                rec.shape_hash, rec.config_hash = pool.slot_shape_hash(), pool.config_hash()
+                self.table.transition(a.key, SlotState.STARTING)
+                self._record([LifecycleEvent("slot.started", a.key[0], a.key[1], a.generation)])
+                try:
+                    self.calls.create(a.key, a.generation, pool, self.batch.get(pool.name, False))
+                except Exception as exc:
+                    rec.failure_pending = True
+                    self.table.transition(a.key, SlotState.STOPPING, f"could not create actor: {exc}")
+            elif isinstance(a, MarkPending):
+                if rec is None:
+                    rec = SlotRecord(a.key[0], a.key[1])
+                    self.table.add(rec)
+                if rec.reason != a.reason:
+                    self._record([LifecycleEvent("slot.pending", rec.pool, rec.index, rec.generation, a.reason)])
+                self.table.transition(a.key, SlotState.PENDING, a.reason)
+            elif isinstance(a, CheckHealth):
+                rec.health_inflight = True
+                self.calls.health(a.key, a.generation, a.timeout_s, now)
+            elif isinstance(a, Drain):
+                rec.drain_deadline = now + a.timeout_s
+                rec.failure_pending, rec.retire = a.failure, a.retire
+                self.table.transition(a.key, SlotState.DRAINING, a.reason)
+                self._record([LifecycleEvent("slot.draining", rec.pool, rec.index, rec.generation, a.reason)])
+                self.calls.drain(a.key, a.generation)
+            elif isinstance(a, Kill):
+                self.calls.kill(a.key, a.generation)
+                self._release_work(a.key, a.generation, a.reason)
+                if rec.state is not SlotState.STOPPING:
+                    rec.reason = a.reason
+                self._record(finish_stop(self.table, a.key, now, pool, a.failure))
+            elif isinstance(a, Forget):
+                self.table.remove(a.key)
+            elif isinstance(a, PushConfig):
+                rec.config_inflight = True
+                self.calls.reconfigure(a.key, a.generation, a.config, a.config_hash)
+
+    def _release_work(self, key, generation: int, cause: str) -> None:
+        wq = self._workqueues.get(key[0])
+        if wq is not None:
+            from fleet_ray.automation import actor_name
+
+            wq.release.remote(actor_name(key[0], key[1], generation), cause)
+
+    # -- events & persistence ------------------------------------------------------------------
+    def _record(self, events: list[LifecycleEvent]) -> None:
+        for e in events:
+            ts = self.hlc.tick()
+            ev = Event(
+                kind=e.kind,
+                physical=ts.physical,
+                counter=ts.counter,
+                origin="supervisor",
+                pool=e.pool,
+                slot=f"{e.pool}:{e.index}",
+                generation=e.generation,
+                message=e.message,
+                data=e.data,
+            )
+            self._pending_events.append(ev)
+            self._recent.append(ev)
+            log.info("%s %s g%s %s", ev.kind, ev.slot, ev.generation, ev.message)
+
+    def _store_call(self, fn) -> Any:
+        try:
+            if self.store is None:
+                self.store = open_store(self.store_url, self.namespace)
+            result = fn(self.store)
+        except (StoreError, OSError) as exc:
+            if not self.store_degraded:
+                log.warning("store unavailable, running degraded: %s", exc)
+            self.store_degraded, self.store_error = True, str(exc)
+            return None
+        if self.store_degraded:
+            log.warning("store is back; catching up")
+        self.store_degraded, self.store_error = False, None
+        return result
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec.model_dump(mode="json"),
+            "batch": self.batch,
+            "slots": [r.persisted() for r in self.table],
+            "saved_at": time.time(),
+        }
+
+    def _persist_once(self) -> None:
+        if self._dirty:
+            snap = json.dumps(self.checkpoint()).encode()
+            self._dirty = False
+            if self._store_call(lambda s: s.put(keys.SUPERVISOR_CHECKPOINT, snap)) is None and self.store_degraded:
+                self._dirty = True
+        if self._pending_events:
+            batch, self._pending_events = self._pending_events, []
+            if self._store_call(lambda s: EventLog(s).append(batch)) is None and self.store_degraded:
+                self._pending_events = batch + self._pending_events
+
+    async def _persist_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self._persist_once)
+            except Exception:
+                log.exception("checkpoint failed; will retry")
+            await asyncio.sleep(self.tick_s if not self.store_degraded else 1.0)
+
+    # -- recovery ------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        raw = self._store_call(lambda s: s.get(keys.SUPERVISOR_CHECKPOINT))
+        if self.store_degraded:
+            return  # can't know the desired state yet; try again next tick
+        gens: dict[tuple[str, int], int] = {}
+        if raw:
+            data = json.loads(raw)
+            self.spec = FleetSpec.model_validate(data["spec"])
+            self.desired = {p.name: p for p in self.spec.pools}
+            self.batch = dict(data.get("batch", {}))
+            for r in data.get("slots", []):
+                self.table.add(SlotRecord.restore(r))
+            stored = self._store_call(lambda s: {k: int(s.get(k) or 0) for k in s.keys("gen:")}) or {}
+            for k, v in stored.items():
+                _, pool, idx = k.split(":")
+                gens[(pool, int(idx))] = v
+        live: dict[tuple[str, int], list[tuple[int, str, Any]]] = {}
+        for name, handle in self.calls.live_slot_actors().items():
+            pool, idx, gen = parse_actor_name(name)
+            live.setdefault((pool, idx), []).append((gen, name, handle))
+        now = time.time()
+        for key, actors in live.items():
+            actors.sort(reverse=True)
+            (gen, name, handle), older = actors[0], actors[1:]
+            for _, old_name, _ in older:
+                self.calls.kill_by_name(old_name)
+            pool = self.desired.get(key[0])
+            rec = self.table.get(key)
+            if pool is None or key[1] >= pool.slots or (rec is not None and gen < rec.generation):
+                self.calls.kill_by_name(name)  # not ours (any more)
+                continue
+            if rec is None:
+                rec = SlotRecord(key[0], key[1], generation=gen)
+                self.table.add(rec)
+            if gen > rec.generation or rec.state not in (SlotState.RUNNING, SlotState.DRAINING):
+                rec.generation, rec.created_at = gen, now
+                rec.shape_hash = rec.shape_hash or pool.slot_shape_hash()
+                self.table.transition(key, SlotState.STARTING)
+                self.calls.attach(key, gen, handle, start=True)
+            elif rec.state is SlotState.DRAINING:
+                rec.drain_deadline = now + pool.recycle.drain_timeout_s
+                self.calls.attach(key, gen, handle, start=False)
+                self.calls.drain(key, gen)
+            else:
+                rec.next_check_at = now
+                self.calls.attach(key, gen, handle, start=False)
+        for rec in self.table:
+            rec.generation = max(rec.generation, gens.get(rec.key, 0))
+            rec.health_inflight = rec.config_inflight = False
+            if rec.state in (SlotState.STARTING, SlotState.RUNNING, SlotState.DRAINING, SlotState.STOPPING):
+                if self.calls.handle(rec.key) is None:
+                    self.table.transition(rec.key, SlotState.STOPPING, "lost while the supervisor was down")
+        for name, is_batch in self.batch.items():
+            if is_batch and name in self.desired:
+                self._ensure_workqueue(name)
+        self._release_orphan_leases()
+        self.recovered = True
+        self._dirty = True
+        if raw:
+            self._record([LifecycleEvent("supervisor.recovered", "", -1, 0, f"{len(self.table)} slot positions")])
+
+    def _release_orphan_leases(self) -> None:
+        owned = {
+            f"fleet:{r.pool}:{r.index}:g{r.generation}"
+            for r in self.table
+            if self.calls.handle(r.key) is not None
+        }
+        for pool, wq in self._workqueues.items():
+            try:
+                for lessee in ray.get(wq.lessees.remote(), timeout=10):
+                    if lessee not in owned:
+                        wq.release.remote(lessee, "slot lost while the supervisor was down")
+            except Exception as exc:
+                log.warning("could not check leases of pool %s: %s", pool, exc)
+
+    def _ensure_workqueue(self, pool: str) -> Any:
+        wq = self._workqueues.get(pool)
+        if wq is None:
+            from .workqueue import WorkQueue
+
+            wq = WorkQueue.options(
+                name=workqueue_name(pool),
+                namespace=self.namespace,
+                lifetime="detached",
+                get_if_exists=True,
+                num_cpus=0,
+                resources={HEAD_RESOURCE: 0.001},
+            ).remote(pool)
+            self._workqueues[pool] = wq
+        return wq
+
+    # -- the API (called through the actor) -----------------------------------------------------
+    def ping(self) -> int:
+        return os.getpid()
+
+    def is_ready(self) -> bool:
+        return self.recovered
+
+    def apply(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Validate the whole spec, then make it the desired state. A bad spec changes nothing."""
+        new_spec, resolved = validate_spec(spec)
+        return self._set_spec(new_spec, resolved)
+
+    def _set_spec(self, new_spec: FleetSpec, resolved: dict[str, ResolvedPool]) -> dict[str, Any]:
+        old = self.desired
+        new = {p.name: p for p in new_spec.pools}
+        summary = {
+            "added": sorted(set(new) - set(old)),
+            "removed": sorted(set(old) - set(new)),
+            "changed": sorted(n for n in set(new) & set(old) if new[n] != old[n]),
+        }
+        self.spec, self.desired = new_spec, new
+        for name, r in resolved.items():
+            self.batch[name] = r.batch
+        for name in summary["removed"]:
+            self.batch.pop(name, None)
+        for name, pool in new.items():
+            if self.batch.get(name):
+                wq = self._ensure_workqueue(name)
+                wq.set_paused.remote(pool.paused)
+        for name in summary["removed"]:
+            wq = self._workqueues.pop(name, None)
+            if wq is not None:
+                ray.kill(wq, no_restart=True)
+        for name in summary["added"] + summary["changed"]:
+            self._record([LifecycleEvent("pool.applied", name, -1, 0, f"{new[name].slots} slots")])
+        self._dirty = True
+        return summary
+
+    def _pool(self, name: str) -> PoolSpec:
+        pool = self.desired.get(name)
+        if pool is None:
+            raise UnknownPool(name)
+        return pool
+
+    def _update_pool(self, name: str, **changes: Any) -> dict[str, Any]:
+        self._pool(name)
+        raw = self.spec.model_dump(mode="json")
+        for p in raw["pools"]:
+            if p["name"] == name:
+                p.update(changes)
+        new_spec, resolved = validate_spec(raw)
+        return self._set_spec(new_spec, resolved)
+
+    def scale(self, pool: str, slots: int) -> dict[str, Any]:
+        return self._update_pool(pool, slots=slots)
+
+    def set_paused(self, pool: str, paused: bool) -> dict[str, Any]:
+        return self._update_pool(pool, paused=paused)
+
+    def recycle(self, slot: str) -> dict[str, Any]:
+        try:
+            key = parse_slot_id(slot)
+        except ValueError:
+            raise UnknownSlot(slot) from None
+        rec = self.table.get(key)
+        if rec is None:
+            raise UnknownSlot(slot)
+        rec.recycle_requested = "recycled by operator"
+        if rec.state in (SlotState.PENDING, SlotState.FAILED):
+            rec.backoff_until = 0.0
+        return {"slot": slot, "generation": rec.generation, "state": rec.state.value}
+
+    def workqueue(self, pool: str) -> dict[str, Any]:
+        spec = self._pool(pool)
+        if not self.batch.get(pool):
+            raise JobError(f"pool {pool!r} runs a continuous automation; only batch pools take items")
+        self._ensure_workqueue(pool)
+        return {"name": workqueue_name(pool), "max_item_retries": spec.max_item_retries}
+
+    def status(self) -> dict[str, Any]:
+        return self.status_model().model_dump(mode="json")
+
+    def status_model(self) -> FleetStatus:
+        now = time.time()
+        pools = []
+        for name, spec in self.desired.items():
+            recs = self.table.of_pool(name)
+            counts: dict[str, int] = {}
+            for r in recs:
+                counts[r.state.value] = counts.get(r.state.value, 0) + 1
+            running = counts.get("running", 0)
+            pending = [r for r in recs if r.state is SlotState.PENDING and r.reason]
+            degraded = [r for r in recs if r.backoff_until > now or (r.escalated and r.state is SlotState.FAILED)]
+            if degraded:
+                state, reason = "degraded", f"{len(degraded)} slot(s) failing repeatedly; backing off"
+            elif pending:
+                state, reason = "pending", pending[0].reason
+            elif running == spec.slots and len(recs) == spec.slots:
+                state, reason = "ok", ""
+            else:
+                state, reason = "scaling", f"{running}/{spec.slots} running"
+            pools.append(
+                PoolStatus(
+                    name=name,
+                    automation=spec.automation,
+                    version=spec.version,
+                    kind=spec.kind,
+                    batch=self.batch.get(name, False),
+                    desired=spec.slots,
+                    paused=spec.paused,
+                    state=state,
+                    reason=reason,
+                    counts=counts,
+                    slots=[self._slot_status(r, now) for r in recs],
+                )
+            )
+        return FleetStatus(
+            fleet=self.fleet_name,
+            namespace=self.namespace,
+            supervisor_pid=os.getpid(),
+            supervisor_started=self.started,
+            store=self.store.url if self.store else self.store_url,
+            store_degraded=self.store_degraded,
+            store_error=self.store_error,
+            last_step_ms=round(self.last_step_ms, 3),
+            steps=self.steps,
+            pools=pools,
+            events=[
+                EventStatus(
+                    kind=e.kind,
+                    at=e.physical / 1000,
+                    pool=e.pool,
+                    slot=e.slot,
+                    generation=e.generation,
+                    message=e.message,
+                )
+                for e in list(self._recent)[-50:]
+            ],
+        )
+
+    @staticmethod
+    def _slot_status(r: SlotRecord, now: float) -> SlotStatus:
+        from fleet_ray.automation import actor_name
+
+        return SlotStatus(
+            id=r.slot_id,
+            pool=r.pool,
+            index=r.index,
+            generation=r.generation,
+            state=r.state.value,
+            actor=actor_name(r.pool, r.index, r.generation),
+            node_id=r.node_id,
+            pid=r.pid,
+            version=r.version,
+            uptime_s=round(now - r.ready_at, 3) if r.ready_at and r.state is SlotState.RUNNING else None,
+            tasks=r.tasks,
+            recycles=r.recycles,
+            rss_mb=round(r.rss_mb, 1),
+            phase=r.phase,
+            progress=r.progress,
+            reason=r.reason,
+            backoff_s=round(max(0.0, r.backoff_until - now), 3),
+        )
+
+    def events(self, limit: int = 200) -> list[dict[str, Any]]:
+        return [e.model_dump(mode="json") for e in list(self._recent)[-limit:]]
+
+    async def shutdown(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Remove every slot (gracefully, within ``timeout_s``), the work queues and the checkpoint."""
+        self._set_spec(FleetSpec(name=self.fleet_name), {})
+        deadline = time.time() + timeout_s
+        while len(self.table) and time.time() < deadline:
+            await asyncio.sleep(self.tick_s)
+        leftover = len(self.table)
+        for rec in list(self.table):
+            self.calls.kill(rec.key, rec.generation)
+            self.table.remove(rec.key)
+        for name in self.calls.live_slot_actors():
+            self.calls.kill_by_name(name)
+        for wq in self._workqueues.values():
+            ray.kill(wq, no_restart=True)
+        self._workqueues.clear()
+        for t in self._tasks:
+            t.cancel()
+        self._store_call(lambda s: s.delete(keys.SUPERVISOR_CHECKPOINT, *s.keys("gen:")))
+        return {"killed_after_timeout": leftover}
+
+
+@ray.remote(max_restarts=-1, max_task_retries=-1)
+class Supervisor(SupervisorCore):
+    """The supervisor actor (see :class:`SupervisorCore`)."""
+
+    async def __init__(self, store_url: str, namespace: str, fleet_name: str = "fleet", tick_s: float = 0.1):
+        SupervisorCore.__init__(self, store_url, namespace, fleet_name, tick_s)
+        self.start_background()
+
+
+def ensure_fleet_error(exc: BaseException) -> BaseException:
+    """Unwrap the FleetError inside a RayTaskError so callers see the real error type."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, FleetError) else exc

@@ -1,0 +1,1 @@
+"""The browser add-on (installed as ``fleet_ray.browser``)."""

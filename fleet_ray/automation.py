@@ -1,0 +1,225 @@
+"""What users write: automations, their config models, and the context a slot hands them.
+
+A **batch** automation processes finite work items::
+
+    class FetchTitle(BatchAutomation):
+        class Config(BaseModel):
+            timeout_s: float = 10
+
+        async def process(self, item):
+            ...
+            return {"url": item, "title": title}
+
+A **continuous** automation runs until its slot is stopped::
+
+    class Watch(ContinuousAutomation):
+        class Config(BaseModel):
+            every_s: float = 60
+
+        async def run(self):
+            while await self.ctx.sleep(self.config.every_s):
+                ...
+
+Both are registered under the entry-point group ``fleet_ray.automations`` and named by a pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from fleet_ray.errors import AutomationError
+
+
+class NoConfig(BaseModel):
+    """The config model of an automation that takes none (and rejects any field)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class SlotIdentity:
+    """Which slot an automation runs in."""
+
+    pool: str
+    index: int
+    generation: int
+    node_id: str = ""
+
+    @property
+    def slot_id(self) -> str:
+        return f"{self.pool}:{self.index}"
+
+    @property
+    def actor_name(self) -> str:
+        return actor_name(self.pool, self.index, self.generation)
+
+
+def actor_name(pool: str, index: int, generation: int) -> str:
+    """The readable Ray actor name of a slot: ``fleet:<pool>:<index>:g<generation>``."""
+    return f"fleet:{pool}:{index}:g{generation}"
+
+
+class PhaseTimeout(AutomationError, TimeoutError):
+    """A named phase ran past its timeout."""
+
+    def __init__(self, phase: str, timeout: float, slot_id: str = ""):
+        self.phase = phase
+        self.timeout = timeout
+        self.slot_id = slot_id
+        where = f" in slot {slot_id}" if slot_id else ""
+        super().__init__(f"phase {phase!r}{where} timed out after {timeout:g}s")
+
+    def __reduce__(self):
+        return (type(self), (self.phase, self.timeout, self.slot_id))
+
+
+class Context:
+    """What a slot gives its automation: config, identity, logger, and hooks back to the fleet."""
+
+    def __init__(
+        self,
+        slot: SlotIdentity,
+        config: BaseModel,
+        *,
+        logger: logging.Logger | None = None,
+        on_recycle: Callable[[str], None] | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        self.slot = slot
+        self.config = config
+        self.log = logging.LoggerAdapter(
+            logger or logging.getLogger(f"fleet_ray.automation.{slot.pool}"),
+            {"slot": slot.slot_id, "generation": slot.generation},
+        )
+        self._on_recycle = on_recycle
+        self._on_progress = on_progress
+        self._stop = asyncio.Event()
+        self.recycle_reason: str | None = None
+        self.phase_name: str | None = None
+        self.phase_step: str | None = None
+        self.progress: dict[str, Any] = {}
+
+    # -- lifecycle hooks ---------------------------------------------------------------------
+    @property
+    def stopping(self) -> bool:
+        """True once the slot asked the automation to stop (drain, recycle, shutdown)."""
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep, waking early when the slot stops. Returns False if the slot is stopping."""
+        if self._stop.is_set():
+            return False
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        return not self._stop.is_set()
+
+    def request_recycle(self, reason: str = "requested by automation") -> None:
+        """Ask the supervisor to replace this slot with a fresh one (graceful drain first)."""
+        self.recycle_reason = reason
+        if self._on_recycle:
+            self._on_recycle(reason)
+
+    def report_progress(self, message: str | None = None, **fields: Any) -> None:
+        """Publish progress (shown by ``fleet-ray status``); later calls update earlier fields."""
+        if message is not None:
+            fields["message"] = message
+        fields["at"] = time.time()
+        self.progress.update(fields)
+        if self._on_progress:
+            self._on_progress(dict(self.progress))
+
+    # -- phases ------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def phase(self, name: str, timeout: float | None = None) -> AsyncIterator[Context]:
+        """Run a named step with an optional timeout; the slot always knows the current phase.
+
+        A timeout raises :class:`PhaseTimeout` naming the phase and the slot.
+        """
+        outer, outer_step = self.phase_name, self.phase_step
+        self.phase_name, self.phase_step = name, None
+        try:
+            if timeout is None:
+                yield self
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        yield self
+                except TimeoutError as exc:
+                    if isinstance(exc, PhaseTimeout):
+                        raise
+                    raise PhaseTimeout(name, timeout, self.slot.slot_id) from exc
+        finally:
+            self.phase_name, self.phase_step = outer, outer_step
+
+    def step(self, description: str) -> None:
+        """Record the current sub-step of the current phase."""
+        self.phase_step = description
+
+
+class Automation(Generic[ConfigT]):
+    """Base of all automations. Subclass :class:`BatchAutomation` or :class:`ContinuousAutomation`.
+
+    Declare the config as a nested ``Config`` Pydantic model (or assign ``Config = MyModel``).
+    """
+
+    Config: ClassVar[type[BaseModel]] = NoConfig
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    @property
+    def config(self) -> ConfigT:
+        return self.ctx.config  # type: ignore[return-value]
+
+    async def setup(self) -> None:
+        """Called once in the slot before any work."""
+
+    async def teardown(self) -> None:
+        """Called once when the slot stops (drain, recycle, shutdown), whatever happened."""
+
+    async def check_health(self) -> bool:
+        """Optional health probe, called by the supervisor's health check. False → unhealthy."""
+        return True
+
+    def reconfigure(self, config: ConfigT) -> bool:
+        """Take a new, already validated config in place. Return False to get a fresh slot instead."""
+        return False
+
+    @classmethod
+    def config_model(cls) -> type[BaseModel]:
+        model = getattr(cls, "Config", NoConfig)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise AutomationError(f"{cls.__qualname__}.Config must be a pydantic BaseModel subclass")
+        return model
+
+
+class BatchAutomation(Automation[ConfigT]):
+    """Processes finite work items submitted to its pool; each item's return value is its result."""
+
+    async def process(self, item: Any) -> Any:
+        raise NotImplementedError
+
+
+class ContinuousAutomation(Automation[ConfigT]):
+    """Runs until its slot stops: loop while ``await self.ctx.sleep(...)`` or ``not ctx.stopping``."""
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+
+def is_batch(cls: type) -> bool:
+    return isinstance(cls, type) and issubclass(cls, BatchAutomation)

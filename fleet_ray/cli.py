@@ -1,0 +1,218 @@
+"""The ``fleet-ray`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fleet_ray.errors import FleetError, FleetNotRunning, SpecError
+from fleet_ray.settings import Settings
+
+LOCAL_HEAD_PORT = 6380  # Ray's default 6379 is usually Redis
+
+
+def _client(args: argparse.Namespace):
+    from fleet_ray.client import connect
+
+    return connect(args.address, args.namespace)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fleet_ray.demo import run_demo
+
+    summary = run_demo(pages=args.pages, slots=args.slots, live=sys.stdout.isatty())
+    if args.json:
+        print(json.dumps(summary))
+    return 0 if summary["failed"] == 0 else 1
+
+
+def _ray_running(address: str | None) -> bool:
+    import ray
+
+    try:
+        ray.init(address=address or "auto", namespace="fleet-probe", logging_level="ERROR", log_to_driver=False)
+    except ConnectionError:
+        return False
+    ray.shutdown()
+    return True
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    import ray
+
+    settings = Settings()
+    store_url = args.store or settings.store_url
+    if not args.address and not _ray_running(None):
+        print(f"starting a local Ray head on port {args.port} (dashboard on 127.0.0.1)")
+        subprocess.run(
+            ["ray", "start", "--head", f"--port={args.port}", "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    from fleet_ray.actors.launch import start_supervisor
+    from fleet_ray.client import init_ray
+
+    init_ray(args.address, args.namespace)
+    sup = start_supervisor(store_url, namespace=args.namespace, tick_s=settings.tick_s)
+    pid = ray.get(sup.ping.remote())
+    from fleet_ray.errors import redact_url
+
+    print(f"supervisor up (pid {pid}, namespace {args.namespace!r}, store {redact_url(store_url)})")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    summary = _client(args).apply(args.spec)
+    print(json.dumps(summary) if args.json else
+          f"applied: added={summary['added']} changed={summary['changed']} removed={summary['removed']}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from fleet_ray.cli_render import render_status
+
+    st = _client(args).status()
+    print(st.model_dump_json(indent=2) if args.json else render_status(st))
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    _client(args).scale(args.pool, args.slots)
+    print(f"pool {args.pool}: desired slots = {args.slots}")
+    return 0
+
+
+def cmd_recycle(args: argparse.Namespace) -> int:
+    r = _client(args).recycle(args.slot)
+    print(f"slot {r['slot']} (generation {r['generation']}) will be recycled")
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    client = _client(args)
+    (client.pause if args.command == "pause" else client.resume)(args.pool)
+    print(f"pool {args.pool}: {args.command}d")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    try:
+        result = _client(args).down(timeout_s=args.timeout)
+        print(f"fleet down ({result['killed_after_timeout']} slot(s) killed after the drain timeout)")
+    except FleetNotRunning as exc:
+        print(f"no fleet running: {exc}")
+    if args.stop_ray:
+        subprocess.run(["ray", "stop"], check=False, stdout=subprocess.DEVNULL)
+        print("local Ray stopped")
+    return 0
+
+
+def _read_items(path: str) -> list[Any]:
+    lines = sys.stdin if path == "-" else Path(path).open()
+    with lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from fleet_ray.cli_render import progress_line
+
+    items = _read_items(args.items)
+    job = _client(args).submit(args.pool, items)
+    out = Path(args.out).open("w") if args.out else sys.stdout
+    tty = sys.stderr.isatty()
+    started = time.monotonic()
+    last = 0.0
+    try:
+        for r in job.results():
+            out.write(r.model_dump_json() + "\n")
+            now = time.monotonic()
+            if tty or now - last > 2 or job.done + job.failed == job.total:
+                last = now
+                line = progress_line(job.done, job.failed, job.total, now - started)
+                print(line, end="\r" if tty else "\n", file=sys.stderr)
+    finally:
+        if args.out:
+            out.close()
+    print(file=sys.stderr)
+    return 0 if job.failed == 0 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    settings = Settings()
+    p = argparse.ArgumentParser(prog="fleet-ray", description=__doc__)
+    p.add_argument("--address", default=settings.ray_address, help="Ray cluster address (default: auto)")
+    p.add_argument("--namespace", default=settings.namespace, help="Ray namespace of the fleet")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run a self-contained demo fleet on this machine")
+    d.add_argument("--pages", type=int, default=30)
+    d.add_argument("--slots", type=int, default=2)
+    d.add_argument("--json", action="store_true", help="print a JSON summary at the end")
+    d.set_defaults(fn=cmd_demo)
+
+    u = sub.add_parser("up", help="start (or attach to) Ray and start the supervisor")
+    u.add_argument("--store", help="store URL (default: FLEET_STORE_URL or the embedded SQLite store)")
+    u.add_argument("--port", type=int, default=LOCAL_HEAD_PORT, help="port of a local Ray head started by up")
+    u.set_defaults(fn=cmd_up)
+
+    a = sub.add_parser("apply", help="validate a spec file and make it the desired state")
+    a.add_argument("spec")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(fn=cmd_apply)
+
+    s = sub.add_parser("status", help="pools and slots")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_status)
+
+    sc = sub.add_parser("scale", help="set a pool's slot count")
+    sc.add_argument("pool")
+    sc.add_argument("slots", type=int)
+    sc.set_defaults(fn=cmd_scale)
+
+    r = sub.add_parser("recycle", help="replace a slot (pool:index) with a fresh generation")
+    r.add_argument("slot")
+    r.set_defaults(fn=cmd_recycle)
+
+    for name in ("pause", "resume"):
+        x = sub.add_parser(name, help=f"{name} leasing work to a batch pool")
+        x.add_argument("pool")
+        x.set_defaults(fn=cmd_pause)
+
+    dn = sub.add_parser("down", help="remove every slot and the supervisor")
+    dn.add_argument("--timeout", type=float, default=30.0, help="drain timeout before slots are killed")
+    dn.add_argument("--stop-ray", action="store_true", help="also stop the local Ray started by `up`")
+    dn.set_defaults(fn=cmd_down)
+
+    sb = sub.add_parser("submit", help="submit JSON lines as batch items; results go to stdout or --out")
+    sb.add_argument("pool")
+    sb.add_argument("items", help="a .jsonl file (one item per line) or - for stdin")
+    sb.add_argument("--out", help="write results (JSON lines) here")
+    sb.set_defaults(fn=cmd_submit)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.fn(args)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FleetNotRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except FleetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The driver-side client: find a running fleet by name and talk to it.
+
+::
+
+    import fleet_ray
+
+    fleet = fleet_ray.connect()                    # attaches to the local Ray cluster
+    fleet.apply("examples/spec.yaml")
+    print(fleet.status().pools[0].state)
+    for r in fleet.submit("titles", urls).results():
+        print(r.item_id, r.ok, r.value)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import ray
+from pydantic import BaseModel, ConfigDict
+
+from fleet_ray.errors import FleetError, FleetNotRunning, JobError
+from fleet_ray.spec import FleetSpec, load_spec_file, validate_spec
+from fleet_ray.status import FleetStatus
+
+SUPERVISOR_NAME = "fleet:supervisor"
+SUBMIT_CHUNK = 5_000
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, FleetError) else exc
+
+
+def _call(ref: Any, timeout: float | None = 60) -> Any:
+    try:
+        return ray.get(ref, timeout=timeout)
+    except ray.exceptions.RayTaskError as exc:
+        raise _unwrap(exc) from None
+
+
+class ItemResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: str
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    attempts: int = 1
+
+
+class Job:
+    """A batch of items submitted to a pool. Iterate :meth:`results` or call :meth:`wait`."""
+
+    def __init__(self, pool: str, job_id: str, workqueue: Any, total: int):
+        self.pool = pool
+        self.id = job_id
+        self._wq = workqueue
+        self.total = total
+        self._cursor = 0
+        self.done = 0
+        self.failed = 0
+
+    def progress(self) -> dict[str, Any]:
+        return _call(self._wq.progress.remote(self.id)) or {}
+
+    def results(self, timeout_s: float | None = None, poll_s: float = 1.0) -> Iterator[ItemResult]:
+        """Yield each item's result as it lands, until every item has one (or the timeout passes)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self.done + self.failed < self.total:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id}: {self.done + self.failed}/{self.total} results after {timeout_s}s")
+            reply = _call(self._wq.fetch.remote(self.id, self._cursor, 10_000, poll_s), timeout=poll_s + 60)
+            if reply["progress"] is None:
+                raise JobError(f"job {self.id} is unknown to pool {self.pool!r} (its work queue restarted?)")
+            self._cursor = reply["cursor"]
+            for item_id, ok, value, attempts in reply["results"]:
+                if ok:
+                    self.done += 1
+                    yield ItemResult(item_id=item_id, ok=True, value=value, attempts=attempts)
+                else:
+                    self.failed += 1
+                    yield ItemResult(item_id=item_id, ok=False, error=str(value), attempts=attempts)
+
+    def wait(self, timeout_s: float | None = None) -> list[ItemResult]:
+        return list(self.results(timeout_s=timeout_s))
+
+    def drop(self) -> None:
+        _call(self._wq.drop.remote(self.id))
+
+
+class FleetClient:
+    def __init__(self, supervisor: Any, namespace: str):
+        self.supervisor = supervisor
+        self.namespace = namespace
+
+    # -- desired state ---------------------------------------------------------------------------
+    def apply(self, spec: FleetSpec | dict[str, Any] | str | Path) -> dict[str, Any]:
+        """Validate locally (fast feedback), then have the supervisor validate and apply."""
+        if isinstance(spec, str | Path):
+            spec = load_spec_file(spec)
+        validated, _ = validate_spec(spec)
+        return _call(self.supervisor.apply.remote(validated.model_dump(mode="json")))
+
+    def scale(self, pool: str, slots: int) -> dict[str, Any]:
+        return _call(self.supervisor.scale.remote(pool, slots))
+
+    def recycle(self, slot_id: str) -> dict[str, Any]:
+        return _call(self.supervisor.recycle.remote(slot_id))
+
+    def pause(self, pool: str) -> dict[str, Any]:
+        return _call(self.supervisor.set_paused.remote(pool, True))
+
+    def resume(self, pool: str) -> dict[str, Any]:
+        return _call(self.supervisor.set_paused.remote(pool, False))
+
+    def status(self) -> FleetStatus:
+        return FleetStatus.model_validate(_call(self.supervisor.status.remote()))
+
+    def events(self, limit: int = 200) -> list[dict[str, Any]]:
+        return _call(self.supervisor.events.remote(limit))
+
+    def wait_until(self, predicate, timeout_s: float = 60, interval_s: float = 0.1) -> FleetStatus:
+        """Poll status until ``predicate(status)`` holds; raises TimeoutError with the last status."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            st = self.status()
+            if predicate(st):
+                return st
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"condition not met within {timeout_s}s; last status: {st.model_dump_json()}")
+            time.sleep(interval_s)
+
+    def wait_ready(self, timeout_s: float = 60) -> FleetStatus:
+        """Wait until every pool runs exactly its desired slots."""
+        return self.wait_until(
+            lambda st: all(
+                p.counts.get("running", 0) == p.desired and len(p.slots) == p.desired for p in st.pools
+            ),
+            timeout_s,
+        )
+
+    # -- batch work ------------------------------------------------------------------------------
+    def submit(self, pool: str, items: Iterable[Any], job_id: str | None = None, ids: Iterable[str] | None = None) -> Job:
+        """Queue items for a batch pool; returns a :class:`Job` to follow."""
+        info = _call(self.supervisor.workqueue.remote(pool))
+        wq = ray.get_actor(info["name"], namespace=self.namespace)
+        retries = info["max_item_retries"]
+        job_id = job_id or uuid.uuid4().hex[:12]
+        items = list(items)
+        id_list = [str(i) for i in ids] if ids is not None else [str(i) for i in range(len(items))]
+        if len(id_list) != len(items):
+            raise JobError("ids must have one entry per item")
+        total = 0
+        for start in range(0, len(items), SUBMIT_CHUNK):
+            chunk = list(zip(id_list[start : start + SUBMIT_CHUNK], items[start : start + SUBMIT_CHUNK], strict=True))
+            total = _call(wq.submit.remote(job_id, chunk, retries))
+        if not items:
+            total = 0
+        return Job(pool, job_id, wq, total)
+
+    def map(self, pool: str, items: Iterable[Any], timeout_s: float | None = None) -> list[ItemResult]:
+        """Submit items and return their results in submission order."""
+        items = list(items)
+        job = self.submit(pool, items)
+        by_id = {r.item_id: r for r in job.results(timeout_s=timeout_s)}
+        return [by_id[str(i)] for i in range(len(items))]
+
+    def down(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Remove every slot, the work queues, the checkpoint and the supervisor itself."""
+        result = _call(self.supervisor.shutdown.remote(timeout_s), timeout=timeout_s + 60)
+        ray.kill(self.supervisor, no_restart=True)
+        return result
+
+
+def init_ray(address: str | None = None, namespace: str = "fleet", **kwargs: Any) -> None:
+    if not ray.is_initialized():
+        ray.init(
+            address=address or "auto",
+            namespace=namespace,
+            logging_level="WARNING",
+            log_to_driver=kwargs.pop("log_to_driver", False),
+            **kwargs,
+        )
+
+
+def connect(address: str | None = None, namespace: str = "fleet") -> FleetClient:
+    """Attach to a Ray cluster (``address``, default: the local one) and find the fleet's supervisor."""
+    try:
+        init_ray(address, namespace)
+    except ConnectionError as exc:
+        raise FleetNotRunning(f"no Ray cluster at {address or 'auto'}: run `fleet-ray up` first ({exc})") from None
+    try:
+        handle = ray.get_actor(SUPERVISOR_NAME, namespace=namespace)
+    except ValueError:
+        raise FleetNotRunning(
+            f"no fleet supervisor in Ray namespace {namespace!r}: run `fleet-ray up` first"
+        ) from None
+    return FleetClient(handle, namespace)

@@ -1,0 +1,344 @@
+"""Slot lifecycle: states, the per-position record, and how observations move a slot between states.
+
+A *slot position* is ``(pool, index)``; each actor that fills it has a **generation**, monotonic per
+position, persisted, never regressing. A record's state lives in a :class:`SlotTable` keyed by state,
+so "all draining slots" is a lookup and a transition is pop-then-add.
+
+Nothing here imports Ray: the supervisor's Ray wrapper turns call results into :class:`Observation`
+values, and :func:`observe` applies them. Time is always passed in.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class SlotState(enum.StrEnum):
+    PENDING = "pending"  # wanted, not created: no node can host it, or waiting to be started
+    STARTING = "starting"  # actor created, its start() has not answered yet
+    RUNNING = "running"  # started and answering health checks
+    DRAINING = "draining"  # asked to finish in-flight work and stop (recycle or scale-down)
+    STOPPING = "stopping"  # kill issued
+    FAILED = "failed"  # start failed or died; replaced once its heal backoff has passed
+
+
+SlotKey = tuple[str, int]
+
+
+def slot_id(key: SlotKey) -> str:
+    return f"{key[0]}:{key[1]}"
+
+
+def parse_slot_id(text: str) -> SlotKey:
+    pool, _, index = text.rpartition(":")
+    if not pool or not index.isdigit():
+        raise ValueError(text)
+    return pool, int(index)
+
+
+# fields that survive a supervisor restart (the rest is re-observed from the live actor)
+PERSISTED = (
+    "pool",
+    "index",
+    "generation",
+    "state",
+    "created_at",
+    "ready_at",
+    "node_id",
+    "pid",
+    "recycles",
+    "failures",
+    "backoff_until",
+    "escalated",
+    "retire",
+    "shape_hash",
+    "config_hash",
+    "reason",
+    "tasks",
+)
+
+
+@dataclass
+class SlotRecord:
+    pool: str
+    index: int
+    generation: int = 0
+    state: SlotState = SlotState.PENDING
+    node_id: str = ""
+    pid: int | None = None
+    version: str | None = None
+    created_at: float | None = None
+    ready_at: float | None = None
+    tasks: int = 0
+    rss_mb: float = 0.0
+    phase: str | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    # health
+    health_failures: int = 0
+    health_inflight: bool = False
+    next_check_at: float = 0.0
+    recycle_requested: str | None = None
+    # draining / config
+    drain_deadline: float | None = None
+    retire: bool = False  # draining for removal: don't replace
+    failure_pending: bool = False  # the stop in progress counts as a failure
+    config_inflight: bool = False
+    shape_hash: str = ""
+    config_hash: str = ""
+    # healing (persisted)
+    recycles: int = 0
+    failures: list[float] = field(default_factory=list)
+    backoff_until: float = 0.0
+    escalated: bool = False
+
+    @property
+    def key(self) -> SlotKey:
+        return (self.pool, self.index)
+
+    @property
+    def slot_id(self) -> str:
+        return slot_id(self.key)
+
+    def persisted(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: (d[k].value if isinstance(d[k], SlotState) else d[k]) for k in PERSISTED}
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> SlotRecord:
+        kw = {k: data[k] for k in PERSISTED if k in data}
+        kw["state"] = SlotState(kw.get("state", "pending"))
+        return cls(**kw)
+
+
+class SlotTable:
+    """Slot records keyed by state; a transition pops the record from one state and adds it to another."""
+
+    def __init__(self, records: Iterable[SlotRecord] = ()):
+        self._by_state: dict[SlotState, dict[SlotKey, SlotRecord]] = {s: {} for s in SlotState}
+        self._all: dict[SlotKey, SlotRecord] = {}
+        for r in records:
+            self.add(r)
+
+    def add(self, rec: SlotRecord) -> None:
+        if rec.key in self._all:
+            raise KeyError(f"slot {rec.slot_id} already in table")
+        self._all[rec.key] = rec
+        self._by_state[rec.state][rec.key] = rec
+
+    def get(self, key: SlotKey) -> SlotRecord | None:
+        return self._all.get(key)
+
+    def remove(self, key: SlotKey) -> SlotRecord:
+        rec = self._all.pop(key)
+        del self._by_state[rec.state][key]
+        return rec
+
+    def transition(self, key: SlotKey, state: SlotState, reason: str | None = None) -> SlotRecord:
+        rec = self._all[key]
+        del self._by_state[rec.state][key]
+        rec.state = state
+        if reason is not None:
+            rec.reason = reason
+        self._by_state[state][key] = rec
+        return rec
+
+    def in_state(self, *states: SlotState) -> list[SlotRecord]:
+        return [r for s in states for r in self._by_state[s].values()]
+
+    def count(self, state: SlotState) -> int:
+        return len(self._by_state[state])
+
+    def of_pool(self, pool: str) -> list[SlotRecord]:
+        return sorted((r for r in self._all.values() if r.pool == pool), key=lambda r: r.index)
+
+    def __iter__(self) -> Iterator[SlotRecord]:
+        return iter(list(self._all.values()))
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+
+# -- observations: what the Ray wrapper saw ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observation:
+    key: SlotKey
+    generation: int
+
+
+@dataclass(frozen=True)
+class Ready(Observation):
+    pid: int
+    node_id: str
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class StartFailed(Observation):
+    cause: str
+
+
+@dataclass(frozen=True)
+class HealthReport(Observation):
+    ok: bool
+    tasks: int = 0
+    rss_mb: float = 0.0
+    phase: str | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+    recycle_requested: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class HealthTimeout(Observation):
+    pass
+
+
+@dataclass(frozen=True)
+class Died(Observation):
+    cause: str
+
+
+@dataclass(frozen=True)
+class Drained(Observation):
+    pass
+
+
+@dataclass(frozen=True)
+class ConfigResult(Observation):
+    applied: bool
+    config_hash: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """Something worth an event; the supervisor stamps and logs it."""
+
+    kind: str
+    pool: str
+    index: int
+    generation: int
+    message: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def record_failure(rec: SlotRecord, now: float, heal: Any) -> LifecycleEvent | None:
+    """Count a failure of a position; past ``heal.max_failures`` in the window, back off exponentially."""
+    rec.failures = [t for t in rec.failures if now - t < heal.window_s] + [now]
+    over = len(rec.failures) - heal.max_failures
+    if over < 0:
+        rec.backoff_until = 0.0
+        return None
+    delay = min(heal.backoff_max_s, heal.backoff_base_s * (2**over))
+    rec.backoff_until = now + delay
+    rec.escalated = True
+    return LifecycleEvent(
+        "slot.heal_escalated",
+        rec.pool,
+        rec.index,
+        rec.generation,
+        f"{len(rec.failures)} failures in {heal.window_s:g}s; next start in {delay:g}s",
+        {"failures": len(rec.failures), "backoff_s": delay},
+    )
+
+
+def observe(
+    table: SlotTable, obs: Observation, now: float, pool: Any | None, jitter: float = 0.0
+) -> list[LifecycleEvent]:
+    """Fold one observation into the table. ``pool`` is the pool's spec (None if the pool is gone).
+
+    Observations about an older generation than the record's are stale and ignored.
+    """
+    rec = table.get(obs.key)
+    if rec is None or obs.generation != rec.generation:
+        return []
+    ev: list[LifecycleEvent] = []
+    E = lambda kind, msg="", **data: LifecycleEvent(kind, rec.pool, rec.index, rec.generation, msg, data)  # noqa: E731
+
+    if isinstance(obs, Ready):
+        if rec.state is SlotState.STARTING:
+            rec.pid, rec.node_id, rec.version = obs.pid, obs.node_id, obs.version
+            rec.ready_at = now
+            rec.health_failures = 0
+            period = pool.health.period_s if pool else 5.0
+            rec.next_check_at = now + period * (1 + jitter)
+            table.transition(rec.key, SlotState.RUNNING, "")
+            ev.append(E("slot.ready", f"pid {obs.pid} on node {obs.node_id[:12]}", pid=obs.pid))
+    elif isinstance(obs, StartFailed):
+        if rec.state is SlotState.STARTING:
+            rec.failure_pending = True
+            table.transition(rec.key, SlotState.STOPPING, f"start failed: {obs.cause}")
+            ev.append(E("slot.start_failed", obs.cause))
+    elif isinstance(obs, Died):
+        if rec.state in (SlotState.STARTING, SlotState.RUNNING, SlotState.DRAINING):
+            was_draining = rec.state is SlotState.DRAINING
+            rec.failure_pending = not was_draining
+            table.transition(rec.key, SlotState.STOPPING, f"died: {obs.cause}")
+            ev.append(E("slot.died", obs.cause, draining=was_draining))
+    elif isinstance(obs, HealthReport | HealthTimeout):
+        rec.health_inflight = False
+        if rec.state is not SlotState.RUNNING:
+            return ev
+        period = pool.health.period_s if pool else 5.0
+        rec.next_check_at = now + period * (1 + jitter)
+        if isinstance(obs, HealthReport) and obs.ok:
+            rec.health_failures = 0
+            rec.tasks, rec.rss_mb, rec.phase = obs.tasks, obs.rss_mb, obs.phase
+            rec.progress = dict(obs.progress)
+            if obs.recycle_requested:
+                rec.recycle_requested = obs.recycle_requested
+        else:
+            rec.health_failures += 1
+            cause = obs.error if isinstance(obs, HealthReport) and obs.error else "health check timed out"
+            if isinstance(obs, HealthReport):
+                rec.tasks, rec.rss_mb, rec.phase = obs.tasks, obs.rss_mb, obs.phase
+            threshold = pool.health.failure_threshold if pool else 1
+            if rec.health_failures >= threshold:
+                ev.append(E("slot.unhealthy", cause, failures=rec.health_failures))
+                rec.reason = f"unhealthy: {cause}"
+    elif isinstance(obs, Drained):
+        if rec.state is SlotState.DRAINING:
+            table.transition(rec.key, SlotState.STOPPING)
+    elif isinstance(obs, ConfigResult):
+        rec.config_inflight = False
+        if obs.applied:
+            rec.config_hash = obs.config_hash
+            ev.append(E("config.applied", "", config_hash=obs.config_hash))
+        else:
+            rec.recycle_requested = f"config change needs a fresh slot{': ' + obs.error if obs.error else ''}"
+            ev.append(E("config.rejected" if obs.error else "config.needs_restart", obs.error or ""))
+    return ev
+
+
+def finish_stop(table: SlotTable, key: SlotKey, now: float, pool: Any | None, failure: bool) -> list[LifecycleEvent]:
+    """A slot's actor is gone (killed, died, drained). Free the position, or ready it for the next
+    generation; a failure counts towards the heal policy."""
+    rec = table.get(key)
+    if rec is None:
+        return []
+    reason = rec.reason
+    ev: list[LifecycleEvent] = []
+    if pool is None or rec.index >= pool.slots:
+        table.remove(key)
+        ev.append(LifecycleEvent("slot.removed", rec.pool, rec.index, rec.generation, reason))
+        return ev
+    rec.recycles += 1
+    rec.pid, rec.ready_at, rec.created_at = None, None, None
+    rec.health_failures, rec.health_inflight, rec.config_inflight = 0, False, False
+    rec.recycle_requested, rec.drain_deadline, rec.failure_pending, rec.retire = None, None, False, False
+    rec.tasks, rec.rss_mb, rec.phase, rec.progress = 0, 0.0, None, {}
+    ev.append(LifecycleEvent("slot.recycled", rec.pool, rec.index, rec.generation, reason, {"failure": failure}))
+    if failure:
+        escalation = record_failure(rec, now, pool.heal)
+        if escalation:
+            ev.append(escalation)
+        table.transition(key, SlotState.FAILED)
+    else:
+        table.transition(key, SlotState.PENDING)
+    return ev

@@ -1,0 +1,34 @@
+"""Process-wide settings, read from ``FLEET_*`` environment variables (or passed explicitly)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path.home() / ".fleet-ray"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="ignore")
+
+    namespace: str = Field("fleet", description="Ray namespace of the fleet's named actors.")
+    store_url: str = Field(
+        default_factory=lambda: f"sqlite://{DEFAULT_HOME / 'store.db'}",
+        description="Durable store: sqlite:///abs/path (embedded default) or redis://host:port/db.",
+    )
+    ray_address: str | None = Field(None, description="Ray cluster to attach to (default: auto).")
+    tick_s: float = Field(0.1, gt=0, description="Supervisor reconcile period.")
+    chromium_path: str = Field("/usr/bin/chromium", description="Chromium executable for browser slots.")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8470
+    api_token: SecretStr | None = None
+    api_token_file: Path | None = None
+
+    def token(self) -> str | None:
+        if self.api_token is not None:
+            return self.api_token.get_secret_value()
+        if self.api_token_file is not None and self.api_token_file.exists():
+            return self.api_token_file.read_text().strip() or None
+        return None

@@ -1,0 +1,214 @@
+"""The desired state of a fleet: :class:`FleetSpec` → :class:`PoolSpec`, validated as a whole.
+
+:func:`validate_spec` is the one gate every spec goes through (CLI, client, supervisor): it checks
+the shape of the spec, resolves each pool's automation by entry point, checks the version pin and
+validates the pool's ``config`` against the automation's config model. Every problem is reported
+with its location (``pools.web.config.max_pages``) and nothing is applied unless all pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fleet_ray.errors import AutomationError, SpecError
+
+POOL_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Placement(_Strict):
+    """Where a pool's slots may run."""
+
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom resource tags each slot needs, e.g. {'browser': 1}. A node offers them "
+        "with `ray start --resources`.",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels a slot's node must carry, e.g. {'region': 'eu'} (`ray start --labels`).",
+    )
+    num_cpus: float = Field(0.0, ge=0, description="CPUs reserved per slot.")
+    memory_mb: float = Field(0.0, ge=0, description="Memory reserved per slot, in MiB.")
+
+    @field_validator("resources")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, amount in v.items():
+            if amount <= 0:
+                raise ValueError(f"resource {k!r} must be a positive amount, got {amount}")
+            if k in ("CPU", "GPU", "memory"):
+                raise ValueError(f"use num_cpus / memory_mb instead of resource {k!r}")
+        return v
+
+
+class HealthCheck(_Strict):
+    period_s: float = Field(5.0, gt=0, description="Seconds between health checks (jittered).")
+    timeout_s: float = Field(3.0, gt=0, description="A check that takes longer counts as failed.")
+    failure_threshold: int = Field(3, ge=1, description="Consecutive failures that make a slot unhealthy.")
+    jitter: float = Field(0.1, ge=0, le=1, description="Fraction of the period added at random.")
+    start_timeout_s: float = Field(
+        60.0, gt=0, description="A slot that is not ready this long after creation has failed."
+    )
+
+
+class RecyclePolicy(_Strict):
+    max_tasks: int | None = Field(None, ge=1, description="Recycle after this many tasks.")
+    max_age_s: float | None = Field(None, gt=0, description="Recycle after this many seconds.")
+    max_rss_mb: float | None = Field(None, gt=0, description="Recycle above this resident memory.")
+    drain_timeout_s: float = Field(30.0, ge=0, description="Grace for in-flight work before a kill.")
+
+
+class HealPolicy(_Strict):
+    window_s: float = Field(300.0, gt=0, description="Window in which failures of one slot position count.")
+    max_failures: int = Field(3, ge=1, description="Failures within the window before backing off.")
+    backoff_base_s: float = Field(1.0, gt=0)
+    backoff_max_s: float = Field(300.0, gt=0)
+
+
+SlotKind = Literal["process", "browser"]
+
+
+class PoolSpec(_Strict):
+    name: str = Field(pattern=POOL_NAME_PATTERN, description="Pool name: lowercase letters, digits, '-'.")
+    automation: str = Field(min_length=1, description="Entry-point name in group fleet_ray.automations.")
+    version: str | None = Field(
+        None, description="Pin of the automation's distribution: '1.2.0' or a specifier like '>=1.2,<2'."
+    )
+    config: dict[str, Any] = Field(default_factory=dict, description="Validated by the automation's Config.")
+    slots: int = Field(1, ge=0, le=10_000, description="Desired number of slots.")
+    kind: SlotKind = "process"
+    concurrency: int = Field(1, ge=1, le=1000, description="Batch items a slot works on at once.")
+    max_item_retries: int = Field(3, ge=0, description="Re-runs of an item whose slot died under it.")
+    placement: Placement = Field(default_factory=Placement)
+    health: HealthCheck = Field(default_factory=HealthCheck)
+    recycle: RecyclePolicy = Field(default_factory=RecyclePolicy)
+    heal: HealPolicy = Field(default_factory=HealPolicy)
+    paused: bool = Field(False, description="A paused pool keeps its slots but leases them no work.")
+
+    @field_validator("version")
+    @classmethod
+    def _specifier(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+        text = v.strip()
+        if text and text[0].isdigit():
+            text = f"=={text}"
+        try:
+            SpecifierSet(text)
+        except InvalidSpecifier as exc:
+            raise ValueError(f"not a version or version specifier: {v!r}") from exc
+        return text
+
+    def slot_shape_hash(self) -> str:
+        """Hash of everything that can only change by replacing slots (not the config)."""
+        shape = self.model_dump(include={"automation", "version", "kind", "placement", "concurrency"})
+        return _digest(shape)
+
+    def config_hash(self) -> str:
+        return _digest(self.config)
+
+
+class FleetSpec(_Strict):
+    name: str = Field("fleet", pattern=POOL_NAME_PATTERN)
+    pools: list[PoolSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_pools(self) -> FleetSpec:
+        seen: set[str] = set()
+        for p in self.pools:
+            if p.name in seen:
+                raise ValueError(f"pool name {p.name!r} appears twice")
+            seen.add(p.name)
+        return self
+
+    def pool(self, name: str) -> PoolSpec | None:
+        return next((p for p in self.pools if p.name == name), None)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ResolvedPool:
+    """A pool whose automation was found and whose config validated."""
+
+    spec: PoolSpec
+    batch: bool
+    distribution: str | None
+    installed_version: str | None
+
+
+def _loc(parts: tuple[Any, ...], pools: list[Any]) -> str:
+    """Turn pydantic's ('pools', 0, 'config') into 'pools.web.config'."""
+    out: list[str] = []
+    it = iter(range(len(parts)))
+    for i in it:
+        p = parts[i]
+        if p == "pools" and i + 1 < len(parts) and isinstance(parts[i + 1], int):
+            idx = parts[i + 1]
+            name = None
+            if 0 <= idx < len(pools) and isinstance(pools[idx], Mapping):
+                name = pools[idx].get("name")
+            out.append(f"pools.{name}" if isinstance(name, str) and name else f"pools[{idx}]")
+            next(it, None)
+        else:
+            out.append(str(p))
+    return ".".join(out)
+
+
+def load_spec_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON spec file into a plain dict (not yet validated)."""
+    import yaml
+
+    text = Path(path).read_text()
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise SpecError([{"loc": str(path), "msg": "a spec file must hold a mapping with a 'pools' list"}])
+    return data
+
+
+def validate_spec(
+    data: FleetSpec | Mapping[str, Any],
+    resolve: Callable[[PoolSpec], ResolvedPool] | None = None,
+) -> tuple[FleetSpec, dict[str, ResolvedPool]]:
+    """Validate a whole spec. Raises :class:`SpecError` listing every problem, naming pool and field.
+
+    ``resolve`` finds a pool's automation and validates its config; it defaults to entry-point
+    discovery (:func:`fleet_ray.discovery.resolve_pool`). Tests pass their own.
+    """
+    raw = data.model_dump() if isinstance(data, FleetSpec) else dict(data)
+    try:
+        spec = FleetSpec.model_validate(raw)
+    except ValidationError as exc:
+        pools = raw.get("pools") if isinstance(raw.get("pools"), list) else []
+        raise SpecError(
+            [{"loc": _loc(tuple(e["loc"]), pools) or "spec", "msg": e["msg"]} for e in exc.errors()]
+        ) from None
+    if resolve is None:
+        from fleet_ray.discovery import resolve_pool as resolve
+    errors: list[dict[str, Any]] = []
+    resolved: dict[str, ResolvedPool] = {}
+    for pool in spec.pools:
+        try:
+            resolved[pool.name] = resolve(pool)
+        except SpecError as exc:
+            errors.extend(exc.errors)
+        except AutomationError as exc:
+            errors.append({"loc": f"pools.{pool.name}.automation", "msg": str(exc)})
+    if errors:
+        raise SpecError(errors)
+    return spec, resolved

@@ -1,0 +1,152 @@
+"""The production store on Redis.
+
+Every key lives under ``fleet:<namespace>:`` (names in :mod:`fleet_ray.store.keys`). Multi-key
+writes run in one MULTI/EXEC transaction; read-modify-write updates and idempotent log appends are
+Lua scripts, so they are atomic however many supervisors, slots and drivers share the server.
+Connection failures surface as :class:`~fleet_ray.errors.StoreUnavailable` naming the (redacted) URL.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+
+import redis as redis_lib
+
+from fleet_ray.errors import StoreUnavailable, redact_url
+from fleet_ray.store.base import LogEntry
+
+# KEYS[1] = key; ARGV[1] = value → max(current, value)
+_RAISE_TO = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local v = tonumber(ARGV[1])
+if v > cur then redis.call('SET', KEYS[1], ARGV[1]); return v end
+return cur
+"""
+
+# KEYS[1] = data hash, KEYS[2] = order zset; ARGV = id1, sort1, data1, id2, ...
+_LOG_APPEND = """
+local new = 0
+for i = 1, #ARGV, 3 do
+  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 2]) == 1 then
+    redis.call('ZADD', KEYS[2], 0, ARGV[i + 1] .. '\\0' .. ARGV[i])
+    new = new + 1
+  end
+end
+return new
+"""
+
+# KEYS[1] = data hash, KEYS[2] = order zset; ARGV[1] = max_len
+_LOG_TRIM = """
+local n = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[1])
+if n <= 0 then return 0 end
+local members = redis.call('ZRANGE', KEYS[2], 0, n - 1)
+for _, m in ipairs(members) do
+  local sep = string.find(m, '\\0', 1, true)
+  redis.call('HDEL', KEYS[1], string.sub(m, sep + 1))
+end
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, n - 1)
+return n
+"""
+
+
+def _translate(fn):
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
+            raise StoreUnavailable(self.url, type(exc).__name__) from exc
+
+    return wrapper
+
+
+class RedisStore:
+    def __init__(self, url: str, namespace: str = "default", timeout_s: float = 2.0, check: bool = True):
+        self.url = redact_url(url)
+        self._prefix = f"fleet:{namespace}:"
+        self._r = redis_lib.Redis.from_url(
+            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, health_check_interval=10
+        )
+        self._raise_to = self._r.register_script(_RAISE_TO)
+        self._append = self._r.register_script(_LOG_APPEND)
+        self._trim = self._r.register_script(_LOG_TRIM)
+        if check:
+            self.ping()
+
+    def _k(self, key: str) -> str:
+        return self._prefix + key
+
+    @_translate
+    def ping(self) -> None:
+        self._r.ping()
+
+    @_translate
+    def get(self, key: str) -> bytes | None:
+        return self._r.get(self._k(key))
+
+    @_translate
+    def put(self, key: str, value: bytes) -> None:
+        self._r.set(self._k(key), value)
+
+    @_translate
+    def put_many(self, items: Mapping[str, bytes]) -> None:
+        with self._r.pipeline(transaction=True) as p:
+            for k, v in items.items():
+                p.set(self._k(k), v)
+            p.execute()
+
+    @_translate
+    def delete(self, *keys: str) -> int:
+        return self._r.delete(*(self._k(k) for k in keys)) if keys else 0
+
+    @_translate
+    def incr(self, key: str, amount: int = 1) -> int:
+        return int(self._r.incrby(self._k(key), amount))
+
+    @_translate
+    def raise_to(self, key: str, value: int) -> int:
+        return int(self._raise_to(keys=[self._k(key)], args=[int(value)]))
+
+    @_translate
+    def keys(self, prefix: str = "") -> list[str]:
+        n = len(self._prefix)
+        found = self._r.scan_iter(match=self._k(prefix).replace("*", r"\*") + "*", count=1000)
+        return sorted(k.decode()[n:] for k in found)
+
+    def _log_keys(self, log: str) -> list[str]:
+        return [self._k(f"log:{log}:data"), self._k(f"log:{log}:order")]
+
+    @_translate
+    def log_append(self, log: str, entries: list[LogEntry]) -> int:
+        if not entries:
+            return 0
+        args: list = []
+        for e in entries:
+            args += [e.id, e.sort_key, bytes(e.data)]
+        return int(self._append(keys=self._log_keys(log), args=args))
+
+    @_translate
+    def log_range(self, log, start=None, end=None, limit=None) -> list[LogEntry]:
+        data_key, order_key = self._log_keys(log)
+        lo = b"[" + start.encode() if start is not None else b"-"
+        hi = b"(" + end.encode() if end is not None else b"+"
+        members = self._r.zrangebylex(order_key, lo, hi, start=0 if limit else None, num=limit)
+        if not members:
+            return []
+        pairs = [m.split(b"\0", 1) for m in members]
+        datas = self._r.hmget(data_key, [i for _, i in pairs])
+        return [
+            LogEntry(i.decode(), k.decode(), d) for (k, i), d in zip(pairs, datas, strict=True) if d is not None
+        ]
+
+    @_translate
+    def log_len(self, log: str) -> int:
+        return int(self._r.zcard(self._log_keys(log)[1]))
+
+    @_translate
+    def log_trim(self, log: str, max_len: int) -> int:
+        return int(self._trim(keys=self._log_keys(log), args=[max_len]))
+
+    def close(self) -> None:
+        self._r.close()

@@ -1,0 +1,151 @@
+"""The embedded default store: one SQLite file (WAL mode), no server to run.
+
+Good for a laptop or a single head node: every process on that host can open the same file.
+Writers serialise with ``BEGIN IMMEDIATE``, so read-modify-write updates (``incr``, ``raise_to``)
+are atomic across processes. For multi-host fleets use Redis.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from fleet_ray.errors import StoreError
+from fleet_ray.store.base import LogEntry
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS log (
+    log TEXT NOT NULL, id TEXT NOT NULL, sort_key TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (log, id)
+);
+CREATE INDEX IF NOT EXISTS log_order ON log (log, sort_key, id);
+"""
+
+
+class SQLiteStore:
+    def __init__(self, path: str | Path, namespace: str = "default"):
+        self.path = Path(path).expanduser()
+        self.url = f"sqlite://{self.path.resolve()}"
+        self.namespace = namespace
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._local = threading.local()
+            self._conn().executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"can't open embedded store {self.url}: {exc}") from exc
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    class _Tx:
+        def __init__(self, conn: sqlite3.Connection):
+            self.conn = conn
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.conn.execute("BEGIN IMMEDIATE")
+            return self.conn
+
+        def __exit__(self, et, ev, tb) -> None:
+            self.conn.execute("COMMIT" if et is None else "ROLLBACK")
+
+    def _tx(self) -> _Tx:
+        return self._Tx(self._conn())
+
+    def _k(self, key: str) -> str:
+        return f"{self.namespace}:{key}"
+
+    def ping(self) -> None:
+        self._conn().execute("SELECT 1")
+
+    def get(self, key: str) -> bytes | None:
+        row = self._conn().execute("SELECT value FROM kv WHERE key=?", (self._k(key),)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def put(self, key: str, value: bytes) -> None:
+        self.put_many({key: value})
+
+    def put_many(self, items: Mapping[str, bytes]) -> None:
+        with self._tx() as c:
+            c.executemany(
+                "INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                [(self._k(k), bytes(v)) for k, v in items.items()],
+            )
+
+    def delete(self, *keys: str) -> int:
+        with self._tx() as c:
+            return sum(c.execute("DELETE FROM kv WHERE key=?", (self._k(k),)).rowcount for k in keys)
+
+    def _update_int(self, key: str, fn) -> int:
+        with self._tx() as c:
+            row = c.execute("SELECT value FROM kv WHERE key=?", (self._k(key),)).fetchone()
+            value = fn(int(row[0]) if row else 0)
+            c.execute(
+                "INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (self._k(key), str(value).encode()),
+            )
+            return value
+
+    def incr(self, key: str, amount: int = 1) -> int:
+        return self._update_int(key, lambda v: v + amount)
+
+    def raise_to(self, key: str, value: int) -> int:
+        return self._update_int(key, lambda v: max(v, value))
+
+    def keys(self, prefix: str = "") -> list[str]:
+        base = self._k("")
+        rows = self._conn().execute(
+            "SELECT key FROM kv WHERE substr(key, 1, ?) = ? ORDER BY key",
+            (len(base) + len(prefix), base + prefix),
+        )
+        return [r[0][len(base):] for r in rows]
+
+    def log_append(self, log: str, entries: list[LogEntry]) -> int:
+        with self._tx() as c:
+            return sum(
+                c.execute(
+                    "INSERT INTO log(log, id, sort_key, data) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (self._k(log), e.id, e.sort_key, bytes(e.data)),
+                ).rowcount
+                for e in entries
+            )
+
+    def log_range(self, log, start=None, end=None, limit=None) -> list[LogEntry]:
+        sql = "SELECT id, sort_key, data FROM log WHERE log=?"
+        args: list = [self._k(log)]
+        if start is not None:
+            sql += " AND sort_key >= ?"
+            args.append(start)
+        if end is not None:
+            sql += " AND sort_key < ?"
+            args.append(end)
+        sql += " ORDER BY sort_key, id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [LogEntry(i, k, bytes(d)) for i, k, d in self._conn().execute(sql, args)]
+
+    def log_len(self, log: str) -> int:
+        return self._conn().execute("SELECT count(*) FROM log WHERE log=?", (self._k(log),)).fetchone()[0]
+
+    def log_trim(self, log: str, max_len: int) -> int:
+        with self._tx() as c:
+            return c.execute(
+                "DELETE FROM log WHERE log=? AND id IN (SELECT id FROM log WHERE log=? "
+                "ORDER BY sort_key DESC, id DESC LIMIT -1 OFFSET ?)",
+                (self._k(log), self._k(log), max_len),
+            ).rowcount
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,1 @@
+"""The Ray Serve control-plane app (installed as ``fleet_ray.serve``)."""
