@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet_ray.automation import BatchAutomation
+from fleet_ray.automation import BatchAutomation, ContinuousAutomation
 
 
 class NoOp(BatchAutomation):
@@ -30,3 +30,45 @@ class Echo(BatchAutomation):
 
     def reconfigure(self, config: Config) -> bool:
         return config.in_place
+
+
+class Sleep(BatchAutomation):
+    """Waits ``delay_s`` per item, then returns the item (a stand-in for I/O-bound work)."""
+
+    class Config(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        delay_s: float = Field(0.1, ge=0)
+
+    async def process(self, item: Any) -> Any:
+        import asyncio
+
+        await asyncio.sleep(self.config.delay_s)
+        return item
+
+
+class Chaos(ContinuousAutomation):
+    """Misbehaves on purpose, for exercising the supervisor's healing (fail setup, crash, hang)."""
+
+    class Config(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        fail_setup: bool = Field(False, description="Raise in setup(): the slot never starts.")
+        crash_after_s: float | None = Field(None, gt=0, description="run() raises after this long.")
+        unhealthy_after_s: float | None = Field(None, gt=0, description="Health probe fails after this long.")
+
+    async def setup(self) -> None:
+        import time
+
+        if self.config.fail_setup:
+            raise RuntimeError("chaos: setup failed on purpose")
+        self._t0 = time.monotonic()
+
+    async def run(self) -> None:
+        while await self.ctx.sleep(self.config.crash_after_s or 3600):
+            if self.config.crash_after_s:
+                raise RuntimeError("chaos: run() crashed on purpose")
+
+    async def check_health(self) -> bool:
+        import time
+
+        limit = self.config.unhealthy_after_s
+        return limit is None or time.monotonic() - self._t0 < limit

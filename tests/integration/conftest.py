@@ -1,0 +1,84 @@
+"""Integration fixtures: a real multi-node Ray cluster per test module, real Redis, a fleet per test.
+
+Conventions:
+- one ``ray.cluster_utils.Cluster`` per module (``cluster`` fixture); never ``ray stop`` (other
+  clusters on this machine would die);
+- every fleet gets its own Ray namespace and store, so tests don't see each other's slots;
+- wait with deadlines (``FleetClient.wait_until``), never with bare sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+
+import pytest
+
+REDIS_URL = os.environ.get("FLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+# node layout: head (no tags), two "browser" nodes in region eu/us, one "http" node
+WORKERS = [
+    {"num_cpus": 2, "resources": {"browser": 4}, "labels": {"region": "eu"}},
+    {"num_cpus": 2, "resources": {"browser": 4}, "labels": {"region": "us"}},
+    {"num_cpus": 2, "resources": {"http": 8}, "labels": {"region": "eu"}},
+]
+
+
+def make_cluster(workers=WORKERS, head_cpus: int = 2):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": head_cpus, "include_dashboard": False},
+    )
+    nodes = [cluster.add_node(**w) for w in workers]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, namespace="fleet-tests", logging_level="WARNING", log_to_driver=False)
+    return cluster, nodes
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import ray
+
+    cluster, nodes = make_cluster()
+    cluster.worker_nodes_list = nodes
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture
+def redis_url():
+    import redis
+
+    r = redis.Redis.from_url(REDIS_URL)
+    try:
+        r.ping()
+    except redis.ConnectionError:
+        pytest.fail(f"Redis must run at {REDIS_URL} for integration tests (.ci/run starts it)")
+    yield REDIS_URL
+    r.close()
+
+
+@pytest.fixture
+def fleet(cluster, tmp_path):
+    """A supervisor in its own namespace on an embedded store; torn down after the test."""
+    from fleet_ray.actors.launch import start_supervisor
+    from fleet_ray.client import FleetClient
+
+    ns = f"t-{uuid.uuid4().hex[:8]}"
+    sup = start_supervisor(f"sqlite://{tmp_path}/store.db", namespace=ns, tick_s=0.05)
+    client = FleetClient(sup, ns)
+    client.store_url = f"sqlite://{tmp_path}/store.db"
+    yield client
+    try:
+        client.down(timeout_s=5)
+    except Exception:
+        pass
+
+
+def sigkill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
