@@ -29,7 +29,15 @@ from fleet_ray.errors import (
     UnknownPool,
     UnknownSlot,
 )
-from fleet_ray.spec import FleetSpec, HealPolicy, HealthCheck, Placement, PoolSpec, RecyclePolicy, validate_spec
+from fleet_ray.spec import (
+    FleetSpec,
+    HealPolicy,
+    HealthCheck,
+    Placement,
+    PoolSpec,
+    RecyclePolicy,
+    validate_spec,
+)
 from fleet_ray.status import FleetStatus, PoolStatus, SlotStatus
 
 __version__ = "0.1.0"

@@ -30,7 +30,7 @@ def render_status(st: FleetStatus) -> str:
         lines.append(
             f"\npool {p.name}  [{p.state}]  {p.automation}{(' ' + p.version) if p.version else ''}  "
             f"{p.kind}{' batch' if p.batch else ''}  desired={p.desired}  {counts}"
-            + (f"  paused" if p.paused else "")
+            + ("  paused" if p.paused else "")
             + (f"\n  reason: {p.reason}" if p.reason else "")
         )
         rows = [["SLOT", "STATE", "GEN", "NODE", "PID", "UPTIME", "TASKS", "RECYCLES", "RSS MB", "PHASE/REASON"]]

@@ -10,7 +10,11 @@ Conventions:
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
+import subprocess
+import time
 import uuid
 
 import pytest
@@ -82,3 +86,36 @@ def fleet(cluster, tmp_path):
 
 def sigkill(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A Redis server of our own that the test can stop and start again."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server must be installed for this test")
+    port = _free_port()
+
+    def start():
+        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return proc
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis did not start")
+
+    state = {"proc": start()}
+    yield {"url": f"redis://127.0.0.1:{port}/0", "stop": lambda: (state["proc"].kill(), state["proc"].wait()),
+           "start": lambda: state.__setitem__("proc", start())}
+    state["proc"].kill()
+    state["proc"].wait()

@@ -1,0 +1,188 @@
+"""What the control-plane HTTP API (``fleet_ray.serve``) takes and returns.
+
+Fleet, pool and slot status reuse :mod:`fleet_ray.status`; this module holds everything else the API
+speaks: events, grouped errors, streams, nodes, metric history, control requests/results and the one
+error shape every failure uses::
+
+    {"error": {"code": "invalid_spec", "message": "...", "details": [{"loc": "pools.web.slots", "msg": "..."}]}}
+
+Every model forbids unknown fields, so a typo in a request is an error, and the OpenAPI document the
+app serves is generated from these classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ErrorCode = Literal[
+    "unauthorized",  # no / wrong bearer token
+    "not_found",  # unknown pool, slot or route
+    "invalid_spec",  # the spec or a pool's config failed validation; nothing changed
+    "invalid_request",  # the request itself is malformed (query, path or body)
+    "conflict",  # the request is valid but can't be done in the fleet's state
+    "unavailable",  # the supervisor can't be reached (not running, restarting, timed out)
+    "internal",  # a bug; the message says no more than that
+]
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- errors ----------------------------------------------------------------------------------------
+class ErrorDetail(ApiModel):
+    loc: str = Field(description="Where: a spec field ('pools.web.slots') or a request part ('query.limit').")
+    msg: str = Field(description="What is wrong there.")
+
+
+class ErrorBody(ApiModel):
+    code: ErrorCode = Field(description="Stable, machine-readable error code.")
+    message: str = Field(description="Human-readable explanation; never contains secrets.")
+    details: list[ErrorDetail] = Field(default_factory=list, description="One entry per problem, when known.")
+
+
+class ErrorResponse(ApiModel):
+    error: ErrorBody
+
+
+# -- health ----------------------------------------------------------------------------------------
+class Health(ApiModel):
+    status: Literal["ok"] = Field("ok", description="The API process answers.")
+    version: str = Field(description="fleet-ray version of the API.")
+    namespace: str = Field(description="Ray namespace of the fleet this API serves.")
+
+
+class Readiness(ApiModel):
+    ready: bool = Field(description="True when the supervisor answers and has recovered its state.")
+    supervisor_pid: int | None = Field(None, description="PID of the supervisor process, when it answers.")
+    reason: str = Field("", description="Why the fleet is not ready.")
+
+
+# -- events ----------------------------------------------------------------------------------------
+class EventOut(ApiModel):
+    id: str = Field(description="Unique event id.")
+    kind: str = Field(description="e.g. slot.started, slot.ready, slot.died, slot.recycled, pool.applied")
+    at: float = Field(description="Wall time of the event, seconds since the epoch (HLC physical part).")
+    physical: int = Field(description="Hybrid logical clock, physical part (ms since the epoch).")
+    counter: int = Field(description="Hybrid logical clock, logical counter.")
+    origin: str = Field(description="Who emitted it (supervisor, a slot, ...).")
+    pool: str | None = Field(None, description="Pool the event is about.")
+    slot: str | None = Field(None, description="Slot position 'pool:index' the event is about.")
+    generation: int | None = Field(None, description="Slot generation the event is about.")
+    message: str = Field("", description="Human-readable detail (credentials in URLs are redacted).")
+    data: dict[str, Any] = Field(default_factory=dict, description="Kind-specific structured detail.")
+    cursor: str = Field(description="Pass as `after` (or SSE Last-Event-ID) to get only newer events.")
+
+
+class EventsPage(ApiModel):
+    events: list[EventOut] = Field(description="Matching events, oldest first.")
+    cursor: str | None = Field(None, description="Cursor of the last event returned (for the next page).")
+    source: Literal["memory", "log"] = Field(
+        description="memory: the supervisor's recent events; log: the durable event log was read."
+    )
+
+
+# -- grouped errors --------------------------------------------------------------------------------
+class ErrorGroup(ApiModel):
+    key: str = Field(description="Stable group key: kind plus the message with numbers and ids masked.")
+    kind: str = Field(description="Event kind of the failures in this group (slot.died, slot.start_failed, ...).")
+    signature: str = Field(description="The message with numbers, hex ids and quoted values masked.")
+    sample: str = Field(description="The most recent full message of the group.")
+    count: int = Field(description="Failures in the group within the window.")
+    pools: list[str] = Field(description="Pools that saw this failure.")
+    slots: list[str] = Field(description="Slot positions that saw this failure.")
+    first_seen: float = Field(description="Seconds since the epoch.")
+    last_seen: float = Field(description="Seconds since the epoch.")
+
+
+class ErrorGroups(ApiModel):
+    groups: list[ErrorGroup] = Field(description="Most recent group first.")
+    failing_slots: list[dict[str, str]] = Field(
+        default_factory=list, description="Slots failing right now: {'slot', 'state', 'reason'}."
+    )
+    source: str = Field(description="Where the failures come from (which event kinds were grouped).")
+
+
+# -- streams ---------------------------------------------------------------------------------------
+class StreamOut(ApiModel):
+    name: str = Field(description="Stream name.")
+    depth: int = Field(description="Items queued now.")
+    capacity: int | None = Field(None, description="Bound of the queue (back-pressure above it).")
+    in_rate: float = Field(0.0, description="Items put per second (recent).")
+    out_rate: float = Field(0.0, description="Items taken per second (recent).")
+    items_emitted: int = Field(0, description="Items emitted since the stream was created.")
+    producers: list[str] = Field(default_factory=list, description="Pools emitting into it.")
+    consumers: list[str] = Field(default_factory=list, description="Pools or groups reading it.")
+
+
+class StreamsPage(ApiModel):
+    streams: list[StreamOut] = Field(description="Every typed output stream of the fleet (empty if none).")
+
+
+# -- nodes -----------------------------------------------------------------------------------------
+class NodeOut(ApiModel):
+    node_id: str = Field(description="Ray node id.")
+    alive: bool = Field(description="False for nodes Ray lost.")
+    is_head: bool = Field(description="True for the head node (where the supervisor runs).")
+    resources: dict[str, float] = Field(description="Total resources, incl. custom tags like 'browser'.")
+    labels: dict[str, str] = Field(description="Node labels such as region (Ray's own ray.io/* omitted).")
+    slots: list[str] = Field(description="Slot positions placed on the node.")
+
+
+class NodesPage(ApiModel):
+    nodes: list[NodeOut]
+
+
+# -- metric history --------------------------------------------------------------------------------
+class SeriesPoint(ApiModel):
+    t: float = Field(description="Sample time, seconds since the epoch.")
+    tasks_per_s: float = Field(description="Tasks (items or runs) finished per second by the pool's slots.")
+    failures_per_s: float = Field(description="Slot failures (died, start failed, unhealthy) per second.")
+    running: int = Field(description="Running slots at sample time.")
+
+
+class PoolSeries(ApiModel):
+    pool: str
+    points: list[SeriesPoint] = Field(description="Oldest first.")
+
+
+class MetricsSeries(ApiModel):
+    period_s: float = Field(description="Seconds between samples.")
+    pools: list[PoolSeries]
+
+
+# -- control ---------------------------------------------------------------------------------------
+class ScaleRequest(ApiModel):
+    slots: int = Field(ge=0, le=10_000, description="Desired number of slots.")
+
+
+class ResumeRequest(ApiModel):
+    slots: int | None = Field(
+        None, ge=0, le=10_000, description="Slots after resuming (default: the count before the drain)."
+    )
+
+
+class ApplyResult(ApiModel):
+    added: list[str] = Field(description="Pools that are new.")
+    removed: list[str] = Field(description="Pools that are gone (their slots drain).")
+    changed: list[str] = Field(description="Pools whose spec changed.")
+
+
+class PoolChange(ApiModel):
+    pool: str
+    desired: int = Field(description="Desired slots after the change.")
+    paused: bool = Field(description="Whether the pool is paused after the change.")
+    message: str = Field("", description="What happens next.")
+
+
+class RecycleResult(ApiModel):
+    slot: str = Field(description="Slot position 'pool:index'.")
+    generation: int = Field(description="Generation that will be replaced (the next one is +1).")
+    state: str = Field(description="State of the slot when the recycle was requested.")
+
+
+class SpecOut(ApiModel):
+    spec: dict[str, Any] = Field(description="The desired state (FleetSpec), with secret-looking values masked.")
+    redacted: list[str] = Field(default_factory=list, description="Paths of the values that were masked.")

@@ -1,0 +1,229 @@
+"""decide() and the slot lifecycle, with fakes: no Ray."""
+
+from __future__ import annotations
+
+from fleet_ray.lifecycle import (
+    ConfigResult,
+    Died,
+    HealthReport,
+    HealthTimeout,
+    Ready,
+    SlotRecord,
+    SlotState,
+    SlotTable,
+    StartFailed,
+    finish_stop,
+    observe,
+)
+from fleet_ray.reconcile import (
+    CheckHealth,
+    Drain,
+    Forget,
+    Kill,
+    MarkPending,
+    NodeView,
+    PushConfig,
+    Start,
+    decide,
+    placement_problem,
+)
+from fleet_ray.spec import Placement, PoolSpec
+from fleet_ray.testing import FakeClock
+
+
+def pool(name="web", slots=2, **kw) -> PoolSpec:
+    return PoolSpec(name=name, automation="builtin.echo", slots=slots, **kw)
+
+
+def running(table: SlotTable, p: PoolSpec, index: int, gen: int = 1, now: float = 0.0) -> SlotRecord:
+    rec = SlotRecord(p.name, index, generation=gen, state=SlotState.STARTING, created_at=now)
+    rec.shape_hash, rec.config_hash = p.slot_shape_hash(), p.config_hash()
+    table.add(rec)
+    observe(table, Ready(rec.key, gen, pid=100 + index, node_id="n1"), now, p)
+    return rec
+
+
+NODES = [NodeView("n1", True, {"CPU": 2, "browser": 4}, {"region": "eu"})]
+
+
+def test_empty_table_starts_every_position_with_generation_one():
+    p = pool(slots=3)
+    actions = decide({"web": p}, SlotTable(), {"web": None}, 0.0)
+    assert actions == [Start(("web", i), 1) for i in range(3)]
+
+
+def test_decide_is_repeatable_and_does_not_mutate():
+    p = pool(slots=2)
+    t = SlotTable()
+    running(t, p, 0)
+    a1 = decide({"web": p}, t, {"web": None}, 100.0)
+    a2 = decide({"web": p}, t, {"web": None}, 100.0)
+    assert a1 == a2 and a1 == [CheckHealth(("web", 0), 1, 3.0), Start(("web", 1), 1)]
+
+
+def test_infeasible_pool_marks_positions_pending_once():
+    p = pool(slots=2, placement=Placement(resources={"gpu": 1}))
+    reason = placement_problem(p.placement, NODES)
+    assert reason == "no node has resource 'gpu'"
+    t = SlotTable()
+    actions = decide({"web": p}, t, {"web": reason}, 0.0)
+    assert actions == [MarkPending(("web", 0), reason), MarkPending(("web", 1), reason)]
+    for a in actions:
+        t.add(SlotRecord("web", a.key[1], reason=reason))
+    assert decide({"web": p}, t, {"web": reason}, 1.0) == []
+
+
+def test_placement_problem_names_labels_and_amounts():
+    assert placement_problem(Placement(resources={"browser": 8}), NODES) == (
+        "no node has 8 of resource 'browser' (largest: 4)"
+    )
+    assert placement_problem(Placement(labels={"region": "us"}), NODES) == "no node has label region=us"
+    assert placement_problem(Placement(resources={"browser": 1}, labels={"region": "eu"}), NODES) is None
+    dead = [NodeView("n1", False, {"CPU": 2})]
+    assert placement_problem(Placement(), dead) == "no alive node"
+
+
+def test_health_failures_past_threshold_drain_as_a_failure():
+    p = pool(slots=1)
+    t = SlotTable()
+    rec = running(t, p, 0)
+    for i in range(3):
+        rec.health_inflight = True
+        observe(t, HealthTimeout(rec.key, 1), 10.0 + i, p)
+    assert rec.health_failures == 3
+    (a,) = decide({"web": p}, t, {"web": None}, 20.0)
+    assert isinstance(a, Drain) and a.failure and "timed out" in a.reason
+
+
+def test_successful_health_resets_failures_and_schedules_next_check():
+    p = pool(slots=1)
+    t = SlotTable()
+    rec = running(t, p, 0)
+    observe(t, HealthTimeout(rec.key, 1), 1.0, p)
+    observe(t, HealthReport(rec.key, 1, ok=True, tasks=7, rss_mb=50), 2.0, p, jitter=0.1)
+    assert rec.health_failures == 0 and rec.tasks == 7
+    assert rec.next_check_at == 2.0 + 5.0 * 1.1
+
+
+def test_death_leads_to_kill_then_next_generation():
+    clock = FakeClock(0)
+    p = pool(slots=1)
+    t = SlotTable()
+    rec = running(t, p, 0)
+    events = observe(t, Died(rec.key, 1, "SIGKILL"), clock(), p)
+    assert [e.kind for e in events] == ["slot.died"] and rec.state is SlotState.STOPPING
+    (kill,) = decide({"web": p}, t, {"web": None}, clock())
+    assert kill == Kill(("web", 0), 1, "died: SIGKILL", failure=True)
+    evs = finish_stop(t, rec.key, clock(), p, failure=True)
+    assert [e.kind for e in evs] == ["slot.recycled"] and rec.state is SlotState.FAILED
+    assert decide({"web": p}, t, {"web": None}, clock()) == [Start(("web", 0), 2)]
+
+
+def test_stale_observations_of_older_generations_are_ignored():
+    p = pool(slots=1)
+    t = SlotTable()
+    rec = running(t, p, 0, gen=3)
+    assert observe(t, Died(rec.key, 2, "old"), 1.0, p) == []
+    assert rec.state is SlotState.RUNNING
+
+
+def test_repeated_failures_back_off_exponentially_and_escalate_once_over():
+    clock = FakeClock(0)
+    p = pool(slots=1, heal={"max_failures": 2, "window_s": 100, "backoff_base_s": 4, "backoff_max_s": 10})
+    t = SlotTable()
+    t.add(SlotRecord("web", 0))
+    delays, escalations = [], 0
+    for gen in range(1, 5):
+        (start,) = decide({"web": p}, t, {"web": None}, clock())
+        assert start == Start(("web", 0), gen)
+        rec = t.get(("web", 0))
+        rec.generation, rec.created_at = gen, clock()
+        t.transition(rec.key, SlotState.STARTING)
+        observe(t, StartFailed(rec.key, gen, "boom"), clock(), p)
+        evs = finish_stop(t, rec.key, clock(), p, failure=True)
+        escalations += sum(e.kind == "slot.heal_escalated" for e in evs)
+        delays.append(rec.backoff_until - clock())
+        assert decide({"web": p}, t, {"web": None}, clock()) == ([] if delays[-1] > 0 else [Start(("web", 0), gen + 1)])
+        clock.advance(max(delays[-1], 0) + 0.001)
+    assert delays == [0, 4, 8, 10]  # capped at backoff_max_s
+    assert escalations == 3
+
+
+def test_recycle_policy_max_tasks_age_and_rss():
+    p = pool(slots=1, recycle={"max_tasks": 5, "max_age_s": 100, "max_rss_mb": 300})
+    t = SlotTable()
+    rec = running(t, p, 0, now=0.0)
+    rec.next_check_at = 1e9
+    assert decide({"web": p}, t, {"web": None}, 50.0) == []
+    rec.tasks = 5
+    (a,) = decide({"web": p}, t, {"web": None}, 50.0)
+    assert isinstance(a, Drain) and "max_tasks" in a.reason and not a.failure
+    rec.tasks = 0
+    assert "max_age_s" in decide({"web": p}, t, {"web": None}, 100.0)[0].reason
+    rec.rss_mb = 400
+    assert "max_rss_mb" in decide({"web": p}, t, {"web": None}, 10.0)[0].reason
+
+
+def test_config_change_is_pushed_and_a_refusal_recycles():
+    p = pool(slots=1)
+    t = SlotTable()
+    rec = running(t, p, 0)
+    rec.next_check_at = 1e9
+    p2 = pool(slots=1, config={"tag": "x"})
+    (a,) = decide({"web": p2}, t, {"web": None}, 1.0)
+    assert a == PushConfig(("web", 0), 1, {"tag": "x"}, p2.config_hash())
+    rec.config_inflight = True
+    assert decide({"web": p2}, t, {"web": None}, 1.0) == []
+    observe(t, ConfigResult(rec.key, 1, applied=False, config_hash=p2.config_hash()), 2.0, p2)
+    (d,) = decide({"web": p2}, t, {"web": None}, 2.0)
+    assert isinstance(d, Drain) and "fresh slot" in d.reason
+
+
+def test_shape_change_recycles_running_slots():
+    p = pool(slots=1)
+    t = SlotTable()
+    rec = running(t, p, 0)
+    rec.next_check_at = 1e9
+    p2 = pool(slots=1, placement=Placement(resources={"browser": 1}))
+    (d,) = decide({"web": p2}, t, {"web": None}, 1.0)
+    assert isinstance(d, Drain) and "spec changed" in d.reason
+
+
+def test_scale_down_drains_surplus_and_forgets_pending_positions():
+    p = pool(slots=3)
+    t = SlotTable()
+    for i in range(2):
+        running(t, p, i).next_check_at = 1e9
+    t.add(SlotRecord("web", 2, state=SlotState.PENDING, reason="x"))
+    smaller = pool(slots=1)
+    actions = decide({"web": smaller}, t, {"web": None}, 1.0)
+    assert Forget(("web", 2)) in actions
+    (drain,) = [a for a in actions if isinstance(a, Drain)]
+    assert drain.key == ("web", 1) and drain.retire
+    # a removed pool drains everything
+    assert {a.key for a in decide({}, t, {}, 1.0) if isinstance(a, Drain)} == {("web", 0), ("web", 1)}
+
+
+def test_drain_timeout_kills_and_start_timeout_fails():
+    p = pool(slots=1, health={"start_timeout_s": 10})
+    t = SlotTable()
+    rec = SlotRecord("web", 0, generation=1, state=SlotState.STARTING, created_at=0.0)
+    t.add(rec)
+    assert decide({"web": p}, t, {"web": None}, 5.0) == []
+    (k,) = decide({"web": p}, t, {"web": None}, 11.0)
+    assert isinstance(k, Kill) and k.failure and "not ready within 10s" in k.reason
+    t.transition(rec.key, SlotState.DRAINING)
+    rec.drain_deadline = 20.0
+    assert decide({"web": p}, t, {"web": None}, 19.0) == []
+    assert decide({"web": p}, t, {"web": None}, 20.0) == [Kill(("web", 0), 1, "drain timeout")]
+
+
+def test_table_is_keyed_by_state_and_records_round_trip():
+    t = SlotTable([SlotRecord("a", 0), SlotRecord("a", 1, state=SlotState.RUNNING)])
+    assert [r.key for r in t.in_state(SlotState.RUNNING)] == [("a", 1)]
+    t.transition(("a", 0), SlotState.STARTING)
+    assert t.count(SlotState.PENDING) == 0 and t.count(SlotState.STARTING) == 1
+    rec = t.get(("a", 1))
+    rec.failures, rec.recycles, rec.generation = [1.0, 2.0], 4, 9
+    back = SlotRecord.restore(rec.persisted())
+    assert (back.generation, back.recycles, back.failures, back.state) == (9, 4, [1.0, 2.0], SlotState.RUNNING)
