@@ -1,0 +1,114 @@
+"""How the API reaches the fleet: the supervisor, found by name, never imported.
+
+All Ray calls of the API live here (one thin wrapper, like the supervisor's ``SlotCalls``). Status is
+cached for ``status_ttl_s`` with a single flight, so a burst of requests costs one supervisor call;
+control calls drop the cache so the next read shows their effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fleet_ray.errors import FleetError, FleetNotRunning
+
+from .auth import ApiConfig
+from .redact import redact_json_bytes
+
+SUPERVISOR_NAME = "fleet:supervisor"
+
+
+class SupervisorUnavailable(FleetNotRunning):
+    """The supervisor did not answer (not running, restarting, or too slow)."""
+
+
+class CachedStatus:
+    """One status snapshot: the parsed dict, and its JSON body (plain and gzip)."""
+
+    __slots__ = ("data", "body", "gzipped", "at")
+
+    def __init__(self, data: dict[str, Any], at: float):
+        self.data = data
+        self.body = redact_json_bytes(json.dumps(data, separators=(",", ":")).encode())
+        self.gzipped = gzip.compress(self.body, compresslevel=1) if len(self.body) > 1024 else None
+        self.at = at
+        # the parsed copy must match what is served
+        if b"***@" in self.body:
+            self.data = json.loads(self.body)
+
+
+class Backend:
+    def __init__(self, config: ApiConfig, clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.clock = clock
+        self._handle: Any = None
+        self._status: CachedStatus | None = None
+        self._status_lock = asyncio.Lock()
+
+    # -- finding the supervisor ------------------------------------------------------------------
+    def _supervisor(self) -> Any:
+        if self._handle is None:
+            import ray
+
+            try:
+                self._handle = ray.get_actor(SUPERVISOR_NAME, namespace=self.config.namespace)
+            except ValueError:
+                raise SupervisorUnavailable(
+                    f"no fleet supervisor in Ray namespace {self.config.namespace!r}; run `fleet-ray up`"
+                ) from None
+        return self._handle
+
+    def has_method(self, name: str) -> bool:
+        try:
+            return hasattr(self._supervisor(), name)
+        except SupervisorUnavailable:
+            return False
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call a supervisor method; FleetErrors come back as themselves, Ray failures as
+        :class:`SupervisorUnavailable`."""
+        import ray
+
+        handle = self._supervisor()
+        try:
+            ref = getattr(handle, method).remote(*args, **kwargs)
+            return await asyncio.wait_for(ref, timeout=self.config.call_timeout_s)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, FleetError):
+                raise cause from None
+            raise
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            self._handle = None
+            raise SupervisorUnavailable(f"the fleet supervisor is not reachable: {type(exc).__name__}") from None
+        except TimeoutError:
+            raise SupervisorUnavailable(
+                f"the fleet supervisor did not answer within {self.config.call_timeout_s:g}s"
+            ) from None
+
+    # -- status (cached) -------------------------------------------------------------------------
+    async def status(self) -> CachedStatus:
+        ttl = self.config.status_ttl_s
+        snap = self._status
+        if snap is not None and self.clock() - snap.at < ttl:
+            return snap
+        async with self._status_lock:
+            snap = self._status
+            if snap is not None and self.clock() - snap.at < ttl:
+                return snap
+            data = await self.call("status")
+            snap = self._status = CachedStatus(data, self.clock())
+            return snap
+
+    def invalidate(self) -> None:
+        self._status = None
+
+    async def control(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await self.call(method, *args, **kwargs)
+        finally:
+            self.invalidate()
