@@ -161,9 +161,9 @@ class CampaignConfig(BaseModel):
     @field_validator("proxies")
     @classmethod
     def _proxies(cls, v: list[str]) -> list[str]:
-        for p in v:
-            if "://" not in p:
-                raise ValueError(f"proxy {redact_url(p)!r} must be a URL like http://host:port")
+        for i, p in enumerate(v):
+            if "://" not in p:  # without a scheme it can't be redacted reliably: don't echo it
+                raise ValueError(f"proxy #{i} must be a URL like http://[user:password@]host:port")
         return v
 
 

@@ -106,8 +106,10 @@ class Coordinators:
     def race(self, task: Task, goal: Callable[[Any], bool] | None = None, item: Any = None,
              planner: Planner | None = None) -> list[MemberResult]:
         """All members try; the first success whose value meets ``goal`` (default: any success) wins.
-        The others are cancelled (``ctx.cancelled`` turns true, queued ones never start) and anything
-        they return afterwards is suppressed: at most one result has ``ok=True``."""
+        The winner's result has ``winner=True``. The others are cancelled (``ctx.cancelled`` turns
+        true, queued ones never start) and anything they return afterwards is suppressed
+        (``cancelled=True``, ``suppressed=True`` when it was a late success): one winner, no duplicate
+        reports. Members that finished *before* the winner without meeting ``goal`` keep their result."""
         self._check_open()
         fn = self.executor.register(task)
         return self._ordered(self._run("race", self._planned(planner, item, fn, "race"), goal=goal))

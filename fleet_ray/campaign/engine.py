@@ -131,6 +131,7 @@ class Run:
                     continue
                 res = host.settle(outcome, w, spec, self.coordinator)
                 if self.race and res.ok and (self.goal is None or self._reached(res)):
+                    res.winner = True
                     self.winner = res
                     self.results[w.key] = res
                     host.race_won(res, self.coordinator)

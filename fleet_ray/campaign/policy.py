@@ -46,7 +46,7 @@ Policy = Callable[[PolicyRequest], "PolicyDecision | bool | None"]
 
 
 def capabilities(kind: str, member: int | None = None, host: str | None = None) -> list[str]:
-    caps = ["fleet:op", f"fleet:{kind}"]
+    caps = ["fleet:op"] if kind == "op" else ["fleet:op", f"fleet:{kind}"]
     if member is not None:
         caps.append(f"member:{member}")
     if host:

@@ -88,6 +88,7 @@ class MemberResult(BaseModel):
     cancelled: bool = False
     suppressed: bool = Field(False, description="A late success of a cancelled race sibling, not reported")
     resumed: bool = Field(False, description="Completed by an earlier run; taken from the durable log")
+    winner: bool = Field(False, description="race(): this member reached the goal first")
     node: str | None = None
     op_id: str | None = None
     _exc: BaseException | None = PrivateAttr(None)
