@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
 
 from fleet_ray.automation import actor_name
 from fleet_ray.lifecycle import (
@@ -78,7 +79,12 @@ class SlotCalls:
         self.namespace = namespace
         self.store_url = store_url
         self._handles: dict[SlotKey, tuple[int, Any]] = {}
-        self._pending: dict[ray.ObjectRef, _Pending] = {}
+        # every outstanding call; a done-callback queues it in _finished, so a poll costs
+        # O(finished calls), not O(outstanding calls) — 1,000 slots keep 1,000 watch calls open
+        self._pending: dict[int, tuple[_Pending, Any]] = {}
+        self._finished: deque[int] = deque()
+        self._health: dict[int, _Pending] = {}
+        self._next_id = 0
 
     # -- cluster -------------------------------------------------------------------------------
     @staticmethod
@@ -145,8 +151,17 @@ class SlotCalls:
         """Track a slot actor: (re)issue its start call if asked, and a long-poll that fails when it dies."""
         self._handles[key] = (generation, handle)
         if start:
-            self._pending[handle.start.remote()] = _Pending("start", key, generation)
-        self._pending[handle.watch.remote()] = _Pending("watch", key, generation)
+            self._track(handle.start.remote(), _Pending("start", key, generation))
+        self._track(handle.watch.remote(), _Pending("watch", key, generation))
+
+    def _track(self, ref: ray.ObjectRef, p: _Pending) -> None:
+        call_id = self._next_id
+        self._next_id += 1
+        future = ref.future()
+        self._pending[call_id] = (p, future)
+        if p.kind == "health":
+            self._health[call_id] = p
+        future.add_done_callback(lambda _f, call_id=call_id: self._finished.append(call_id))
 
     def _handle(self, key: SlotKey, generation: int) -> Any | None:
         entry = self._handles.get(key)
@@ -155,17 +170,17 @@ class SlotCalls:
     def health(self, key: SlotKey, generation: int, timeout_s: float, now: float) -> None:
         h = self._handle(key, generation)
         if h is not None:
-            self._pending[h.health.remote()] = _Pending("health", key, generation, now + timeout_s)
+            self._track(h.health.remote(), _Pending("health", key, generation, now + timeout_s))
 
     def drain(self, key: SlotKey, generation: int) -> None:
         h = self._handle(key, generation)
         if h is not None:
-            self._pending[h.drain.remote()] = _Pending("drain", key, generation)
+            self._track(h.drain.remote(), _Pending("drain", key, generation))
 
     def reconfigure(self, key: SlotKey, generation: int, config: dict, config_hash: str) -> None:
         h = self._handle(key, generation)
         if h is not None:
-            self._pending[h.reconfigure.remote(config)] = _Pending("config", key, generation, extra=config_hash)
+            self._track(h.reconfigure.remote(config), _Pending("config", key, generation, extra=config_hash))
 
     def kill(self, key: SlotKey, generation: int) -> None:
         entry = self._handles.get(key)
@@ -175,9 +190,10 @@ class SlotCalls:
                 ray.kill(entry[1], no_restart=True)
             except Exception as exc:  # already gone
                 log.debug("kill %s g%d: %s", key, generation, exc)
-        for ref, p in list(self._pending.items()):
+        for call_id, (p, _) in list(self._pending.items()):
             if p.key == key and p.generation == generation:
-                del self._pending[ref]
+                del self._pending[call_id]
+                self._health.pop(call_id, None)
 
     def kill_by_name(self, name: str) -> None:
         try:
@@ -195,34 +211,30 @@ class SlotCalls:
     # -- observation ---------------------------------------------------------------------------
     def poll(self, now: float) -> list[Observation]:
         """Collect every finished call without blocking; time out overdue health checks."""
-        if not self._pending:
-            return []
-        refs = list(self._pending)
-        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=True)
         out: list[Observation] = []
-        for ref in done:
-            p = self._pending.pop(ref)
+        while self._finished:
+            call_id = self._finished.popleft()
+            entry = self._pending.pop(call_id, None)
+            if entry is None:
+                continue  # its slot was killed meanwhile
+            p, future = entry
+            self._health.pop(call_id, None)
             try:
-                value = ray.get(ref, timeout=0)
-            except (RayActorError, GetTimeoutError) as exc:
-                if isinstance(exc, GetTimeoutError):
-                    self._pending[ref] = p
-                    continue
+                value = future.result(timeout=0)
+            except RayActorError as exc:
                 if p.kind == "start" and not _is_death(exc):
                     out.append(StartFailed(p.key, p.generation, short_cause(exc)))
                 else:
                     out.append(Died(p.key, p.generation, short_cause(exc)))
                 continue
-            except RayTaskError as exc:
-                out.append(self._task_error(p, exc))
-                continue
-            except Exception as exc:  # anything else from the remote side
+            except Exception as exc:  # RayTaskError (the remote method raised) or anything else
                 out.append(self._task_error(p, exc))
                 continue
             out.extend(self._value(p, value))
-        for ref, p in list(self._pending.items()):
-            if p.kind == "health" and p.deadline is not None and now >= p.deadline:
-                del self._pending[ref]
+        for call_id, p in list(self._health.items()):
+            if p.deadline is not None and now >= p.deadline:
+                del self._health[call_id]
+                self._pending.pop(call_id, None)
                 out.append(HealthTimeout(p.key, p.generation))
         return out
 

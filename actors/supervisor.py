@@ -52,6 +52,7 @@ from fleet_ray.store import keys, open_store
 from fleet_ray.store.base import Store
 
 from .handles import HEAD_RESOURCE, SlotCalls, parse_actor_name, workqueue_name
+from .metrics import record_step
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,11 @@ class SupervisorCore:
     # -- the loop ------------------------------------------------------------------------------
     def start_background(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._run()), loop.create_task(self._persist_loop())]
+        self._tasks = [
+            loop.create_task(self._run()),
+            loop.create_task(self._persist_loop()),
+            loop.create_task(self._nodes_loop()),
+        ]
 
     async def _run(self) -> None:
         while True:
@@ -114,7 +119,7 @@ class SupervisorCore:
             if isinstance(obs, Died):
                 self._release_work(obs.key, obs.generation, obs.cause)
             self._dirty = True
-        if now - self._nodes_at >= NODE_REFRESH_S or self.table.count(SlotState.PENDING):
+        if not self._nodes:  # first step; afterwards _nodes_loop refreshes them off the step
             self._nodes, self._nodes_at = self.calls.nodes(), now
         placement = {n: placement_problem(p.placement, self._nodes) for n, p in self.desired.items()}
         actions = decide(self.desired, self.table, placement, now)
@@ -123,6 +128,7 @@ class SupervisorCore:
             self._dirty = True
         self.steps += 1
         self.last_step_ms = (time.perf_counter() - t0) * 1000
+        record_step(self, now)  # fleet metrics (Ray metrics + the API's history), sampled ~1/s
 
     # -- acting --------------------------------------------------------------------------------
     def _act(self, actions: list, now: float) -> None:
@@ -234,6 +240,16 @@ class SupervisorCore:
             batch, self._pending_events = self._pending_events, []
             if self._store_call(lambda s: EventLog(s).append(batch)) is None and self.store_degraded:
                 self._pending_events = batch + self._pending_events
+
+    async def _nodes_loop(self) -> None:
+        """Refresh the cluster's node list (a GCS round trip) in a thread, outside the step."""
+        while True:
+            try:
+                self._nodes = await asyncio.to_thread(self.calls.nodes)
+                self._nodes_at = time.time()
+            except Exception:
+                log.exception("listing nodes failed; will retry")
+            await asyncio.sleep(NODE_REFRESH_S)
 
     async def _persist_loop(self) -> None:
         while True:
@@ -521,6 +537,106 @@ class SupervisorCore:
             t.cancel()
         self._store_call(lambda s: s.delete(keys.SUPERVISOR_CHECKPOINT, *s.keys("gen:")))
         return {"killed_after_timeout": leftover}
+
+    # -- control-plane API (fleet_ray.serve calls these by name; see serve/backend.py) -------------
+    async def api_events(
+        self,
+        kinds: list[str] | None = None,
+        pool: str | None = None,
+        slot: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        after: list | None = None,
+        limit: int = 200,
+    ) -> dict[str, Any]:
+        """Lifecycle events, oldest first. With ``after`` (cursor ``[physical, counter, id]``, exclusive)
+        or ``since_ms``: the oldest ``limit`` matches from there on; otherwise the newest ``limit``.
+        The durable log is read only when the range reaches past the events kept in memory.
+        ``kinds`` match exactly or by prefix (``slot.*``)."""
+        recent = list(self._recent)
+        cursor = tuple(after) if after else None
+        start = cursor[0] if cursor else since_ms
+        events, source = recent, "memory"
+        if start is not None and (not recent or start < recent[0].physical):
+            stored = await asyncio.to_thread(
+                self._store_call, lambda s: EventLog(s).query(since_ms=start, until_ms=until_ms)
+            )
+            if stored is not None:
+                ids = {e.id for e in stored}
+                events = sorted(stored + [e for e in recent if e.id not in ids], key=lambda e: (e.physical, e.counter, e.id))
+                source = "log"
+
+        def keep(e: Event) -> bool:
+            return (
+                (cursor is None or (e.physical, e.counter, e.id) > cursor)
+                and (since_ms is None or e.physical >= since_ms)
+                and (until_ms is None or e.physical < until_ms)
+                and (pool is None or e.pool == pool)
+                and (slot is None or e.slot == slot)
+                and (not kinds or any(e.kind == k or (k.endswith("*") and e.kind.startswith(k[:-1])) for k in kinds))
+            )
+
+        matched = [e for e in events if keep(e)]
+        matched = matched[:limit] if start is not None else matched[-limit:]
+        newest = [recent[-1].physical, recent[-1].counter, recent[-1].id] if recent else [int(time.time() * 1000), 0, ""]
+        return {"events": [e.model_dump(mode="json") for e in matched], "source": source, "newest": newest}
+
+    def api_nodes(self) -> list[dict[str, Any]]:
+        """Ray nodes with their tags (resources, labels) and the slots placed on each."""
+        on: dict[str, list[str]] = {}
+        for r in self.table:
+            if r.node_id and r.state in (SlotState.STARTING, SlotState.RUNNING, SlotState.DRAINING):
+                on.setdefault(r.node_id, []).append(r.slot_id)
+        return [
+            {
+                "node_id": n.node_id,
+                "alive": n.alive,
+                "is_head": n.is_head,
+                "resources": {k: float(v) for k, v in n.resources.items() if not k.startswith("node:")},
+                "labels": dict(n.labels),
+                "slots": sorted(on.get(n.node_id, [])),
+            }
+            for n in self._nodes
+        ]
+
+    def api_spec(self) -> dict[str, Any]:
+        return self.spec.model_dump(mode="json")
+
+    def api_streams(self) -> list[dict[str, Any]]:
+        """Typed output streams (name, depth, capacity, rates, items_emitted); none exist yet."""
+        return []
+
+    def api_metrics_series(self) -> dict[str, Any]:
+        from .metrics import metrics_of
+
+        return metrics_of(self).sampler.series()
+
+    def api_drain(self, pool: str) -> dict[str, Any]:
+        """Pause the pool and drain all its slots (each within its drain timeout); the slot count
+        is remembered for :meth:`api_resume` (in memory and in the ``pool.drained`` event)."""
+        spec = self._pool(pool)
+        drained = self.__dict__.setdefault("_drained_from", {})
+        if spec.slots:
+            drained[pool] = spec.slots
+        previous = drained.get(pool, 0)
+        self._update_pool(pool, slots=0, paused=True)
+        self._record([LifecycleEvent("pool.drained", pool, -1, 0, f"draining {spec.slots} slot(s)",
+                                     {"previous_slots": previous})])
+        return {"pool": pool, "desired": 0, "paused": True, "previous_slots": previous}
+
+    async def api_resume(self, pool: str, slots: int | None = None) -> dict[str, Any]:
+        """Unpause a pool; a drained pool gets its slots back (or ``slots`` if given)."""
+        spec = self._pool(pool)
+        target = slots if slots is not None else (spec.slots or self.__dict__.get("_drained_from", {}).get(pool))
+        if target is None:  # drained before a supervisor restart: the event log remembers
+            stored = await asyncio.to_thread(
+                self._store_call, lambda s: EventLog(s).query(kind="pool.drained", pool=pool)
+            )
+            target = int(stored[-1].data.get("previous_slots", 0)) if stored else 0
+        self._update_pool(pool, slots=target, paused=False)
+        self.__dict__.get("_drained_from", {}).pop(pool, None)
+        self._record([LifecycleEvent("pool.resumed", pool, -1, 0, f"{target} slot(s)")])
+        return {"pool": pool, "desired": target, "paused": False}
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
