@@ -1,11 +1,135 @@
-"""The browser slot actor lives here once the browser add-on lands (``pip install 'fleet-ray[browser]'``)."""
+"""The browser slot actor: a slot (``kind: browser``) that owns one Playwright driver and one Chromium.
+
+It is a :class:`~fleet_ray.actors.slot.SlotCore` with a :class:`~fleet_ray.browser.runtime.BrowserRuntime`:
+
+- on start it first reaps Chromium left on this node by dead slots, then launches its own
+  (tagged, with a parent-death signal; see :mod:`fleet_ray.browser.reaper`), then starts the
+  automation, which must be a :class:`~fleet_ray.browser.BrowserAutomation`;
+- each batch item runs as a browser task (fresh context, identity, proxy, recoveries, artifacts)
+  named ``<job>-<item>`` so artifacts and errors say which item failed, in which phase;
+- its health report adds the browser's state (pages, recycles, crashes, proxy health, sessions)
+  and its ``rss_mb`` is the whole process tree's (worker + driver + Chromium), so the pool's
+  ``recycle.max_rss_mb`` bounds what the slot really uses;
+- drain closes Chromium and the driver; a killed slot's Chromium dies with it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import psutil
+import ray
+
+from fleet_ray.automation import Context
 from fleet_ray.errors import AutomationError
+
+from .slot import SlotCore
+
+log = logging.getLogger(__name__)
 
 
 def browser_slot_class():
-    raise AutomationError(
-        "slot kind 'browser' is not available in this build of fleet-ray; use kind: process"
-    )
+    """The Ray actor class of browser slots (needs the ``browser`` extra on the slot's node)."""
+    try:
+        import playwright  # noqa: F401
+    except ImportError as exc:
+        raise AutomationError(
+            "slot kind 'browser' needs the browser add-on: pip install 'fleet-ray[browser]'"
+        ) from exc
+    return BrowserSlotActor
+
+
+class BrowserSlotCore(SlotCore):
+    def __init__(
+        self,
+        pool: dict[str, Any],
+        index: int,
+        generation: int,
+        workqueue: str | None,
+        namespace: str,
+        store_url: str | None = None,
+    ):
+        super().__init__(pool, index, generation, workqueue, namespace, store_url)
+        self.runtime: Any = None
+        self._runtime_lock = asyncio.Lock()
+
+    async def start(self) -> dict[str, Any]:
+        async with self._runtime_lock:
+            if self.runtime is None:
+                from fleet_ray.browser.reaper import ProcessTag, reap_stale
+                from fleet_ray.browser.runtime import BrowserRuntime
+
+                reaped = await asyncio.to_thread(reap_stale)
+                if reaped:
+                    log.warning("slot %s: killed %d stale Chromium process(es) on start", self.lessee, reaped)
+                tag = ProcessTag.for_slot(self.namespace, self.pool.name, self.identity.index, self.identity.generation)
+                runtime = BrowserRuntime(self.pool.browser, self.pool.name, self.identity.index, tag)
+                await runtime.start()
+                self.runtime = runtime
+        return await super().start()
+
+    def make_context(self, config: Any) -> Context:
+        from fleet_ray.browser.automation import BrowserSlotContext
+
+        ctx = BrowserSlotContext(
+            self.identity, config, logger=logging.getLogger(f"fleet_ray.automation.{self.pool.name}")
+        )
+        ctx.browser = self.runtime
+        return ctx
+
+    def make_automation(self, cls: type, ctx: Context) -> Any:
+        from fleet_ray.browser.automation import BrowserAutomation
+
+        if not issubclass(cls, BrowserAutomation):
+            raise AutomationError(
+                f"pool {self.pool.name!r} has kind: browser but {cls.__qualname__} is not a BrowserAutomation "
+                "(subclass fleet_ray.browser.BrowserAutomation and implement visit(page, item))"
+            )
+        return cls(ctx)
+
+    async def process_item(self, payload: Any, job_id: str, item_id: str, attempt: int) -> Any:
+        from fleet_ray.browser.runtime import TASK_NAME
+
+        token = TASK_NAME.set(f"{job_id}-{item_id}-r{attempt}")
+        try:
+            return await super().process_item(payload, job_id, item_id, attempt)
+        finally:
+            TASK_NAME.reset(token)
+
+    async def health(self) -> dict[str, Any]:
+        report = await super().health()
+        if self.runtime is not None:
+            report["browser"] = await asyncio.to_thread(self.runtime.snapshot)
+            error = self.runtime.host.launch_error
+            if error and report.get("ok"):
+                report.update(ok=False, error=f"Chromium could not be relaunched: {error}")
+        return report
+
+    def rss_mb(self) -> float:
+        total = 0
+        try:
+            me = psutil.Process()
+            procs = [me, *me.children(recursive=True)]
+        except psutil.Error:
+            return 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
+        return total / 2**20
+
+    async def _teardown(self) -> None:
+        await super()._teardown()
+        if self.runtime is not None:
+            try:
+                await self.runtime.close()
+            except Exception as exc:
+                log.warning("slot %s: closing Chromium raised %s", self.lessee, exc)
+            self.runtime = None
+
+
+@ray.remote(max_restarts=0)
+class BrowserSlotActor(BrowserSlotCore):
+    """A browser slot (see :class:`BrowserSlotCore`)."""

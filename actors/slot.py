@@ -77,11 +77,7 @@ class SlotCore:
                 found = find(self.pool.automation, self.pool.version)
                 config = validate_config(self.pool, found.cls)
                 self.version = found.version
-                self.ctx = Context(
-                    self.identity,
-                    config,
-                    logger=logging.getLogger(f"fleet_ray.automation.{self.pool.name}"),
-                )
+                self.ctx = self.make_context(config)
                 self.automation = self.make_automation(found.cls, self.ctx)
                 await _maybe_await(self.automation.setup())
                 self._loop_task = asyncio.get_running_loop().create_task(self._main())
@@ -92,8 +88,16 @@ class SlotCore:
                 }
             return self._started
 
+    def make_context(self, config: Any) -> Context:
+        """Hook: the context handed to the automation (the browser slot returns its own subclass)."""
+        return Context(self.identity, config, logger=logging.getLogger(f"fleet_ray.automation.{self.pool.name}"))
+
     def make_automation(self, cls: type, ctx: Context) -> Any:
         return cls(ctx)
+
+    async def process_item(self, payload: Any, job_id: str, item_id: str, attempt: int) -> Any:
+        """Hook: process one batch item (the browser slot wraps it with the item's task name)."""
+        return await _maybe_await(self.automation.process(payload))
 
     async def watch(self) -> None:
         """Returns only when the slot stopped on purpose; fails at once if the actor dies."""
@@ -198,7 +202,7 @@ class SlotCore:
         job_id, item_id, payload, _attempt = item
         async with sem:
             try:
-                value = await _maybe_await(self.automation.process(payload))
+                value = await self.process_item(payload, job_id, item_id, _attempt)
             except Exception as exc:
                 self.failed_items += 1
                 return (job_id, item_id, False, error_text(exc))

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fleet_ray.browser_options import BrowserOptions
 from fleet_ray.errors import AutomationError, SpecError
 
 POOL_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
@@ -76,6 +77,12 @@ class HealPolicy(_Strict):
     backoff_max_s: float = Field(300.0, gt=0)
 
 
+class RolloutPolicy(_Strict):
+    max_unavailable: int = Field(
+        1, ge=1, description="Slots of a pool replaced at once when a spec change needs fresh slots."
+    )
+
+
 SlotKind = Literal["process", "browser"]
 
 
@@ -94,7 +101,11 @@ class PoolSpec(_Strict):
     health: HealthCheck = Field(default_factory=HealthCheck)
     recycle: RecyclePolicy = Field(default_factory=RecyclePolicy)
     heal: HealPolicy = Field(default_factory=HealPolicy)
+    rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
     paused: bool = Field(False, description="A paused pool keeps its slots but leases them no work.")
+    browser: BrowserOptions = Field(
+        default_factory=BrowserOptions, description="Chromium, identity and proxy options of kind: browser."
+    )
 
     @field_validator("version")
     @classmethod
@@ -112,9 +123,17 @@ class PoolSpec(_Strict):
             raise ValueError(f"not a version or version specifier: {v!r}") from exc
         return text
 
+    @model_validator(mode="after")
+    def _browser_only_for_browser_kind(self) -> PoolSpec:
+        if self.kind != "browser" and self.browser != BrowserOptions():
+            raise ValueError("browser options apply only to pools with kind: browser")
+        return self
+
     def slot_shape_hash(self) -> str:
         """Hash of everything that can only change by replacing slots (not the config)."""
         shape = self.model_dump(include={"automation", "version", "kind", "placement", "concurrency"})
+        if self.kind == "browser":
+            shape["browser"] = self.browser.model_dump(mode="json")
         return _digest(shape)
 
     def config_hash(self) -> str:

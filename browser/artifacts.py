@@ -1,0 +1,105 @@
+"""What a failed browser task leaves behind: screenshot, Playwright trace, console log, error record.
+
+Files go to ``<logs_root>/<YYYY-MM-DD>/<pool>/<slot index>/<task>-<phase>.{png,trace.zip,console.log,json}``
+(UTC date from the injected clock). The JSON record names the slot, task, phase, error type and
+message, identity id and the proxy's *display* name: credentials never reach these files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fleet_ray.browser_options import ArtifactOptions
+from fleet_ray.errors import redact_url
+
+log = logging.getLogger(__name__)
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def safe_name(text: str, limit: int = 80) -> str:
+    return _SAFE.sub("_", text).strip("_")[:limit] or "x"
+
+
+class ConsoleLog:
+    """Bounded console and page-error capture of one task."""
+
+    def __init__(self, max_lines: int):
+        self.lines: deque[str] = deque(maxlen=max_lines)
+
+    def attach(self, page: Any) -> None:
+        page.on("console", lambda m: self.lines.append(f"[{m.type}] {redact_url(m.text)}"))
+        page.on("pageerror", lambda e: self.lines.append(f"[pageerror] {redact_url(str(e))}"))
+        page.on("crash", lambda _p: self.lines.append("[crash] the page's renderer crashed"))
+
+
+class ArtifactWriter:
+    def __init__(self, options: ArtifactOptions, pool: str, slot_index: int, clock: Callable[[], float] = time.time):
+        self.options = options
+        self.pool = pool
+        self.slot_index = slot_index
+        self.clock = clock
+        self.saved = 0
+
+    def directory(self) -> Path:
+        day = dt.datetime.fromtimestamp(self.clock(), dt.UTC).strftime("%Y-%m-%d")
+        return Path(self.options.logs_root) / day / self.pool / str(self.slot_index)
+
+    async def save(
+        self,
+        *,
+        task: str,
+        phase: str | None,
+        error: BaseException,
+        page: Any | None,
+        context: Any | None,
+        tracing: bool,
+        console: ConsoleLog | None,
+        meta: dict[str, Any],
+    ) -> dict[str, str]:
+        """Write what can be written; each piece is best effort (a hung page gets no screenshot)."""
+        folder = self.directory()
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{safe_name(task)}-{safe_name(phase or 'task')}"
+        files: dict[str, str] = {}
+        if self.options.screenshot and page is not None:
+            path = folder / f"{stem}.png"
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(page.screenshot(path=str(path), timeout=5_000), 6)
+                files["screenshot"] = str(path)
+        if tracing and context is not None:
+            path = folder / f"{stem}.trace.zip"
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(context.tracing.stop(path=str(path)), 15)
+                files["trace"] = str(path)
+        if self.options.console and console is not None:
+            path = folder / f"{stem}.console.log"
+            path.write_text("\n".join(console.lines) + ("\n" if console.lines else ""))
+            files["console"] = str(path)
+        record = {
+            "pool": self.pool,
+            "slot": self.slot_index,
+            "task": task,
+            "phase": phase,
+            "error_type": type(error).__name__,
+            "error": redact_url(str(error))[:4000],
+            "at": self.clock(),
+            "files": files,
+            **meta,
+        }
+        path = folder / f"{stem}.json"
+        path.write_text(json.dumps(record, indent=2, default=str))
+        files["record"] = str(path)
+        self.saved += 1
+        log.info("task %s failed in phase %s; artifacts in %s", task, phase, folder)
+        return files

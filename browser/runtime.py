@@ -1,0 +1,378 @@
+"""Running one browser task: identity + proxy → fresh context → ``visit(page, item)`` → recovery.
+
+:class:`BrowserRuntime` is what a browser slot owns (and what tests drive directly, without Ray).
+For each item it checks out a session (identity and proxy), opens a **fresh browser context** with
+that identity's fingerprint and proxy, runs the automation's ``visit(page, item)`` under the task
+timeout, checks the result for block signals (HTTP 403/429, captcha/challenge widgets, 407 from the
+proxy), and **always closes the context**. A failure is translated into a typed error
+(:mod:`fleet_ray.errors`, ``BrowserError`` tree) whose ``recovery`` decides the next attempt: retry
+with the same identity, rotate the proxy, rotate the identity, recycle the browser, or fail the
+item. On failure the slot's artifacts (screenshot, trace, console log) are written first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fleet_ray.automation import PhaseTimeout
+from fleet_ray.browser_options import BrowserOptions
+from fleet_ray.errors import (
+    AutomationError,
+    BlockedError,
+    BrowserCrashed,
+    BrowserError,
+    BrowserHung,
+    NavigationError,
+    ProxyAuthError,
+    ProxyError,
+    Recovery,
+    redact_url,
+)
+
+from .artifacts import ArtifactWriter, ConsoleLog
+from .host import BrowserHost
+from .identity import Identity, IdentityFactory
+from .proxies import Outcome, ProxyPool
+from .reaper import ProcessTag
+from .sessions import Session, SessionManager
+from .stealth import init_script
+
+log = logging.getLogger(__name__)
+
+Visit = Callable[[Any, Any], Awaitable[Any]]
+
+PROXY_AUTH_CODES = ("ERR_PROXY_AUTH", "ERR_INVALID_AUTH_CREDENTIALS", "ERR_TUNNEL_CONNECTION_FAILED")
+PROXY_CODES = ("ERR_PROXY_", "ERR_SOCKS_", "ERR_NO_SUPPORTED_PROXIES", "ERR_MANDATORY_PROXY")
+CLOSED_MARKERS = ("has been closed", "Target closed", "Connection closed", "Browser closed", "browser has disconnected")
+
+
+@dataclass
+class TaskInfo:
+    """The task in flight (``BrowserAutomation.task``): which identity, proxy, attempt and phase."""
+
+    name: str
+    attempt: int
+    identity: Identity | None
+    proxy: str | None
+    session_id: str
+    phase: str | None = None
+    last_status: int | None = None
+    statuses: list[int] = field(default_factory=list)
+
+
+CURRENT_TASK: contextvars.ContextVar[TaskInfo | None] = contextvars.ContextVar("fleet_browser_task", default=None)
+TASK_NAME: contextvars.ContextVar[str] = contextvars.ContextVar("fleet_browser_task_name", default="task")
+
+
+def failed_phase(exc: BaseException) -> str | None:
+    """The phase a failure happened in: PhaseTimeout's own, or the one ``ctx.phase`` tagged."""
+    if isinstance(exc, PhaseTimeout):
+        return exc.phase
+    return getattr(exc, "fleet_phase", None) or getattr(exc, "phase", None)
+
+
+def recovery_for(exc: BaseException) -> Recovery:
+    """The recovery policy of an error: typed browser errors carry it; a phase timeout retries once
+    more with the same identity; anything else (a bug in the automation) fails the item."""
+    if isinstance(exc, BrowserError):
+        return exc.recovery
+    if isinstance(exc, PhaseTimeout):
+        return Recovery.RETRY_SAME
+    return Recovery.FAIL
+
+
+def classify(exc: BaseException, *, phase: str | None, proxy: str | None, browser_alive: bool,
+             last_status: int | None, task_timeout: bool) -> BaseException:
+    """Translate what a task raised into a typed error (third-party exceptions become BrowserErrors)."""
+    if isinstance(exc, BrowserError):
+        if exc.phase is None:
+            exc.phase = phase
+        return exc
+    if isinstance(exc, PhaseTimeout):
+        return exc
+    if task_timeout:
+        return BrowserHung("the task ran past task_timeout_s (a stalled page or renderer)", phase)
+    if last_status == 407:
+        return ProxyAuthError(f"proxy {proxy} rejected the credentials (HTTP 407)", phase, proxy)
+    try:
+        from playwright.async_api import Error as PlaywrightError
+        from playwright.async_api import TimeoutError as PlaywrightTimeout
+    except ImportError:  # pragma: no cover - the browser extra is installed wherever this runs
+        return exc
+    if not isinstance(exc, PlaywrightError):
+        return exc
+    msg = redact_url(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    if proxy is not None and any(code in msg for code in PROXY_AUTH_CODES):
+        return ProxyAuthError(f"proxy {proxy} refused the tunnel or the credentials: {msg}", phase, proxy)
+    if any(code in msg for code in PROXY_CODES):
+        return ProxyError(f"proxy {proxy} failed: {msg}", phase, proxy)
+    if "crash" in msg.lower():
+        return BrowserCrashed(f"the page crashed: {msg}", phase)
+    if any(m in msg for m in CLOSED_MARKERS):
+        if not browser_alive:
+            return BrowserCrashed(f"the browser went away during the task: {msg}", phase)
+        return BrowserHung(f"the page was closed under the task: {msg}", phase)
+    if isinstance(exc, PlaywrightTimeout) or "net::ERR_" in msg:
+        return NavigationError(msg, phase)
+    return exc
+
+
+class BrowserRuntime:
+    def __init__(
+        self,
+        options: BrowserOptions,
+        pool: str,
+        slot_index: int,
+        tag: ProcessTag,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ):
+        self.options = options
+        self.pool = pool
+        self.slot_index = slot_index
+        self.slot_id = f"{pool}:{slot_index}"
+        self.clock = clock
+        self.rng = rng or random.Random(options.identity.seed)
+        self.host = BrowserHost(options, tag)
+        self.proxies = ProxyPool(options.proxies, options.proxy_policy, rng=self.rng)
+        self.artifacts = ArtifactWriter(options.artifacts, pool, slot_index, clock)
+        self.factory: IdentityFactory | None = None
+        self.sessions: SessionManager | None = None
+        self.counters: Counter[str] = Counter()
+        self.in_flight: dict[str, TaskInfo] = {}
+
+    async def start(self) -> None:
+        await self.host.start()
+        if self.options.identity.enabled:
+            self.factory = IdentityFactory(self.options.identity, self.host.version, rng=self.rng, clock=self.clock)
+            await asyncio.to_thread(self.factory.warm, 2)
+        persist = self.options.sessions.persist_dir
+        self.sessions = SessionManager(
+            self.options.sessions,
+            self.factory or _NoIdentity(),
+            self.proxies,
+            clock=self.clock,
+            persist_dir=Path(persist) / self.pool / str(self.slot_index) if persist else None,
+        )
+
+    async def close(self) -> None:
+        await self.host.close()
+
+    # -- one item ------------------------------------------------------------------------------------
+    async def run(self, visit: Visit, item: Any, task_name: str = "task") -> Any:
+        """Run ``visit(page, item)`` with recoveries; returns its value or raises the final error."""
+        session = self.sessions.checkout()
+        attempt = 1
+        while True:
+            proxy_id = session.proxy_id
+            try:
+                value, storage = await self._attempt(visit, item, session, f"{task_name}-a{attempt}", attempt)
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    self.sessions.checkin(session, ok=False)
+                    raise
+                recovery = recovery_for(exc)
+                self.counters[f"error.{type(exc).__name__}"] += 1
+                self._report_proxy(proxy_id, exc)
+                if recovery is Recovery.FAIL or attempt >= self.options.max_attempts:
+                    self.sessions.checkin(session, ok=False)
+                    raise self._final(exc, attempt) from exc
+                self.counters[f"recovery.{recovery.value}"] += 1
+                log.info("task %s attempt %d: %s → %s", task_name, attempt, type(exc).__name__, recovery.value)
+                try:
+                    session = self._recover(recovery, session, proxy_id, exc)
+                except ProxyError:  # no other healthy proxy: the error that got us here is the answer
+                    self.sessions.checkin(session, ok=False)
+                    raise self._final(exc, attempt) from exc
+                attempt += 1
+                continue
+            if proxy_id is not None:
+                self.proxies.report(proxy_id, Outcome.OK)
+            self.sessions.checkin(session, ok=True, storage_state=storage)
+            self.counters["ok"] += 1
+            return value
+
+    def _recover(self, recovery: Recovery, session: Session, proxy_id: str | None, exc: BaseException) -> Session:
+        if recovery is Recovery.ROTATE_PROXY:
+            return self.sessions.rotate_proxy(session, proxy_id)
+        if recovery is Recovery.ROTATE_IDENTITY:
+            return self.sessions.fresh(session, type(exc).__name__, avoid_proxies=[proxy_id] if proxy_id else [])
+        if recovery is Recovery.RECYCLE_BROWSER:
+            self.host.retire(f"requested after {type(exc).__name__}")
+        return session
+
+    def _report_proxy(self, proxy_id: str | None, exc: BaseException) -> None:
+        if proxy_id is None:
+            return
+        if isinstance(exc, ProxyAuthError):
+            self.proxies.report(proxy_id, Outcome.AUTH_FAILED)
+        elif isinstance(exc, ProxyError):
+            self.proxies.report(proxy_id, Outcome.CONNECT_FAILED)
+        elif isinstance(exc, BlockedError):
+            self.proxies.report(proxy_id, Outcome.REPUTATION)
+
+    def _final(self, exc: BaseException, attempts: int) -> BaseException:
+        phase = failed_phase(exc)
+        where = f"slot {self.slot_id}" + (f", phase {phase!r}" if phase else "") + f", {attempts} attempt(s)"
+        if isinstance(exc, BrowserError):
+            final = type(exc).__new__(type(exc))
+            final.__dict__.update(exc.__dict__)
+            final.args = (f"{exc.args[0]} ({where})",)
+            return final
+        if isinstance(exc, PhaseTimeout):
+            return exc  # its message names the phase and the slot already
+        return AutomationError(f"{type(exc).__name__}: {redact_url(str(exc))} ({where})")
+
+    async def _attempt(self, visit: Visit, item: Any, session: Session, name: str, attempt: int):
+        identity = session.identity if self.options.identity.enabled else None
+        proxy = self.proxies.get(session.proxy_id) if session.proxy_id else None
+        info = TaskInfo(name, attempt, identity, proxy.display if proxy else None, session.id)
+        opts: dict[str, Any] = identity.context_options() if identity else {}
+        if proxy is not None:
+            opts["proxy"] = proxy.spec.playwright()
+        if session.storage_state:
+            opts["storage_state"] = session.storage_state
+        art = self.options.artifacts
+        tracing = art.on_failure and art.trace
+        async with self.host.lease() as browser:
+            context = page = None
+            console = ConsoleLog(art.max_console_lines)
+            token = CURRENT_TASK.set(info)
+            self.in_flight[name] = info
+            timed_out = False
+            try:
+                try:
+                    context = await browser.new_context(**opts)
+                    context.set_default_navigation_timeout(self.options.navigation_timeout_s * 1000)
+                    await self._prepare(context, identity)
+                    if tracing:
+                        await context.tracing.start(screenshots=True, snapshots=True)
+                    page = await context.new_page()
+                    await self._prepare_page(context, page, identity, info, console)
+                    try:
+                        async with asyncio.timeout(self.options.task_timeout_s):
+                            value = await visit(page, item)
+                    except TimeoutError as exc:
+                        if isinstance(exc, PhaseTimeout):
+                            raise
+                        timed_out = True
+                        raise
+                    await self._check_blocked(page, info, proxy.display if proxy else None)
+                    storage = await context.storage_state() if session.kept else None
+                    return value, storage
+                except Exception as exc:
+                    err = classify(
+                        exc,
+                        phase=failed_phase(exc),
+                        proxy=proxy.display if proxy else None,
+                        browser_alive=self.host.browser is browser and browser.is_connected(),
+                        last_status=info.last_status,
+                        task_timeout=timed_out,
+                    )
+                    if art.on_failure:
+                        await self.artifacts.save(
+                            task=name, phase=failed_phase(err) or info.phase, error=err, page=page, context=context,
+                            tracing=tracing, console=console,
+                            meta={"identity": identity.id if identity else None, "proxy": info.proxy,
+                                  "url": redact_url(page.url) if page is not None else None, "attempt": attempt},
+                        )
+                    if err is exc:
+                        raise
+                    raise err from exc
+            finally:
+                CURRENT_TASK.reset(token)
+                self.in_flight.pop(name, None)
+                if context is not None:
+                    await self._close_context(context)
+
+    async def _prepare(self, context: Any, identity: Identity | None) -> None:
+        if identity is not None:
+            await context.add_init_script(init_script(identity.script_config()))
+            override = identity.ua_override()
+
+            async def on_page(p: Any) -> None:  # popups get the same client hints
+                with contextlib.suppress(Exception):
+                    cdp = await context.new_cdp_session(p)
+                    await cdp.send("Emulation.setUserAgentOverride", override)
+
+            context.on("page", lambda p: asyncio.ensure_future(on_page(p)))
+        blocked = set(self.options.block_resources)
+        if blocked:
+            async def route(r: Any) -> None:
+                rtype = r.request.resource_type
+                kind = rtype if rtype in ("image", "font", "media", "stylesheet") else "other"
+                if kind in blocked and rtype != "document":
+                    await r.abort()
+                else:
+                    await r.continue_()
+
+            await context.route("**/*", route)
+
+    async def _prepare_page(self, context: Any, page: Any, identity: Identity | None, info: TaskInfo,
+                            console: ConsoleLog) -> None:
+        if identity is not None:
+            cdp = await context.new_cdp_session(page)
+            await cdp.send("Emulation.setUserAgentOverride", identity.ua_override())
+        console.attach(page)
+
+        def on_response(resp: Any) -> None:
+            with contextlib.suppress(Exception):
+                if resp.frame is page.main_frame and resp.request.is_navigation_request():
+                    info.last_status = resp.status
+                    info.statuses.append(resp.status)
+
+        page.on("response", on_response)
+
+    async def _check_blocked(self, page: Any, info: TaskInfo, proxy: str | None) -> None:
+        policy = self.options.proxy_policy
+        if info.last_status == 407:
+            raise ProxyAuthError(f"proxy {proxy} rejected the credentials (HTTP 407)", info.phase, proxy)
+        if info.last_status in policy.block_statuses:
+            raise BlockedError(f"the site answered HTTP {info.last_status}", info.phase)
+        if policy.challenge_selectors and not page.is_closed():
+            found = None
+            with contextlib.suppress(Exception):
+                found = await asyncio.wait_for(
+                    page.evaluate("sels => sels.find(s => document.querySelector(s)) || null",
+                                  policy.challenge_selectors),
+                    5,
+                )
+            if found:
+                raise BlockedError(f"the page shows a captcha/challenge ({found})", info.phase)
+
+    async def _close_context(self, context: Any) -> None:
+        try:
+            await asyncio.wait_for(context.close(), self.options.close_timeout_s)
+        except Exception as exc:
+            if not isinstance(exc, TimeoutError):
+                return  # the browser is gone already
+            await self.host.kill(f"a context did not close within {self.options.close_timeout_s:g}s")
+
+    def snapshot(self) -> dict[str, Any]:
+        """Browser, proxy and session health for the slot's health report (no secrets)."""
+        return {
+            "browser": self.host.snapshot(),
+            "browser_rss_mb": round(self.host.rss_mb(), 1),
+            "proxies": self.proxies.snapshot(),
+            "sessions": self.sessions.snapshot() if self.sessions else None,
+            "counters": dict(self.counters),
+            "in_flight": {k: v.phase for k, v in self.in_flight.items()},
+            "artifacts_saved": self.artifacts.saved,
+        }
+
+
+class _NoIdentity:
+    """Identity factory of a pool with ``identity.enabled: false``: Chromium's defaults."""
+
+    def generate(self, country: str | None = None) -> Any:
+        return None
