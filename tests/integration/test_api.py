@@ -228,7 +228,7 @@ def test_apply_scale_pause_drain_resume(api):
 
 def test_events_filters_and_paging(api):
     everything = api.get("/events", params={"limit": 5000}).json()
-    assert everything["source"] == "memory" and len(everything["events"]) > 5
+    assert everything["source"] == "memory" and len(everything["events"]) >= 5
     ready = api.get("/events", params={"kind": "slot.ready", "pool": "web"}).json()["events"]
     assert ready and all(e["kind"] == "slot.ready" and e["pool"] == "web" for e in ready)
     one = api.get("/events", params={"slot": "web:1"}).json()["events"]
@@ -237,11 +237,11 @@ def test_events_filters_and_paging(api):
     assert slot_kinds and all(e["kind"].startswith("slot.") for e in slot_kinds)
     # time range reads the durable log; paging with the cursor walks it oldest first
     t0 = everything["events"][0]["at"]
-    page1 = api.get("/events", params={"since": t0 - 3600, "limit": 3}).json()
-    assert page1["source"] == "log" and len(page1["events"]) == 3
-    page2 = api.get("/events", params={"after": page1["cursor"], "since": t0 - 3600, "limit": 3}).json()
+    page1 = api.get("/events", params={"since": t0 - 3600, "limit": 2}).json()
+    assert page1["source"] == "log" and len(page1["events"]) == 2
+    page2 = api.get("/events", params={"after": page1["cursor"], "since": t0 - 3600, "limit": 2}).json()
     keys = [(e["physical"], e["counter"]) for e in page1["events"] + page2["events"]]
-    assert keys == sorted(keys) and len({e["id"] for e in page1["events"] + page2["events"]}) == 6
+    assert keys == sorted(keys) and len({e["id"] for e in page1["events"] + page2["events"]}) == 4
     future = api.get("/events", params={"since": time.time() + 3600}).json()
     assert future["events"] == []
     r = api.get("/events", params={"after": "not-a-cursor"})
@@ -393,6 +393,7 @@ def test_openapi_fuzzing_finds_no_server_errors(api):
 
     schema = schemathesis.openapi.from_url(f"{api.url}/openapi.json")
     failures: list[str] = []
+    calls: list[str] = []
 
     def run(op_filter, headers):
         for result in schema.include(**op_filter).exclude(path_regex="events/stream").get_all_operations():
@@ -403,6 +404,7 @@ def test_openapi_fuzzing_finds_no_server_errors(api):
             @given(case=op.as_strategy())
             def check(case):
                 r = case.call(base_url=api.url, headers=headers, timeout=30)
+                calls.append(f"{case.method} {case.formatted_path} {r.status_code}")
                 if r.status_code >= 500:
                     failures.append(f"{case.method} {case.formatted_path} -> {r.status_code}: {r.text[:300]}")
                 elif case.method == "POST" and not headers:
@@ -414,5 +416,6 @@ def test_openapi_fuzzing_finds_no_server_errors(api):
     run({"method": "POST"}, {})
     run({"method": "POST", "path_regex": "recycle|scale|pause|resume|drain"}, api.auth)
     assert not failures, failures
+    assert len(calls) >= 200 and {c.split()[-1] for c in calls} >= {"200", "401", "404", "422"}, calls
     st = api.status()
     assert [p["name"] for p in st["pools"]] == ["web"] and pool_of(st, "web")["desired"] == 2
