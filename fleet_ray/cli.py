@@ -23,6 +23,26 @@ def _client(args: argparse.Namespace):
     return connect(args.address, args.namespace)
 
 
+def _api(args: argparse.Namespace):
+    """The control-plane API client when an API is running: ``--api-url`` / FLEET_API_URL, else the
+    default local port if a fleet-ray API for this namespace answers there; None otherwise."""
+    from fleet_ray.api_client import ApiClient, probe, resolve_token
+
+    if getattr(args, "no_api", False):
+        return None
+    url = getattr(args, "api_url", None)
+    if not url:
+        settings = Settings()
+        url = f"http://{settings.api_host}:{settings.api_port}"
+        if not probe(url, args.namespace, timeout_s=0.3):
+            return None
+    return ApiClient(url, resolve_token(getattr(args, "token", None)))
+
+
+def _control(args: argparse.Namespace):
+    return _api(args) or _client(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fleet_ray.demo import run_demo
 
@@ -64,11 +84,27 @@ def cmd_up(args: argparse.Namespace) -> int:
     from fleet_ray.errors import redact_url
 
     print(f"supervisor up (pid {pid}, namespace {args.namespace!r}, store {redact_url(store_url)})")
+    if not args.no_serve:
+        from fleet_ray.api_client import ensure_token_file
+        from fleet_ray.serve.deploy import start_api
+
+        token_file = settings.api_token_file or (None if settings.api_token else ensure_token_file())
+        url = start_api(namespace=args.namespace, host=args.api_host, port=args.api_port, token=settings.token(),
+                        token_file=token_file, read_auth=settings.api_read_auth,
+                        status_ttl_s=settings.api_status_ttl_s)
+        where = "FLEET_API_TOKEN" if settings.api_token else token_file
+        print(f"API and dashboard on {url}/ (control token in {where})")
     return 0
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    summary = _client(args).apply(args.spec)
+    api = _api(args)
+    if api is not None:
+        from fleet_ray.spec import load_spec_file
+
+        summary = api.apply(load_spec_file(args.spec))
+    else:
+        summary = _client(args).apply(args.spec)
     print(json.dumps(summary) if args.json else
           f"applied: added={summary['added']} changed={summary['changed']} removed={summary['removed']}")
     return 0
@@ -77,33 +113,80 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from fleet_ray.cli_render import render_status
 
-    st = _client(args).status()
+    st = _control(args).status()
     print(st.model_dump_json(indent=2) if args.json else render_status(st))
     return 0
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    _client(args).scale(args.pool, args.slots)
+    _control(args).scale(args.pool, args.slots)
     print(f"pool {args.pool}: desired slots = {args.slots}")
     return 0
 
 
 def cmd_recycle(args: argparse.Namespace) -> int:
-    r = _client(args).recycle(args.slot)
+    r = _control(args).recycle(args.slot)
     print(f"slot {r['slot']} (generation {r['generation']}) will be recycled")
     return 0
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
-    client = _client(args)
+    client = _control(args)
     (client.pause if args.command == "pause" else client.resume)(args.pool)
     print(f"pool {args.pool}: {args.command}d")
+    return 0
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    api = _api(args)
+    if api is not None:
+        api.drain(args.pool)
+    else:
+        from fleet_ray.client import _call
+
+        _call(_client(args).supervisor.api_drain.remote(args.pool))
+    print(f"pool {args.pool}: draining (paused, slots drain; `fleet-ray resume {args.pool}` brings them back)")
+    return 0
+
+
+def _event_line(e: dict[str, Any]) -> str:
+    at = time.strftime("%H:%M:%S", time.localtime(e["at"]))
+    where = e.get("slot") if e.get("slot") and not e["slot"].endswith(":-1") else e.get("pool") or "-"
+    gen = f"g{e['generation']}" if e.get("generation") else ""
+    return f"{at}  {e['kind']:<22} {where:<14} {gen:<4} {e.get('message', '')}".rstrip()
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    show = (lambda e: print(json.dumps(e), flush=True)) if args.json else (lambda e: print(_event_line(e), flush=True))
+    api = _api(args)
+    filters = {"kind": args.kind or None, "pool": args.pool, "slot": args.slot}
+    if args.follow:
+        if api is None:
+            raise FleetNotRunning("`events --follow` needs the API: run `fleet-ray up` or set FLEET_API_URL")
+        for e in api.follow_events(**filters, backlog=args.backlog, timeout_s=args.timeout):
+            show(e)
+        return 0
+    if api is not None:
+        events = api.events(**filters, since=args.since, limit=args.limit)["events"]
+    else:
+        raw = _client(args).events(limit=200)
+        events = [{**e, "at": e["physical"] / 1000} for e in raw
+                  if (not args.kind or e["kind"] in args.kind) and (not args.pool or e["pool"] == args.pool)
+                  and (not args.slot or e["slot"] == args.slot)][-args.limit:]
+    for e in events:
+        show(e)
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     try:
         result = _client(args).down(timeout_s=args.timeout)
+        try:
+            from fleet_ray.serve.deploy import stop_api
+
+            stop_api(args.namespace)
+        except Exception as exc:  # no API deployed, or Serve not running
+            logging.getLogger(__name__).debug("no API to stop: %s", exc)
         print(f"fleet down ({result['killed_after_timeout']} slot(s) killed after the drain timeout)")
     except FleetNotRunning as exc:
         print(f"no fleet running: {exc}")
@@ -149,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=settings.ray_address, help="Ray cluster address (default: auto)")
     p.add_argument("--namespace", default=settings.namespace, help="Ray namespace of the fleet")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--api-url", default=settings.api_url,
+                   help="control-plane API to talk to (FLEET_API_URL; default: the local API if it runs)")
+    p.add_argument("--token", help="API token (prefer FLEET_API_TOKEN / FLEET_API_TOKEN_FILE: flags show in ps)")
+    p.add_argument("--no-api", action="store_true", help="talk to the supervisor through Ray, not the API")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="run a self-contained demo fleet on this machine")
@@ -160,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("up", help="start (or attach to) Ray and start the supervisor")
     u.add_argument("--store", help="store URL (default: FLEET_STORE_URL or the embedded SQLite store)")
     u.add_argument("--port", type=int, default=LOCAL_HEAD_PORT, help="port of a local Ray head started by up")
+    u.add_argument("--api-host", default=settings.api_host, help="address the API binds (default 127.0.0.1)")
+    u.add_argument("--api-port", type=int, default=settings.api_port, help="port of the API and dashboard")
+    u.add_argument("--no-serve", action="store_true", help="don't start the API and dashboard")
     u.set_defaults(fn=cmd_up)
 
     a = sub.add_parser("apply", help="validate a spec file and make it the desired state")
@@ -185,6 +275,22 @@ def build_parser() -> argparse.ArgumentParser:
         x.add_argument("pool")
         x.set_defaults(fn=cmd_pause)
 
+    dr = sub.add_parser("drain", help="pause a pool and drain its slots (resume brings them back)")
+    dr.add_argument("pool")
+    dr.set_defaults(fn=cmd_drain)
+
+    ev = sub.add_parser("events", help="lifecycle events (filter; --follow for a live stream)")
+    ev.add_argument("--kind", action="append", help="event kind, repeatable; 'slot.*' matches a prefix")
+    ev.add_argument("--pool")
+    ev.add_argument("--slot", help="slot position pool:index")
+    ev.add_argument("--since", type=float, help="from this time (epoch seconds); reads the durable log")
+    ev.add_argument("--limit", type=int, default=50)
+    ev.add_argument("--follow", "-f", action="store_true", help="stream new events (needs the API)")
+    ev.add_argument("--backlog", type=int, default=20, help="with --follow: recent events shown first")
+    ev.add_argument("--timeout", type=float, help="with --follow: stop after this many seconds")
+    ev.add_argument("--json", action="store_true", help="one JSON object per line")
+    ev.set_defaults(fn=cmd_events)
+
     dn = sub.add_parser("down", help="remove every slot and the supervisor")
     dn.add_argument("--timeout", type=float, default=30.0, help="drain timeout before slots are killed")
     dn.add_argument("--stop-ray", action="store_true", help="also stop the local Ray started by `up`")
@@ -195,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("items", help="a .jsonl file (one item per line) or - for stdin")
     sb.add_argument("--out", help="write results (JSON lines) here")
     sb.set_defaults(fn=cmd_submit)
+
+    from fleet_ray.campaign.cli import register as register_campaign_commands
+
+    register_campaign_commands(sub)  # verify-audit, breaker status|reset
     return p
 
 

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     api_port: int = 8470
     api_token: SecretStr | None = None
     api_token_file: Path | None = None
+    api_url: str | None = Field(
+        None, description="Base URL of a running control-plane API; the CLI talks to it (FLEET_API_URL)."
+    )
+    api_read_auth: bool = Field(False, description="Read endpoints of the API need the token too.")
+    api_status_ttl_s: float = Field(0.5, ge=0, description="The API caches fleet status this long.")
 
     def token(self) -> str | None:
         if self.api_token is not None:
