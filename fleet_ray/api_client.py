@@ -98,10 +98,10 @@ class ApiClient:
             raise SpecError(details or [{"loc": "spec", "msg": message}])
         if code == "unavailable":
             raise FleetNotRunning(message)
-        if code == "not_found" and "pool" in message:
-            raise UnknownPool(message.split("'")[1] if "'" in message else message)
-        if code == "not_found" and "slot" in message:
-            raise UnknownSlot(message.split("'")[1] if "'" in message else message)
+        if code == "not_found" and message.startswith("no pool named '"):
+            raise UnknownPool(message.split("'")[1])
+        if code == "not_found" and message.startswith("no slot '"):
+            raise UnknownSlot(message.split("'")[1])
         raise ApiRequestError(r.status_code, code, message, details)
 
     def _request(self, method: str, path: str, **kw: Any) -> Any:

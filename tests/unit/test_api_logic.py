@@ -1,0 +1,214 @@
+"""Pure parts of the control plane: redaction, error grouping, event cursors, the token check, the live
+event follower, the metrics sampler and the HTTP client's error mapping. No Ray, no network."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from fleet_ray.api_client import ApiClient, ApiRequestError
+from fleet_ray.errors import FleetNotRunning, SpecError, UnknownPool, UnknownSlot
+from fleet_ray.serve.auth import ApiConfig, TokenCheck, token_digest
+from fleet_ray.serve.events import BadCursor, event_out, follow, format_cursor, parse_cursor
+from fleet_ray.serve.redact import MASK, group_errors, redact_json_bytes, redact_tree, signature
+from fleet_ray.testing import FakeClock
+
+
+# -- redaction -------------------------------------------------------------------------------------
+def test_redact_tree_masks_secret_keys_and_url_credentials():
+    found: list[str] = []
+    spec = {"pools": [{"name": "web", "config": {"proxy_password": "hunter2", "api_key": "k-123", "timeout": 5,
+                                                  "upstream": "http://bob:s3cret@10.0.0.1:8080/x",
+                                                  "token_refresh": True, "auth": {"user": "u"}}}]}
+    out = redact_tree(spec, "", found)
+    cfg = out["pools"][0]["config"]
+    assert cfg["proxy_password"] == MASK and cfg["api_key"] == MASK and cfg["timeout"] == 5
+    assert cfg["upstream"] == "http://***@10.0.0.1:8080/x"
+    assert cfg["token_refresh"] is True and cfg["auth"] == {"user": "u"}  # booleans and subtrees stay readable
+    assert found == ["pools[0].config.proxy_password", "pools[0].config.api_key"]
+    assert spec["pools"][0]["config"]["proxy_password"] == "hunter2"  # input untouched
+
+
+def test_redact_json_bytes():
+    body = b'{"store":"redis://:pw@h:6379/0","x":"https://a:b@c/d","y":"no creds http://h/p"}'
+    assert redact_json_bytes(body) == b'{"store":"redis://***@h:6379/0","x":"https://***@c/d","y":"no creds http://h/p"}'
+
+
+# -- grouping --------------------------------------------------------------------------------------
+def ev(kind, msg, slot="web:0", physical=1_000_000, pool="web"):
+    return {"id": f"{kind}{slot}{physical}", "kind": kind, "message": msg, "pool": pool, "slot": slot,
+            "physical": physical, "counter": 0}
+
+
+def test_signature_masks_numbers_ids_and_quoted_values():
+    a = signature("died: worker 12345 exited (node 9f8e7d6c5b4a3f2e) 'boom'")
+    b = signature("died: worker 777 exited (node 0011223344556677) 'other'")
+    assert a == b == "died: worker <n> exited (node <id>) <str>"
+
+
+def test_group_errors_groups_alike_failures_newest_group_first():
+    events = [
+        ev("slot.died", "died: pid 11 killed", "web:0", 1_000),
+        ev("slot.died", "died: pid 12 killed", "web:1", 2_000),
+        ev("slot.start_failed", "setup raised ValueError('x')", "api:0", 3_000, pool="api"),
+        ev("slot.ready", "pid 13 on node abc", "web:0", 4_000),  # not a failure
+        ev("slot.died", "died: pid 14 killed", "web:0", 5_000),
+    ]
+    groups = group_errors(events)
+    assert [g.kind for g in groups] == ["slot.died", "slot.start_failed"]
+    died = groups[0]
+    assert died.count == 3 and died.slots == ["web:0", "web:1"] and died.pools == ["web"]
+    assert died.first_seen == 1.0 and died.last_seen == 5.0 and died.sample == "died: pid 14 killed"
+
+
+# -- cursors & events ------------------------------------------------------------------------------
+def test_cursor_round_trip_and_errors():
+    e = {"physical": 1_700_000_000_123, "counter": 4, "id": "abc-def"}
+    assert parse_cursor(format_cursor(e)) == (1_700_000_000_123, 4, "abc-def")
+    for bad in ["", "x-1-a", "1-x-a", "12", "9" * 30 + "-0-a"]:
+        with pytest.raises(BadCursor):
+            parse_cursor(bad)
+
+
+def test_event_out_redacts_message_and_data():
+    out = event_out({"id": "i", "kind": "slot.died", "physical": 1500, "counter": 2, "origin": "supervisor",
+                     "pool": "web", "slot": "web:0", "generation": 3,
+                     "message": "redis://u:pw@h unreachable", "data": {"password": "pw", "n": 1}})
+    assert out["message"] == "redis://***@h unreachable" and out["data"] == {"password": MASK, "n": 1}
+    assert out["at"] == 1.5 and out["cursor"] == "1500-2-i"
+
+
+# -- the token check -------------------------------------------------------------------------------
+def test_token_check(tmp_path):
+    check = TokenCheck(ApiConfig(token_sha256=token_digest("s3cret")))
+    assert check.configured
+    assert check.check("Bearer s3cret") and check.check("bearer  s3cret ")
+    for bad in [None, "", "Bearer", "Bearer wrong", "Basic s3cret", "s3cret"]:
+        assert not check.check(bad), bad
+    assert not TokenCheck(ApiConfig()).configured and not TokenCheck(ApiConfig()).check("Bearer anything")
+
+
+def test_token_file_is_reread_when_it_changes(tmp_path):
+    f = tmp_path / "token"
+    f.write_text("first\n")
+    check = TokenCheck(ApiConfig(token_sha256=token_digest("first"), token_file=str(f)))
+    assert check.check("Bearer first")
+    f.write_text("second\n")
+    os.utime(f, (1, 1))  # a different mtime, whatever the clock resolution
+    assert check.check("Bearer second") and not check.check("Bearer first")
+    f.unlink()  # unreadable: the last token stays in force
+    assert check.check("Bearer second")
+
+
+def test_api_config_has_no_secret_field():
+    fields = set(ApiConfig.model_fields)
+    assert "token" not in fields and "token_sha256" in fields
+
+
+# -- following events ------------------------------------------------------------------------------
+def test_follow_sends_backlog_then_only_new_events_and_skips_unmatched():
+    clock = FakeClock(0)
+    log = [ev("slot.ready", f"m{i}", physical=1000 + i) for i in range(5)]
+    calls: list[dict] = []
+
+    async def fetch(**kw):
+        calls.append(kw)
+        after = tuple(kw["after"]) if kw.get("after") else None
+        events = [e for e in log if after is None or (e["physical"], e["counter"], e["id"]) > after]
+        events = events[: kw["limit"]] if after else events[-kw["limit"]:]
+        newest = [log[-1]["physical"], 0, log[-1]["id"]]
+        return {"events": events, "source": "memory", "newest": newest}
+
+    async def sleep_and_grow():
+        clock.advance(1)
+        log.append(ev("slot.died", "new", physical=2000 + len(log)))
+
+    async def run():
+        frames = []
+        async def disconnected():
+            await sleep_and_grow()
+            return len(frames) > 5
+
+        gen = follow(fetch, {"slot": "web:0"}, None, 2, 0.0, 100.0, None, disconnected, clock)
+        async for frame in gen:
+            frames.append(frame)
+        return frames
+
+    frames = asyncio.run(run())
+    assert frames[0].startswith("retry: 3000")
+    data = [f for f in frames if f.startswith("id:")]
+    assert "m3" in data[0] and "m4" in data[1]  # backlog of 2, oldest first
+    assert all('"kind":"slot.died"' in f for f in data[2:]) and len(data) >= 4
+    ids = [f.split("\n")[0] for f in data]
+    assert len(ids) == len(set(ids))  # nothing twice
+    assert all(c.get("slot") == "web:0" for c in calls[1:])
+
+
+# -- metrics sampling ------------------------------------------------------------------------------
+@dataclass
+class Rec:
+    pool: str
+    index: int
+    generation: int
+    state: str
+    tasks: int
+
+
+@dataclass
+class Ev:
+    kind: str
+    pool: str
+    physical: int
+    counter: int = 0
+
+
+def test_sampler_counts_task_deltas_across_generations_and_events_once():
+    from fleet_ray.actors.metrics import Sampler
+
+    s = Sampler(period_s=1.0)
+    recs = [Rec("web", 0, 1, "running", 10), Rec("web", 1, 1, "running", 5)]
+    first = s.sample(100.0, recs, {"web": 2}, [])
+    assert first.pools["web"].counts == {"running": 2} and first.dt == 0
+    assert not s.due(100.5) and s.due(101.0)
+    recs = [Rec("web", 0, 1, "running", 16), Rec("web", 1, 2, "starting", 3)]  # web:1 replaced
+    events = [Ev("slot.died", "web", 1), Ev("slot.recycled", "web", 2), Ev("slot.heal_escalated", "web", 3)]
+    second = s.sample(102.0, recs, {"web": 2}, events)
+    web = second.pools["web"]
+    assert web.tasks == 6 + 3 and web.failures == {"slot.died": 1} and web.recycles == 1 and web.escalations == 1
+    assert web.counts == {"running": 1, "starting": 1}
+    third = s.sample(103.0, recs, {"web": 2}, events)  # the same events are not counted again
+    assert third.pools["web"].failures == {} and third.pools["web"].tasks == 0
+    series = s.series()
+    assert series["period_s"] == 1.0
+    points = series["pools"][0]["points"]
+    assert [p["tasks_per_s"] for p in points] == [4.5, 0.0] and points[0]["failures_per_s"] == 0.5
+
+
+# -- HTTP client error mapping ---------------------------------------------------------------------
+def _client_with(status: int, body: dict) -> ApiClient:
+    transport = httpx.MockTransport(lambda req: httpx.Response(status, json=body))
+    c = ApiClient("http://api.invalid")
+    c._http = httpx.Client(base_url=c.url, transport=transport)
+    return c
+
+
+def test_api_client_maps_error_codes_to_library_errors():
+    def err(code, message, details=()):
+        return {"error": {"code": code, "message": message, "details": list(details)}}
+
+    with pytest.raises(SpecError) as e:
+        _client_with(422, err("invalid_spec", "bad", [{"loc": "pools.web.slots", "msg": "≥ 0"}])).apply({})
+    assert e.value.fields == ["pools.web.slots"]
+    with pytest.raises(UnknownPool):
+        _client_with(404, err("not_found", "no pool named 'x'")).scale("x", 1)
+    with pytest.raises(UnknownSlot):
+        _client_with(404, err("not_found", "no slot 'web:9' (slot ids look like 'pool:index')")).recycle("web:9")
+    with pytest.raises(FleetNotRunning):
+        _client_with(503, err("unavailable", "no supervisor")).status()
+    with pytest.raises(ApiRequestError) as e:
+        _client_with(401, err("unauthorized", "wrong token")).drain("web")
+    assert e.value.status == 401 and e.value.code == "unauthorized" and "wrong token" in str(e.value)
