@@ -13,58 +13,58 @@ class _Model(BaseModel):
 
 class SlotStatus(_Model):
     id: str = Field(description="Slot position, 'pool:index'.")
-    pool: str
-    index: int
+    pool: str = Field(description="Pool the slot belongs to.")
+    index: int = Field(description="Position within the pool (0-based).")
     generation: int = Field(description="Monotonic per position; +1 for every replacement.")
     state: str = Field(description="pending | starting | running | draining | stopping | failed")
     actor: str = Field(description="Ray actor name, fleet:<pool>:<index>:g<generation>.")
-    node_id: str = ""
-    pid: int | None = None
+    node_id: str = Field("", description="Ray node the slot's actor runs on ('' until it is ready).")
+    pid: int | None = Field(None, description="Process id of the slot's actor.")
     version: str | None = Field(None, description="Installed automation version on the slot.")
     uptime_s: float | None = Field(None, description="Seconds since the slot became ready.")
     tasks: int = Field(0, description="Tasks (items or runs) the current generation finished.")
     recycles: int = Field(0, description="How often this position was replaced.")
-    rss_mb: float = 0.0
+    rss_mb: float = Field(0.0, description="Resident memory of the slot's process, MiB (last health check).")
     phase: str | None = Field(None, description="The automation's current phase, if it uses phases.")
-    progress: dict[str, Any] = Field(default_factory=dict)
+    progress: dict[str, Any] = Field(default_factory=dict, description="What the automation reported as progress.")
     reason: str = Field("", description="Why the slot is in its state (pending reason, failure cause).")
     backoff_s: float = Field(0.0, description="Seconds until a failing position is started again.")
 
 
 class PoolStatus(_Model):
-    name: str
-    automation: str
+    name: str = Field(description="Pool name.")
+    automation: str = Field(description="Entry-point name of the pool's automation.")
     version: str | None = Field(None, description="The pool's version pin.")
-    kind: str
+    kind: str = Field(description="Slot kind: process | browser.")
     batch: bool = Field(description="True for BatchAutomation pools (they take submitted work).")
-    desired: int
-    paused: bool = False
+    desired: int = Field(description="Desired number of slots.")
+    paused: bool = Field(False, description="A paused pool keeps its slots but leases them no work.")
     state: str = Field(description="ok | scaling | pending | degraded")
-    reason: str = ""
+    reason: str = Field("", description="Why the pool is not ok (pending reason, degradation).")
     counts: dict[str, int] = Field(default_factory=dict, description="Slots per state.")
-    slots: list[SlotStatus] = Field(default_factory=list)
+    slots: list[SlotStatus] = Field(default_factory=list, description="The pool's slot positions, by index.")
 
 
 class EventStatus(_Model):
-    kind: str
-    at: float
-    pool: str | None = None
-    slot: str | None = None
-    generation: int | None = None
-    message: str = ""
+    kind: str = Field(description="Event kind, e.g. slot.ready.")
+    at: float = Field(description="Seconds since the epoch.")
+    pool: str | None = Field(None, description="Pool the event is about.")
+    slot: str | None = Field(None, description="Slot position 'pool:index' the event is about.")
+    generation: int | None = Field(None, description="Slot generation the event is about.")
+    message: str = Field("", description="Human-readable detail.")
 
 
 class FleetStatus(_Model):
-    fleet: str
-    namespace: str
-    supervisor_pid: int
-    supervisor_started: float
+    fleet: str = Field(description="Fleet name.")
+    namespace: str = Field(description="Ray namespace of the fleet's named actors.")
+    supervisor_pid: int = Field(description="Process id of the supervisor.")
+    supervisor_started: float = Field(description="When the supervisor process started (epoch seconds).")
     store: str = Field(description="Store URL, with credentials redacted.")
     store_degraded: bool = Field(description="True while the store can't be written; state is kept in memory.")
-    store_error: str | None = None
+    store_error: str | None = Field(None, description="Why the store is degraded (URLs redacted).")
     last_step_ms: float = Field(description="Duration of the last reconcile step.")
-    steps: int
-    pools: list[PoolStatus]
+    steps: int = Field(description="Reconcile steps since the supervisor process started.")
+    pools: list[PoolStatus] = Field(description="Every pool of the desired state.")
     events: list[EventStatus] = Field(default_factory=list, description="Most recent lifecycle events.")
 
     def pool(self, name: str) -> PoolStatus | None:
