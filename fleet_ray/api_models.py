@@ -44,7 +44,7 @@ class ErrorBody(ApiModel):
 
 
 class ErrorResponse(ApiModel):
-    error: ErrorBody
+    error: ErrorBody = Field(description="What went wrong.")
 
 
 # -- health ----------------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ class NodeOut(ApiModel):
 
 
 class NodesPage(ApiModel):
-    nodes: list[NodeOut]
+    nodes: list[NodeOut] = Field(description="Every node Ray knows, alive or lost.")
 
 
 # -- metric history --------------------------------------------------------------------------------
@@ -144,13 +144,13 @@ class SeriesPoint(ApiModel):
 
 
 class PoolSeries(ApiModel):
-    pool: str
+    pool: str = Field(description="Pool name.")
     points: list[SeriesPoint] = Field(description="Oldest first.")
 
 
 class MetricsSeries(ApiModel):
     period_s: float = Field(description="Seconds between samples.")
-    pools: list[PoolSeries]
+    pools: list[PoolSeries] = Field(description="One series per pool.")
 
 
 # -- control ---------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ class ApplyResult(ApiModel):
 
 
 class PoolChange(ApiModel):
-    pool: str
+    pool: str = Field(description="Pool name.")
     desired: int = Field(description="Desired slots after the change.")
     paused: bool = Field(description="Whether the pool is paused after the change.")
     message: str = Field("", description="What happens next.")
