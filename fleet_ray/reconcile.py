@@ -110,13 +110,23 @@ def placement_problem(placement: Placement, nodes: Sequence[NodeView]) -> str | 
     return "; ".join(problems) or "no single node satisfies all of the pool's placement requirements"
 
 
+SPEC_CHANGED = "pool spec changed (automation, version, kind, placement or concurrency)"
+
+
+def rollout_due(rec: SlotRecord, pool: PoolSpec) -> str | None:
+    """Why the pool's spec needs this running slot replaced (rolled within the pool's budget)."""
+    if rec.shape_hash and rec.shape_hash != pool.slot_shape_hash():
+        return SPEC_CHANGED
+    if rec.recycle_requested and rec.recycle_requested.startswith("config change needs a fresh slot"):
+        return rec.recycle_requested
+    return None
+
+
 def recycle_due(rec: SlotRecord, pool: PoolSpec, now: float) -> str | None:
-    """Why a running slot should be replaced now, or None."""
+    """Why a running slot should be replaced now regardless of any rollout budget, or None."""
     if rec.health_failures >= pool.health.failure_threshold:
         return rec.reason or "unhealthy"
-    if rec.shape_hash and rec.shape_hash != pool.slot_shape_hash():
-        return "pool spec changed (automation, version, kind, placement or concurrency)"
-    if rec.recycle_requested:
+    if rec.recycle_requested and not rollout_due(rec, pool):
         return rec.recycle_requested
     policy = pool.recycle
     if policy.max_tasks is not None and rec.tasks >= policy.max_tasks:
@@ -139,6 +149,13 @@ def decide(
     actions: list[Action] = []
     for name, pool in desired.items():
         problem = placement.get(name)
+        # spec-driven replacements roll: at most max_unavailable wanted positions not serving at once
+        serving = sum(
+            1
+            for i in range(pool.slots)
+            if (r := table.get((name, i))) is not None and r.state is SlotState.RUNNING
+        )
+        budget = pool.rollout.max_unavailable - (pool.slots - serving)
         for index in range(pool.slots):
             rec = table.get((name, index))
             if rec is None or rec.state in (SlotState.PENDING, SlotState.FAILED):
@@ -157,14 +174,18 @@ def decide(
                     actions.append(Kill(rec.key, rec.generation, why, failure=True))
             elif rec.state is SlotState.RUNNING:
                 reason = recycle_due(rec, pool, now)
+                rolling = rollout_due(rec, pool) if reason is None else None
                 if reason is not None:
                     unhealthy = rec.health_failures >= pool.health.failure_threshold
                     actions.append(
                         Drain(rec.key, rec.generation, reason, pool.recycle.drain_timeout_s, failure=unhealthy)
                     )
-                elif rec.config_hash != pool.config_hash() and not rec.config_inflight:
+                elif rolling is not None and budget > 0:
+                    budget -= 1
+                    actions.append(Drain(rec.key, rec.generation, rolling, pool.recycle.drain_timeout_s))
+                elif rolling is None and rec.config_hash != pool.config_hash() and not rec.config_inflight:
                     actions.append(PushConfig(rec.key, rec.generation, pool.config, pool.config_hash()))
-                elif now >= rec.next_check_at and not rec.health_inflight:
+                elif now >= rec.next_check_at and not rec.health_inflight:  # incl. slots awaiting their turn
                     actions.append(CheckHealth(rec.key, rec.generation, pool.health.timeout_s))
     for rec in table:
         pool = desired.get(rec.pool)

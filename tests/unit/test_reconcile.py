@@ -227,3 +227,37 @@ def test_table_is_keyed_by_state_and_records_round_trip():
     rec.failures, rec.recycles, rec.generation = [1.0, 2.0], 4, 9
     back = SlotRecord.restore(rec.persisted())
     assert (back.generation, back.recycles, back.failures, back.state) == (9, 4, [1.0, 2.0], SlotState.RUNNING)
+
+
+def test_spec_driven_replacements_roll_within_the_unavailability_budget():
+    p = pool(slots=4)
+    t = SlotTable()
+    for i in range(4):
+        running(t, p, i).next_check_at = 1e9
+    changed = pool(slots=4, placement=Placement(resources={"browser": 1}), rollout={"max_unavailable": 2})
+    drains = [a for a in decide({"web": changed}, t, {"web": None}, 1.0) if isinstance(a, Drain)]
+    assert [d.key[1] for d in drains] == [0, 1]  # two at a time, the rest keep serving
+    t.transition(("web", 0), SlotState.DRAINING)
+    drains = [a for a in decide({"web": changed}, t, {"web": None}, 1.0) if isinstance(a, Drain)]
+    assert [d.key[1] for d in drains] == [1]
+    # an unhealthy slot is replaced at once, budget or not
+    t.get(("web", 3)).health_failures = 3
+    t.transition(("web", 1), SlotState.DRAINING)
+    drains = [a for a in decide({"web": changed}, t, {"web": None}, 1.0) if isinstance(a, Drain)]
+    assert [(d.key[1], d.failure) for d in drains] == [(3, True)]
+
+
+def test_config_changes_that_need_fresh_slots_roll_one_at_a_time():
+    p = pool(slots=3)
+    t = SlotTable()
+    for i in range(3):
+        rec = running(t, p, i)
+        rec.next_check_at = 1e9
+        rec.recycle_requested = "config change needs a fresh slot"
+    drains = [a for a in decide({"web": p}, t, {"web": None}, 1.0) if isinstance(a, Drain)]
+    assert [d.key[1] for d in drains] == [0]
+    # slots awaiting their turn keep being health-checked
+    for i in (1, 2):
+        t.get(("web", i)).next_check_at = 0.5
+    checks = [a.key[1] for a in decide({"web": p}, t, {"web": None}, 1.0) if isinstance(a, CheckHealth)]
+    assert checks == [1, 2]
