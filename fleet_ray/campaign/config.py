@@ -73,7 +73,7 @@ class RateLimitConfig(BaseModel):
     per_host: dict[str, float] = Field(default_factory=dict, description="Overrides by host (each >= 1 req/s)")
     burst: int = Field(1, ge=1, le=100, description="Bucket capacity (1: never more than the rate in any 1 s)")
     jitter_margin: float = Field(
-        0.02, ge=0.0, le=0.2,
+        0.05, ge=0.0, le=0.2,
         description="Slots are spaced (1 + margin)/rate so client-side jitter can't push the rate seen "
         "at the target over the configured one",
     )

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
+
 from fleet_ray.campaign.breaker import BreakerTrip
 from fleet_ray.campaign.config import CampaignConfig, Identity, target_host
 from fleet_ray.campaign.guardrails import Guardrails
@@ -152,11 +154,10 @@ class MemberContext:
     def fetch(self, url: str, method: str = "GET", **kwargs: Any):
         """An HTTP request as this member (its UA, locale, cookie jar and proxy), under the guardrails.
         Returns the ``httpx.Response``; failure statuses count against the target's breaker."""
-        import httpx
-
+        client = self.http  # before the guard: nothing slow between the rate-limit slot and the send
         with self.guard(url, url=url, method=method) as g:
             try:
-                resp = self.http.request(method, url, **kwargs)
+                resp = client.request(method, url, **kwargs)
             except httpx.HTTPError as exc:
                 g.fail(type(exc).__name__)
                 raise
@@ -169,7 +170,7 @@ class MemberContext:
             return resp
 
     @property
-    def http(self):
+    def http(self) -> httpx.Client:
         """This member's ``httpx.Client`` (cookies persist across its operations on this worker)."""
         return self._rt.client(self.member, self.spec.proxy)
 
@@ -229,6 +230,7 @@ class MemberRuntime:
         try:
             ctx.check_cancelled()
             if spec.target:
+                self.client(spec.member, spec.proxy)  # warm the member's client before taking a slot
                 ctx._acquire(spec.target, "op", spec.target_ref)
                 ctx._reserved = spec.target
             value = fn(ctx, spec.input)
@@ -253,9 +255,7 @@ class MemberRuntime:
         out.proxy = proxy_id(spec.proxy) if spec.proxy else None
         return out
 
-    def client(self, member: int, proxy: str | None):
-        import httpx
-
+    def client(self, member: int, proxy: str | None) -> httpx.Client:
         held = self._clients.get(member)
         if held is not None and held[0] == proxy:
             return held[1]

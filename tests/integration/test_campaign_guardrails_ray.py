@@ -1,0 +1,179 @@
+"""Guardrails enforced cluster-wide: members on two Ray nodes against one loopback HTTP target that
+logs every request, with the shared state in a real Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import ray.cloudpickle
+import redis
+
+from fleet_ray.campaign import Campaign, SigningKey, breaker_status
+from fleet_ray.campaign.ratelimit import max_in_window
+
+from .conftest import REDIS_URL, make_cluster
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tasks defined here run on workers
+
+WORKERS = [{"num_cpus": 1, "resources": {"camp": 4}}, {"num_cpus": 1, "resources": {"camp": 4}}]
+
+
+class HttpTarget:
+    """A loopback HTTP server that logs (time, path) of every request. ``/fail…`` answers 500."""
+
+    def __init__(self):
+        self.log: list[tuple[float, str]] = []
+        lock = threading.Lock()
+        log = self.log
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                with lock:
+                    log.append((time.time(), self.path))
+                status, body = (500, b"down") if self.path.startswith("/fail") else (200, b"ok")
+                if self.path == "/robots.txt":
+                    body = b"User-agent: *\nDisallow: /private\n"
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def paths(self) -> list[str]:
+        return [p for _, p in list(self.log)]
+
+    def hits(self, prefix: str) -> list[float]:
+        return [t for t, p in list(self.log) if p.startswith(prefix)]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    cluster, _ = make_cluster(workers=WORKERS, head_cpus=1)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture
+def ns(redis_url):
+    name = f"t-camp-{uuid.uuid4().hex[:8]}"
+    yield name
+    r = redis.Redis.from_url(redis_url)
+    for k in r.scan_iter(match=f"fleet:{name}:*", count=1000):
+        r.delete(k)
+
+
+@pytest.fixture
+def target():
+    t = HttpTarget()
+    yield t
+    t.close()
+
+
+def fetch_status(ctx, url):
+    return ctx.fetch(url).status_code, ctx.node
+
+
+def test_default_rate_limit_holds_across_members_on_two_nodes(ray_cluster, ns, target):
+    urls = [f"{target.url}/page/{i}" for i in range(12)]
+    with Campaign(6, store_url=REDIS_URL, namespace=ns, signing_key=SigningKey.generate(), active_concurrency=6,
+                  placement={"resources": {"camp": 1}}) as c:  # default: 2 requests/s per target
+        res = c.map_targets(fetch_status, urls)
+    assert all(r.ok and r.value[0] == 200 for r in res)
+    assert len({r.value[1] for r in res}) == 2  # the members sending them sat on both nodes
+    arrivals = target.hits("/page/")
+    assert len(arrivals) == 12
+    # at the target: never more than 2 in any window (5% tolerance on the window for loopback jitter)
+    assert max_in_window(arrivals, 0.95) <= 2
+    assert max_in_window(arrivals, 1.0) <= 3
+    span = max(arrivals) - min(arrivals)
+    assert (len(arrivals) - 1) / span <= 2 * 1.05
+
+
+def test_faster_configured_rate_is_shared_not_multiplied_by_members(ray_cluster, ns, target):
+    urls = [f"{target.url}/fast/{i}" for i in range(40)]
+    with Campaign(8, store_url=REDIS_URL, namespace=ns, signing_key=SigningKey.generate(), active_concurrency=8,
+                  rate_limit={"per_target_rps": 10}, placement={"resources": {"camp": 1}}) as c:
+        res = c.map_targets(fetch_status, urls)
+    assert all(r.ok for r in res) and len({r.value[1] for r in res}) == 2
+    arrivals = target.hits("/fast/")
+    assert max_in_window(arrivals, 0.95) <= 10
+    assert max_in_window(arrivals, 1.0) <= 11
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fleet_ray.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_breaker_trips_at_threshold_refuses_stays_tripped_and_resets_only_by_operator(ray_cluster, ns, target):
+    trips = []
+    with Campaign(1, store_url=REDIS_URL, namespace=ns, signing_key=SigningKey.generate(), notifier=trips.append,
+                  rate_limit={"per_target_rps": 100}, breaker={"window_s": 3},
+                  placement={"resources": {"camp": 1}}) as c:
+        ok_urls = [f"{target.url}/ok/{i}" for i in range(18)]
+        res = c.map_targets(fetch_status, ok_urls + [f"{target.url}/fail/1", f"{target.url}/fail/2"])
+        assert [r.value[0] for r in res] == [200] * 18 + [500, 500]
+        (state,) = breaker_status(REDIS_URL, ns)
+        assert (state.samples, state.failures, state.tripped) == (20, 2, False)  # 10% is not over 10%
+        assert not trips
+
+        res = c.map_targets(fetch_status, [f"{target.url}/fail/3"])  # 3/21 > 10% with >= 20 samples
+        assert res[0].ok and res[0].value[0] == 500
+        assert len(trips) == 1 and (trips[0].target, trips[0].samples, trips[0].failures) == ("127.0.0.1", 21, 3)
+        assert len(c.events.query(kind="campaign.breaker.tripped")) == 2  # the member's event + the receipt
+        assert c.status().circuit_tripped
+
+        sent = len(target.log)
+        refused = c.map_targets(fetch_status, [f"{target.url}/ok/x{i}" for i in range(3)])
+        assert [r.error_type for r in refused] == ["CircuitOpen"] * 3
+        assert len(target.log) == sent  # nothing reached the target
+
+        deadline = time.monotonic() + 30  # let the whole 3 s window expire: the breaker must not heal
+        while c.status().breakers[0].samples:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert c.status().breakers[0].tripped and breaker_status(REDIS_URL, ns)[0].tripped
+        assert c.map_targets(fetch_status, [f"{target.url}/ok/y"])[0].error_type == "CircuitOpen"
+
+        status = cli("--namespace", ns, "breaker", "status", "--store", REDIS_URL, "--json")
+        assert status.returncode == 0 and json.loads(status.stdout)[0]["tripped"] is True
+        reset = cli("--namespace", ns, "breaker", "reset", "127.0.0.1", "--store", REDIS_URL, "--operator", "tester")
+        assert reset.returncode == 0 and "was tripped" in reset.stdout
+
+        again = c.map_targets(fetch_status, [f"{target.url}/ok/z"])
+        assert again[0].ok and again[0].value[0] == 200
+        resets = c.events.query(kind="campaign.breaker.reset")
+        assert len(resets) == 1 and resets[0].data["operator"] == "tester"
+        assert not c.status().circuit_tripped
+
+
+def test_policy_hook_denies_a_target_on_every_node(ray_cluster, ns, target):
+    from fleet_ray.campaign import deny_targets
+
+    with Campaign(4, store_url=REDIS_URL, namespace=ns, signing_key=SigningKey.generate(),
+                  policy=deny_targets("127.0.0.1", reason="NO_LOCALHOST"), placement={"resources": {"camp": 1}}) as c:
+        res = c.broadcast(lambda ctx, url: ctx.fetch(url).status_code, f"{target.url}/denied")
+    assert all(r.error_type == "PolicyDenied" and "NO_LOCALHOST" in r.error for r in res)
+    assert not target.log
