@@ -127,7 +127,7 @@ class BrowserHost:
                 args=[*BASE_ARGS, *self.options.extra_args],
                 ignore_default_args=["--enable-automation"],
                 env=env,
-                timeout=60_000,
+                timeout=self.options.launch_timeout_s * 1000,
                 handle_sigint=False,
                 handle_sigterm=False,
                 handle_sighup=False,

@@ -265,6 +265,7 @@ class BrowserOptions(_Strict):
     max_browser_rss_mb: float | None = Field(
         1500.0, gt=0, description="Recycle Chromium once its process tree is above this resident memory."
     )
+    launch_timeout_s: float = Field(90.0, gt=0, description="How long Chromium may take to start.")
     navigation_timeout_s: float = Field(30.0, gt=0, description="Default timeout of page navigations.")
     task_timeout_s: float = Field(120.0, gt=0, description="A task running longer is a hang: its context is closed.")
     close_timeout_s: float = Field(5.0, gt=0, description="A context that won't close in time → browser recycled.")
