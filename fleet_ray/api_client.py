@@ -68,6 +68,12 @@ def ensure_token_file(path: Path = DEFAULT_TOKEN_FILE) -> Path:
     return path
 
 
+def default_api_url(namespace: str = "fleet", settings: Settings | None = None) -> str:
+    """Where ``fleet-ray up`` serves a fleet's API: ``/`` for namespace ``fleet``, ``/<namespace>`` else."""
+    settings = settings or Settings()
+    return f"http://{settings.api_host}:{settings.api_port}" + ("" if namespace == "fleet" else f"/{namespace}")
+
+
 def probe(url: str, namespace: str | None = None, timeout_s: float = 0.5) -> bool:
     """True if a fleet-ray API answers at ``url`` (for ``namespace``, when given)."""
     try:

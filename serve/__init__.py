@@ -1,1 +1,12 @@
-"""The Ray Serve control-plane app (installed as ``fleet_ray.serve``)."""
+"""The Ray Serve control plane of a fleet (installed as ``fleet_ray.serve``).
+
+- :mod:`.deploy` — the Serve deployment and :func:`~.deploy.start_api` (what ``fleet-ray up`` runs);
+- :mod:`.app` — the FastAPI app: read endpoints, errors, the dashboard at ``/``; :mod:`.control` — the
+  token-guarded control endpoints; :mod:`.events` — event cursors and the Server-Sent Events stream;
+- :mod:`.backend` — the only place that talks to Ray: the supervisor found by name, status cached;
+- :mod:`.auth` — configuration and the bearer-token check; :mod:`.redact` — secrets out, errors grouped;
+- ``static/`` — the dashboard (plain HTML/JS/CSS, no build step).
+
+Endpoints live under ``/api/v1`` (``/docs`` and ``/openapi.json`` describe them); see
+:mod:`fleet_ray.api_models` for the response shapes and :mod:`fleet_ray.api_client` for a client.
+"""

@@ -248,7 +248,10 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
         await backend.call("ping")  # fail fast (503) if there is no supervisor
 
         async def fetch(**kw: Any) -> dict[str, Any]:
-            return await backend.call("api_events", **kw)
+            try:
+                return await backend.call("api_events", **kw)
+            except FleetNotRunning:  # supervisor restarting: keep the stream open and poll again
+                return {"events": [], "source": "memory", "newest": None}
 
         gen = follow(fetch, filters, cur, backlog, config.sse_poll_s, config.sse_keepalive_s, timeout_s,
                      request.is_disconnected)

@@ -47,6 +47,10 @@ class FleetAPI:
         return create_app(self._config)
 
 
+def default_route_prefix(namespace: str) -> str:
+    return "/" if namespace == "fleet" else f"/{namespace}"
+
+
 def start_api(
     namespace: str = "fleet",
     host: str = "127.0.0.1",
@@ -55,14 +59,15 @@ def start_api(
     token_file: str | Path | None = None,
     read_auth: bool = False,
     status_ttl_s: float = 0.5,
-    route_prefix: str = "/",
+    route_prefix: str | None = None,
     name: str | None = None,
 ) -> str:
     """Deploy (or update) the fleet's API on the connected Ray cluster and return its base URL.
 
     ``token`` (or the file's content) guards the control endpoints; only its digest is deployed.
     Serve's HTTP proxy runs on the head node only, bound to ``host:port``; if Serve already runs
-    with another address, that one is kept and returned. ``name`` overrides the Serve application
+    with another address, that one is kept and returned. ``route_prefix`` defaults to ``/`` for the
+    namespace ``fleet`` and ``/<namespace>`` for others (several fleets share one Serve). ``name`` overrides the Serve application
     name (default :func:`app_name`), e.g. to run a second, read-locked API beside the first.
     """
     if token is None and token_file is not None and Path(token_file).exists():
@@ -74,6 +79,7 @@ def start_api(
         read_auth=read_auth,
         status_ttl_s=status_ttl_s,
     )
+    route_prefix = route_prefix or default_route_prefix(namespace)
     serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
     from ray.serve.context import _get_global_client
 

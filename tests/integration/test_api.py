@@ -341,7 +341,7 @@ def test_read_endpoints_can_be_locked(api):
     from fleet_ray.serve.deploy import start_api, stop_api
     from fleet_ray.serve.testing import wait_ready
 
-    url = start_api(namespace=api.namespace, port=int(api.url.rsplit(":", 1)[1]), token=TOKEN, read_auth=True,
+    url = start_api(namespace=api.namespace, port=httpx.URL(api.url).port, token=TOKEN, read_auth=True,
                     route_prefix="/locked", name=f"locked-{api.namespace}")
     try:
         assert url.endswith("/locked")
@@ -419,3 +419,37 @@ def test_openapi_fuzzing_finds_no_server_errors(api):
     assert len(calls) >= 200 and {c.split()[-1] for c in calls} >= {"200", "401", "404", "422"}, calls
     st = api.status()
     assert [p["name"] for p in st["pools"]] == ["web"] and pool_of(st, "web")["desired"] == 2
+
+
+def test_cli_up_starts_supervisor_and_api_and_down_removes_them(api, cluster, tmp_path):
+    """`fleet-ray up` against an existing cluster: supervisor + API for a new namespace; Serve already runs
+    here, so the API joins it (same address). `down` removes the fleet and its API."""
+    ns = f"up-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "FLEET_API_TOKEN": TOKEN, "FLEET_STORE_URL": f"sqlite://{tmp_path}/store.db"}
+    env.pop("FLEET_API_URL", None)
+    base = [sys.executable, "-m", "fleet_ray.cli", "--address", cluster.address, "--namespace", ns]
+    port = str(httpx.URL(api.url).port)
+    up = subprocess.run([*base, "up", "--api-port", port], env=env, capture_output=True, text=True, timeout=180)
+    assert up.returncode == 0, up.stderr
+    url = f"http://127.0.0.1:{port}/{ns}"
+    assert f"API and dashboard on {url}/" in up.stdout and "FLEET_API_TOKEN" in up.stdout
+    assert TOKEN not in up.stdout + up.stderr
+    from fleet_ray.serve.testing import wait_ready
+
+    wait_ready(url)
+    assert httpx.get(f"{url}{API}/status").json()["namespace"] == ns
+    assert httpx.get(f"{url}/").status_code == 200
+    assert api.get("/health").json()["namespace"] == api.namespace  # the first API is untouched
+    # with no --api-url the CLI finds this fleet's API at the default address (port from the env)
+    st = subprocess.run([*base, "status", "--json"], env={**env, "FLEET_API_PORT": port}, capture_output=True,
+                        text=True, timeout=120)
+    assert st.returncode == 0 and json.loads(st.stdout)["namespace"] == ns, st.stderr
+    down = subprocess.run([*base, "--no-api", "down", "--timeout", "5"], env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert down.returncode == 0, down.stderr
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == ns]
+    assert "fleet:supervisor" not in names
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{url}{API}/health").status_code != 404:
+        assert time.monotonic() < deadline, "the API of the fleet that went down still answers"
+        time.sleep(0.5)
