@@ -225,25 +225,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0 if job.failed == 0 else 1
 
 
-def cmd_publish(args: argparse.Namespace) -> int:
-    """Store a wheel in the fleet's store, where every node's slots can get it."""
-    from fleet_ray.packages import publish
-    from fleet_ray.store import open_store
-
-    store = open_store(args.store or Settings().store_url, args.namespace)
-    name, version = publish(store, args.path)
-    print(f"published {name}=={version}  (use `package: {name}=={version}` in a pool)")
-    return 0
-
-
-def cmd_rollout(args: argparse.Namespace) -> int:
-    client = _client(args)
-    action = {"pause": client.pause_rollout, "resume": client.resume_rollout, "rollback": client.rollback}
-    r = action[args.action](args.pool)
-    print(f"pool {args.pool}: rollout {r['state']}" + (f" ({r['reason']})" if r.get("reason") else ""))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     settings = Settings()
     p = argparse.ArgumentParser(prog="fleet-ray", description=__doc__)
@@ -313,16 +294,6 @@ def build_parser() -> argparse.ArgumentParser:
     dn.add_argument("--timeout", type=float, default=30.0, help="drain timeout before slots are killed")
     dn.add_argument("--stop-ray", action="store_true", help="also stop the local Ray started by `up`")
     dn.set_defaults(fn=cmd_down)
-
-    pb = sub.add_parser("publish", help="build/store an automation wheel for the cluster; prints its version")
-    pb.add_argument("path", help="a project directory (built with `python -m build`) or a .whl file")
-    pb.add_argument("--store", help="store URL (default: FLEET_STORE_URL or the embedded SQLite store)")
-    pb.set_defaults(fn=cmd_publish)
-
-    ro = sub.add_parser("rollout", help="pause, resume or roll back a pool's rollout")
-    ro.add_argument("action", choices=["pause", "resume", "rollback"])
-    ro.add_argument("pool")
-    ro.set_defaults(fn=cmd_rollout)
 
     sb = sub.add_parser("submit", help="submit JSON lines as batch items; results go to stdout or --out")
     sb.add_argument("pool")
