@@ -212,3 +212,22 @@ def test_api_client_maps_error_codes_to_library_errors():
     with pytest.raises(ApiRequestError) as e:
         _client_with(401, err("unauthorized", "wrong token")).drain("web")
     assert e.value.status == 401 and e.value.code == "unauthorized" and "wrong token" in str(e.value)
+
+
+# -- the OpenAPI document --------------------------------------------------------------------------
+def test_openapi_document_describes_every_endpoint_and_forbids_extra_fields():
+    from fleet_ray.serve.app import create_app
+
+    doc = create_app(ApiConfig(token_sha256=token_digest("t"))).openapi()
+    schemas = doc["components"]["schemas"]
+    for name, schema in schemas.items():
+        if name in ("HTTPValidationError", "ValidationError") or "properties" not in schema:
+            continue
+        assert schema.get("additionalProperties") is False, name
+        for field, prop in schema["properties"].items():
+            assert prop.get("description"), f"{name}.{field} has no description"
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert op.get("description") or op.get("summary"), (method, path)
+            if method == "post":  # every control endpoint is guarded and says so
+                assert op["security"] == [{"HTTPBearer": []}] and "401" in op["responses"], path
