@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -126,9 +127,11 @@ class Campaign(Coordinators):
         return f"campaign:{self.campaign_id}"
 
     def _take_lease(self) -> None:
-        left = self.guardrails.claim(self._lease_name, self._token, self.config.lease_ttl_s)
-        if left > 0:
-            raise CampaignLeaseHeld(self.campaign_id, left)
+        deadline = time.monotonic() + self.config.lease_wait_s
+        while (left := self.guardrails.claim(self._lease_name, self._token, self.config.lease_ttl_s)) > 0:
+            if time.monotonic() + min(left, 0.2) > deadline:
+                raise CampaignLeaseHeld(self.campaign_id, left)
+            time.sleep(min(left, 0.2))  # e.g. a SIGKILLed driver's lease running out
 
         def renew() -> None:
             while not self._lease_stop.wait(self.config.lease_ttl_s / 3):

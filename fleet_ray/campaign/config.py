@@ -149,6 +149,7 @@ class CampaignConfig(BaseModel):
     request_timeout_s: float = Field(30.0, gt=0)
     cancel_grace_s: float = Field(10.0, ge=0, description="How long a won race waits for siblings to stop")
     lease_ttl_s: float = Field(15.0, ge=1, description="Driver lease; a SIGKILLed driver's lapses after this")
+    lease_wait_s: float = Field(0.0, ge=0, description="Wait this long for another driver's lease to lapse")
     resume: bool = Field(False, description="Continue an earlier run of this campaign id from the durable log")
 
     @field_validator("campaign_id")
