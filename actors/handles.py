@@ -19,6 +19,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from fleet_ray.automation import actor_name
 from fleet_ray.lifecycle import (
+    Alive,
     ConfigResult,
     Died,
     Drained,
@@ -65,7 +66,7 @@ def workqueue_name(pool: str) -> str:
 
 @dataclass
 class _Pending:
-    kind: str  # start | watch | health | drain | config
+    kind: str  # alive | start | watch | health | drain | config
     key: SlotKey
     generation: int
     deadline: float | None = None
@@ -119,7 +120,9 @@ class SlotCalls:
         return found
 
     # -- slot actors ---------------------------------------------------------------------------
-    def create(self, key: SlotKey, generation: int, pool: PoolSpec, batch: bool) -> None:
+    def create(
+        self, key: SlotKey, generation: int, pool: PoolSpec, batch: bool, runtime_env: dict | None = None
+    ) -> None:
         from fleet_ray.actors.browser_slot import browser_slot_class
         from fleet_ray.actors.slot import SlotActor
 
@@ -137,6 +140,8 @@ class SlotCalls:
             opts["memory"] = int(pool.placement.memory_mb * 1024 * 1024)
         if pool.placement.labels:
             opts["label_selector"] = dict(pool.placement.labels)
+        if runtime_env:
+            opts["runtime_env"] = runtime_env
         handle = cls.options(**opts).remote(
             pool.model_dump(mode="json"),
             key[1],
@@ -151,6 +156,7 @@ class SlotCalls:
         """Track a slot actor: (re)issue its start call if asked, and a long-poll that fails when it dies."""
         self._handles[key] = (generation, handle)
         if start:
+            self._track(handle.info.remote(), _Pending("alive", key, generation))
             self._track(handle.start.remote(), _Pending("start", key, generation))
         self._track(handle.watch.remote(), _Pending("watch", key, generation))
 
@@ -271,6 +277,8 @@ class SlotCalls:
             ]
         if p.kind == "drain":
             return [Drained(p.key, p.generation)]
+        if p.kind == "alive":
+            return [Alive(p.key, p.generation)]
         if p.kind == "config":
             return [ConfigResult(p.key, p.generation, v["applied"], p.extra, v.get("error"))]
         return []  # watch returned: the slot stopped on purpose

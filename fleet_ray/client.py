@@ -23,7 +23,7 @@ import ray
 from pydantic import BaseModel, ConfigDict
 
 from fleet_ray.errors import FleetError, FleetNotRunning, JobError
-from fleet_ray.spec import FleetSpec, load_spec_file, validate_spec
+from fleet_ray.spec import FleetSpec, PoolSpec, ResolvedPool, load_spec_file, validate_spec
 from fleet_ray.status import FleetStatus
 
 SUPERVISOR_NAME = "fleet:supervisor"
@@ -40,6 +40,16 @@ def _call(ref: Any, timeout: float | None = 60) -> Any:
         return ray.get(ref, timeout=timeout)
     except ray.exceptions.RayTaskError as exc:
         raise _unwrap(exc) from None
+
+
+def _resolve_locally(pool: PoolSpec) -> ResolvedPool:
+    """Resolve what this machine can: a packaged pool's code lives in its package, which the
+    supervisor checks inside the package's runtime env."""
+    if pool.package:
+        return ResolvedPool(spec=pool, batch=False, distribution=None, installed_version=None)
+    from fleet_ray.discovery import resolve_pool
+
+    return resolve_pool(pool)
 
 
 class ItemResult(BaseModel):
@@ -102,7 +112,7 @@ class FleetClient:
         """Validate locally (fast feedback), then have the supervisor validate and apply."""
         if isinstance(spec, str | Path):
             spec = load_spec_file(spec)
-        validated, _ = validate_spec(spec)
+        validated, _ = validate_spec(spec, resolve=_resolve_locally)
         return _call(self.supervisor.apply.remote(validated.model_dump(mode="json")))
 
     def scale(self, pool: str, slots: int) -> dict[str, Any]:
@@ -116,6 +126,19 @@ class FleetClient:
 
     def resume(self, pool: str) -> dict[str, Any]:
         return _call(self.supervisor.set_paused.remote(pool, False))
+
+    def pause_rollout(self, pool: str) -> dict[str, Any]:
+        return _call(self.supervisor.pause_rollout.remote(pool))
+
+    def resume_rollout(self, pool: str) -> dict[str, Any]:
+        return _call(self.supervisor.resume_rollout.remote(pool))
+
+    def rollback(self, pool: str) -> dict[str, Any]:
+        return _call(self.supervisor.rollback.remote(pool))
+
+    def spec(self) -> dict[str, Any]:
+        """The desired state the supervisor holds now."""
+        return _call(self.supervisor.current_spec.remote())
 
     def status(self) -> FleetStatus:
         return FleetStatus.model_validate(_call(self.supervisor.status.remote()))
@@ -144,16 +167,29 @@ class FleetClient:
         )
 
     # -- batch work ------------------------------------------------------------------------------
-    def submit(self, pool: str, items: Iterable[Any], job_id: str | None = None, ids: Iterable[str] | None = None) -> Job:
-        """Queue items for a batch pool; returns a :class:`Job` to follow."""
+    def submit(self, pool: str, items: Iterable[Any], job_id: str | None = None, ids: Iterable[str] | None = None,
+               run_id: str | None = None, retry_failed: bool = False) -> Any:
+        """Queue items for a batch pool; returns a :class:`Job` to follow.
+
+        With ``run_id`` the job is a resumable run (:class:`fleet_ray.resume.Run`): results are
+        recorded durably, and submitting the same run again processes only what is not done yet.
+        Give stable ``ids`` when the item list may change order between attempts (default: position).
+        """
         info = _call(self.supervisor.workqueue.remote(pool))
         wq = ray.get_actor(info["name"], namespace=self.namespace)
         retries = info["max_item_retries"]
-        job_id = job_id or uuid.uuid4().hex[:12]
         items = list(items)
         id_list = [str(i) for i in ids] if ids is not None else [str(i) for i in range(len(items))]
         if len(id_list) != len(items):
             raise JobError("ids must have one entry per item")
+        if run_id is not None:
+            from fleet_ray.resume import Run
+
+            item_of = dict(zip(id_list, items, strict=True))
+            if len(item_of) != len(items):
+                raise JobError(f"run {run_id!r}: item ids must be unique")
+            return Run(pool, run_id, _call, self.supervisor, wq, item_of, retries, retry_failed, SUBMIT_CHUNK)
+        job_id = job_id or uuid.uuid4().hex[:12]
         total = 0
         for start in range(0, len(items), SUBMIT_CHUNK):
             chunk = list(zip(id_list[start : start + SUBMIT_CHUNK], items[start : start + SUBMIT_CHUNK], strict=True))
@@ -168,6 +204,62 @@ class FleetClient:
         job = self.submit(pool, items)
         by_id = {r.item_id: r for r in job.results(timeout_s=timeout_s)}
         return [by_id[str(i)] for i in range(len(items))]
+
+    def run(self, pool: str, items: Iterable[Any], run_id: str, ids: Iterable[str] | None = None,
+            timeout_s: float | None = None, retry_failed: bool = False) -> Any:
+        """Run a resumable batch to the end; returns its :class:`fleet_ray.resume.RunReport`
+        (``skipped``: items an earlier attempt of ``run_id`` already finished)."""
+        return self.submit(pool, items, ids=ids, run_id=run_id, retry_failed=retry_failed).wait(timeout_s)
+
+    # -- streams, events, crashes, grouped errors ------------------------------------------------
+    def subscribe(self, stream: str, group: str | None = None, model: type | None = None, durable: bool = False,
+                  start: str = "earliest") -> Any:
+        """Read a stream (``"<pool>.<output>"``) as typed models (:class:`fleet_ray.subscription.Subscription`).
+
+        ``model`` defaults to the producer's declared model, imported by its path here (pass it
+        when the producer's package is not installed in the driver). ``group`` defaults to a group
+        of its own (every item); drivers sharing a group split the items."""
+        from fleet_ray.streams import import_model
+        from fleet_ray.subscription import Subscription
+
+        info = _call(self.supervisor.stream_info.remote(stream))
+        hub = ray.get_actor(info["hub"], namespace=self.namespace)
+        return Subscription(hub, stream, group=group, model=model or import_model(info["model"]),
+                            durable=durable, start=start)
+
+    def streams(self) -> list[dict[str, Any]]:
+        """Each stream's depth, bytes, capacity, in/out rates, blocked producers and group lag."""
+        return _call(self.supervisor.streams.remote())
+
+    def add_sink(self, stream: str, spec: Any, name: str = "default") -> dict[str, Any]:
+        """Copy ``stream`` into a sink (``JsonlSinkSpec`` / ``RedisSinkSpec`` or their dicts) by a sink actor."""
+        from fleet_ray.stream_sinks import parse_sink_spec
+
+        return _call(self.supervisor.add_sink.remote(stream, parse_sink_spec(spec).model_dump(), name))
+
+    def follow_events(self, kinds: list[str] | None = None, pool: str | None = None,
+                      timeout_s: float | None = None) -> Iterator[Any]:
+        """Live events from now on, each as its typed model (:mod:`fleet_ray.eventtypes`)."""
+        from fleet_ray.eventtypes import typed
+
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        cursor = None
+        while deadline is None or time.monotonic() < deadline:
+            wait = 5.0 if deadline is None else max(0.0, min(5.0, deadline - time.monotonic()))
+            page = _call(self.supervisor.wait_events.remote(cursor, kinds, pool, wait), timeout=wait + 60)
+            cursor = page["cursor"]
+            for e in page["events"]:
+                yield typed(e)
+
+    def error_groups(self, pool: str | None = None) -> list[dict[str, Any]]:
+        return _call(self.supervisor.error_groups.remote(pool))
+
+    def crashes(self, pool: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        return _call(self.supervisor.crashes.remote(pool, limit))
+
+    def configure_notifiers(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Webhook / Telegram error notifications (fleet_ray.notify.NotifyConfig); returns them without secrets."""
+        return _call(self.supervisor.configure_notifiers.remote(config))
 
     def down(self, timeout_s: float = 30.0) -> dict[str, Any]:
         """Remove every slot, the work queues, the checkpoint and the supervisor itself."""

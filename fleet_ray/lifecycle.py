@@ -71,6 +71,7 @@ class SlotRecord:
     pid: int | None = None
     version: str | None = None
     created_at: float | None = None
+    alive_at: float | None = None  # its actor process exists (Ray scheduled and started it)
     ready_at: float | None = None
     tasks: int = 0
     rss_mb: float = 0.0
@@ -79,6 +80,7 @@ class SlotRecord:
     reason: str = ""
     # health
     health_failures: int = 0
+    checks_ok: int = 0  # health checks passed by this generation (the rollout's health gate)
     health_inflight: bool = False
     next_check_at: float = 0.0
     recycle_requested: str | None = None
@@ -172,6 +174,11 @@ class Observation:
 
 
 @dataclass(frozen=True)
+class Alive(Observation):
+    """The actor's process is up (its first call answered); start-up of the automation begins."""
+
+
+@dataclass(frozen=True)
 class Ready(Observation):
     pid: int
     node_id: str
@@ -261,7 +268,10 @@ def observe(
     ev: list[LifecycleEvent] = []
     E = lambda kind, msg="", **data: LifecycleEvent(kind, rec.pool, rec.index, rec.generation, msg, data)  # noqa: E731
 
-    if isinstance(obs, Ready):
+    if isinstance(obs, Alive):
+        if rec.state is SlotState.STARTING and rec.alive_at is None:
+            rec.alive_at = now
+    elif isinstance(obs, Ready):
         if rec.state is SlotState.STARTING:
             rec.pid, rec.node_id, rec.version = obs.pid, obs.node_id, obs.version
             rec.ready_at = now
@@ -289,6 +299,7 @@ def observe(
         rec.next_check_at = now + period * (1 + jitter)
         if isinstance(obs, HealthReport) and obs.ok:
             rec.health_failures = 0
+            rec.checks_ok += 1
             rec.tasks, rec.rss_mb, rec.phase = obs.tasks, obs.rss_mb, obs.phase
             rec.progress = dict(obs.progress)
             if obs.recycle_requested:
@@ -329,8 +340,8 @@ def finish_stop(table: SlotTable, key: SlotKey, now: float, pool: Any | None, fa
         ev.append(LifecycleEvent("slot.removed", rec.pool, rec.index, rec.generation, reason))
         return ev
     rec.recycles += 1
-    rec.pid, rec.ready_at, rec.created_at = None, None, None
-    rec.health_failures, rec.health_inflight, rec.config_inflight = 0, False, False
+    rec.pid, rec.ready_at, rec.created_at, rec.alive_at = None, None, None, None
+    rec.health_failures, rec.health_inflight, rec.config_inflight, rec.checks_ok = 0, False, False, 0
     rec.recycle_requested, rec.drain_deadline, rec.failure_pending, rec.retire = None, None, False, False
     rec.tasks, rec.rss_mb, rec.phase, rec.progress = 0, 0.0, None, {}
     ev.append(LifecycleEvent("slot.recycled", rec.pool, rec.index, rec.generation, reason, {"failure": failure}))

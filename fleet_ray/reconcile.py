@@ -143,9 +143,14 @@ def decide(
     table: SlotTable,
     placement: Mapping[str, str | None],
     now: float,
+    paused_rollouts: frozenset[str] = frozenset(),
 ) -> list[Action]:
     """Compare desired pools with the slot table and return what to do. Repeatable: calling it again
-    before the actions are acted on returns the same actions."""
+    before the actions are acted on returns the same actions.
+
+    A spec change that needs fresh slots rolls through a pool at most ``rollout.max_unavailable``
+    positions at a time; a replacement counts as serving once it passed a health check (the health
+    gate). Pools in ``paused_rollouts`` keep their remaining old slots until resumed."""
     actions: list[Action] = []
     for name, pool in desired.items():
         problem = placement.get(name)
@@ -153,9 +158,11 @@ def decide(
         serving = sum(
             1
             for i in range(pool.slots)
-            if (r := table.get((name, i))) is not None and r.state is SlotState.RUNNING
+            if (r := table.get((name, i))) is not None
+            and r.state is SlotState.RUNNING
+            and (r.checks_ok > 0 or rollout_due(r, pool) is not None)  # old slots serve until replaced
         )
-        budget = pool.rollout.max_unavailable - (pool.slots - serving)
+        budget = 0 if name in paused_rollouts else pool.rollout.max_unavailable - (pool.slots - serving)
         for index in range(pool.slots):
             rec = table.get((name, index))
             if rec is None or rec.state in (SlotState.PENDING, SlotState.FAILED):
@@ -167,10 +174,10 @@ def decide(
                     continue
                 actions.append(Start((name, index), (rec.generation if rec else 0) + 1))
             elif rec.state is SlotState.STARTING:
-                if rec.created_at is not None and now - rec.created_at > pool.health.start_timeout_s:
-                    why = f"not ready within {pool.health.start_timeout_s:g}s"
-                    if problem:
-                        why += f" ({problem})"
+                # the start timeout runs from when Ray gave the actor a process: waiting in Ray's
+                # queue on a busy cluster is not the automation's failure (status shows the wait)
+                if rec.alive_at is not None and now - rec.alive_at > pool.health.start_timeout_s:
+                    why = f"not ready within {pool.health.start_timeout_s:g}s of its process starting"
                     actions.append(Kill(rec.key, rec.generation, why, failure=True))
             elif rec.state is SlotState.RUNNING:
                 reason = recycle_due(rec, pool, now)

@@ -31,6 +31,17 @@ class SlotStatus(_Model):
     backoff_s: float = Field(0.0, description="Seconds until a failing position is started again.")
 
 
+class RolloutStatus(_Model):
+    state: str = Field(description="progressing | paused | complete | rolled_back")
+    from_version: str | None = Field(None, description="Version pin before the rollout.")
+    to_version: str | None = Field(None, description="Version pin the rollout moves to.")
+    updated: int = Field(0, description="Positions running the new spec and past their health check.")
+    total: int = Field(0, description="Positions to update.")
+    failures: int = Field(0, description="Failures of new-spec slots so far.")
+    started: float = Field(0.0, description="When the rollout began, seconds since the epoch.")
+    reason: str = Field("", description="Why it was paused or rolled back.")
+
+
 class PoolStatus(_Model):
     name: str = Field(description="Pool name.")
     automation: str = Field(description="Entry-point name of the pool's automation.")
@@ -42,6 +53,7 @@ class PoolStatus(_Model):
     state: str = Field(description="ok | scaling | pending | degraded")
     reason: str = Field("", description="Why the pool is not ok (pending reason, degradation).")
     counts: dict[str, int] = Field(default_factory=dict, description="Slots per state.")
+    rollout: RolloutStatus | None = Field(None, description="The pool's latest rollout, if any.")
     slots: list[SlotStatus] = Field(default_factory=list, description="The pool's slot positions, by index.")
 
 

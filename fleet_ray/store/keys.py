@@ -19,3 +19,34 @@ def job(job_id: str) -> str:
 
 def job_done(job_id: str) -> str:
     return f"job:{job_id}:done"
+
+
+# -- crash bridge, resumable runs (fleet_ray.crashes, fleet_ray.resume) ------------------------------
+CRASH_LOG = "crashes"  # one entry per crashed slot generation, id = "<pool>:<index>:g<generation>"
+
+
+def slot_context(pool: str, index: int, generation: int) -> str:
+    """What a slot generation is doing now (task, phase) and its last fatal error, written as it goes."""
+    return f"slotctx:{pool}:{index}:g{generation}"
+
+
+SLOT_CONTEXT_PREFIX = "slotctx:"
+
+
+def run_done(run_id: str) -> str:
+    """Log of a run's finished items (id = ``ok:<item>`` or ``failed:<item>``)."""
+    return f"run:{run_id}:done"
+
+
+def run_submitted(run_id: str) -> str:
+    """Log of a run's submitted item ids, in submission order."""
+    return f"run:{run_id}:submitted"
+
+
+def package(name: str, version: str) -> str:
+    """A published automation wheel (its bytes), as ``fleet-ray publish`` stored it."""
+    return f"package:{canonical(name)}=={version}"
+
+
+def canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")

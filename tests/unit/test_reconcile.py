@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fleet_ray.lifecycle import (
+    Alive,
     ConfigResult,
     Died,
     HealthReport,
@@ -209,13 +210,16 @@ def test_drain_timeout_kills_and_start_timeout_fails():
     t = SlotTable()
     rec = SlotRecord("web", 0, generation=1, state=SlotState.STARTING, created_at=0.0)
     t.add(rec)
-    assert decide({"web": p}, t, {"web": None}, 5.0) == []
-    (k,) = decide({"web": p}, t, {"web": None}, 11.0)
-    assert isinstance(k, Kill) and k.failure and "not ready within 10s" in k.reason
+    # still queued in Ray (no process yet): a busy cluster is not the automation's failure
+    assert decide({"web": p}, t, {"web": None}, 500.0) == []
+    observe(t, Alive(rec.key, 1), 495.0, p)
+    assert decide({"web": p}, t, {"web": None}, 500.0) == []
+    (k,) = decide({"web": p}, t, {"web": None}, 506.0)
+    assert isinstance(k, Kill) and k.failure and "not ready within 10s of its process starting" in k.reason
     t.transition(rec.key, SlotState.DRAINING)
-    rec.drain_deadline = 20.0
-    assert decide({"web": p}, t, {"web": None}, 19.0) == []
-    assert decide({"web": p}, t, {"web": None}, 20.0) == [Kill(("web", 0), 1, "drain timeout")]
+    rec.drain_deadline = 520.0
+    assert decide({"web": p}, t, {"web": None}, 519.0) == []
+    assert decide({"web": p}, t, {"web": None}, 520.0) == [Kill(("web", 0), 1, "drain timeout")]
 
 
 def test_table_is_keyed_by_state_and_records_round_trip():
@@ -261,3 +265,22 @@ def test_config_changes_that_need_fresh_slots_roll_one_at_a_time():
         t.get(("web", i)).next_check_at = 0.5
     checks = [a.key[1] for a in decide({"web": p}, t, {"web": None}, 1.0) if isinstance(a, CheckHealth)]
     assert checks == [1, 2]
+
+
+def test_rollout_waits_for_the_replacement_to_pass_a_health_check_and_can_be_paused():
+    p = pool(slots=2)
+    t = SlotTable()
+    for i in range(2):
+        running(t, p, i).next_check_at = 1e9
+    new = pool(slots=2, version="0.1.0")
+    (d,) = [a for a in decide({"web": new}, t, {"web": None}, 1.0) if isinstance(a, Drain)]
+    assert d.key == ("web", 0)
+    assert [a for a in decide({"web": new}, t, {"web": None}, 1.0, frozenset({"web"})) if isinstance(a, Drain)] == []
+    # position 0 replaced by a new-version slot that is running but not yet health-checked
+    t.remove(("web", 0))
+    rec = running(t, new, 0, gen=2)
+    rec.next_check_at = 1e9
+    assert [a for a in decide({"web": new}, t, {"web": None}, 2.0) if isinstance(a, Drain)] == []
+    observe(t, HealthReport(rec.key, 2, ok=True), 2.0, new)
+    drains = [a for a in decide({"web": new}, t, {"web": None}, 2.0) if isinstance(a, Drain)]
+    assert [a.key for a in drains] == [("web", 1)]

@@ -1,0 +1,108 @@
+"""Layered specs: a base spec plus per-environment overrides, and the diff an apply would make.
+
+A spec file may carry an ``environments`` section whose entries override pools by name::
+
+    pools:
+      - {name: prices, automation: example.prices, package: "acme-prices==1.2.4", slots: 2}
+    environments:
+      staging:
+        pools:
+          prices: {package: "acme-prices==1.3.0", slots: 1}
+      prod:
+        pools:
+          prices: {slots: 8}
+
+``fleet-ray apply spec.yaml --env prod`` shows what will change, then applies; ``--dry-run`` only
+shows. Overrides merge into the base pool (nested mappings merge, anything else replaces); a pool
+named only in an environment is added there. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from fleet_ray.errors import SpecError
+from fleet_ray.spec import FleetSpec
+
+
+def _merge(base: Any, override: Any) -> Any:
+    if isinstance(base, Mapping) and isinstance(override, Mapping):
+        out = dict(base)
+        for k, v in override.items():
+            out[k] = _merge(base.get(k), v) if k in base else copy.deepcopy(v)
+        return out
+    return copy.deepcopy(override)
+
+
+def environments(data: Mapping[str, Any]) -> list[str]:
+    envs = data.get("environments") or {}
+    return sorted(envs) if isinstance(envs, Mapping) else []
+
+
+def resolve(data: Mapping[str, Any], env: str | None) -> dict[str, Any]:
+    """The spec for ``env`` (or the base when None), without the ``environments`` section."""
+    base = {k: copy.deepcopy(v) for k, v in data.items() if k != "environments"}
+    if env is None:
+        return base
+    envs = data.get("environments") or {}
+    if not isinstance(envs, Mapping) or env not in envs:
+        known = ", ".join(environments(data)) or "none defined"
+        raise SpecError([{"loc": f"environments.{env}", "msg": f"no environment {env!r} (known: {known})"}])
+    layer = envs[env] or {}
+    unknown = set(layer) - {"pools", "name"}
+    if unknown:
+        raise SpecError([{"loc": f"environments.{env}.{k}", "msg": "only 'pools' and 'name' can be overridden"}
+                         for k in sorted(unknown)])
+    if "name" in layer:
+        base["name"] = layer["name"]
+    overrides = layer.get("pools") or {}
+    if not isinstance(overrides, Mapping):
+        raise SpecError([{"loc": f"environments.{env}.pools", "msg": "must map pool names to overrides"}])
+    pools = list(base.get("pools") or [])
+    names = [p.get("name") if isinstance(p, Mapping) else None for p in pools]
+    for name, override in overrides.items():
+        if not isinstance(override, Mapping):
+            raise SpecError([{"loc": f"environments.{env}.pools.{name}", "msg": "must be a mapping of fields"}])
+        if name in names:
+            i = names.index(name)
+            pools[i] = _merge(pools[i], override)
+        else:
+            pools.append({"name": name, **copy.deepcopy(dict(override))})
+    base["pools"] = pools
+    return base
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, Mapping) and value:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}"))
+        return out
+    return {prefix: value}
+
+
+def diff(current: FleetSpec | Mapping[str, Any] | None, new: FleetSpec | Mapping[str, Any]) -> list[str]:
+    """Human-readable changes from ``current`` to ``new`` (both normalised, so defaults don't show)."""
+    def pools(spec) -> dict[str, dict[str, Any]]:
+        if spec is None:
+            return {}
+        model = spec if isinstance(spec, FleetSpec) else FleetSpec.model_validate(spec)
+        return {p.name: p.model_dump(mode="json") for p in model.pools}
+
+    old, nxt = pools(current), pools(new)
+    lines: list[str] = []
+    for name in sorted(set(old) | set(nxt)):
+        if name not in old:
+            p = nxt[name]
+            pin = f" {p['package'] or p['version'] or ''}".rstrip()
+            lines.append(f"+ pool {name}: {p['automation']}{pin}, {p['slots']} slot(s)")
+        elif name not in nxt:
+            lines.append(f"- pool {name} ({old[name]['slots']} slot(s) will be drained)")
+        else:
+            a, b = _flatten(old[name], name), _flatten(nxt[name], name)
+            for key in sorted(set(a) | set(b)):
+                if a.get(key) != b.get(key):
+                    lines.append(f"~ {key}: {a.get(key)!r} -> {b.get(key)!r}")
+    return lines
