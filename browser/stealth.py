@@ -10,6 +10,9 @@ reads ``[native code]``:
 - canvas noise (``toDataURL``, ``toBlob``, ``getImageData``) and audio noise (``getChannelData``,
   ``copyFromChannel``, ``getFloatFrequencyData``), seeded per identity: the same drawing gives the
   same result within an identity and a different one across identities;
+- Web Workers created from ``blob:`` URLs (how fingerprinting scripts probe a worker's navigator and
+  WebGL) start with the same script, so a worker agrees with its page. Workers loaded from http(s)
+  URLs are not patched (a known gap: they see the engine's own ``navigator.platform`` and WebGL);
 - console methods that hide the Chrome DevTools Protocol: with CDP's Runtime domain on, logging an
   Error makes the inspector call ``Error.prepareStackTrace`` (a common CDP-detection trick), so the
   wrappers lift a page-defined ``prepareStackTrace`` for the duration of the call.
@@ -26,9 +29,9 @@ import json
 from typing import Any
 
 _SCRIPT = r"""
-(() => {
-  const cfg = __CONFIG__;
+(function stealth(cfg) {
   const nativeToString = Function.prototype.toString;
+  const source = nativeToString.call(stealth);
   const masks = new WeakMap();
   const mask = (fn, text) => { masks.set(fn, text); return fn; };
   const toString = mask({ toString() {
@@ -57,8 +60,8 @@ _SCRIPT = r"""
   };
   const named = (name, fn) => ({ [name](...args) { return fn.call(this, args); } })[name];
 
-  // -- navigator ------------------------------------------------------------------------------
-  const N = Navigator.prototype;
+  // -- navigator (pages and workers) ----------------------------------------------------------
+  const N = (self.Navigator || self.WorkerNavigator).prototype;
   getter(N, 'platform', cfg.platform);
   getter(N, 'hardwareConcurrency', cfg.hardwareConcurrency);
   getter(N, 'deviceMemory', cfg.deviceMemory);
@@ -71,15 +74,17 @@ _SCRIPT = r"""
       `function get ${prop}() { [native code] }`);
     Object.defineProperty(window, prop, { get, set: desc.set, enumerable: desc.enumerable, configurable: true });
   };
-  if (window.top === window) {
+  if (typeof window !== 'undefined' && window.top === window) {
     winGetter('outerWidth', cfg.outerWidth);
     winGetter('outerHeight', cfg.outerHeight);
   }
-  const S = Screen.prototype;
-  getter(S, 'availWidth', cfg.availWidth);
-  getter(S, 'availHeight', cfg.availHeight);
-  getter(S, 'colorDepth', cfg.colorDepth);
-  getter(S, 'pixelDepth', cfg.colorDepth);
+  if (self.Screen) {
+    const S = Screen.prototype;
+    getter(S, 'availWidth', cfg.availWidth);
+    getter(S, 'availHeight', cfg.availHeight);
+    getter(S, 'colorDepth', cfg.colorDepth);
+    getter(S, 'pixelDepth', cfg.colorDepth);
+  }
 
   // -- WebGL ------------------------------------------------------------------------------------
   for (const C of [self.WebGLRenderingContext, self.WebGL2RenderingContext]) {
@@ -107,13 +112,16 @@ _SCRIPT = r"""
       if (data[i + 3] !== 0 && (r & 15) === 0) data[i + ((r >>> 4) % 3)] ^= 1;
     }
   };
-  const C2D = CanvasRenderingContext2D.prototype;
-  const getImageData = C2D.getImageData;
-  method(C2D, 'getImageData', (orig) => named('getImageData', function (args) {
-    const image = orig.apply(this, args);
-    noisePixels(image.data);
-    return image;
-  }));
+  const getImageData = self.CanvasRenderingContext2D ? CanvasRenderingContext2D.prototype.getImageData : null;
+  for (const Ctx of [self.CanvasRenderingContext2D, self.OffscreenCanvasRenderingContext2D]) {
+    if (!Ctx) continue;
+    method(Ctx.prototype, 'getImageData', (orig) => named('getImageData', function (args) {
+      const image = orig.apply(this, args);
+      noisePixels(image.data);
+      return image;
+    }));
+  }
+  if (self.HTMLCanvasElement && getImageData) {
   const noisyCopy = (canvas) => {
     if (!canvas.width || !canvas.height) return null;
     const copy = document.createElement('canvas');
@@ -134,6 +142,7 @@ _SCRIPT = r"""
     const copy = (this instanceof HTMLCanvasElement) ? noisyCopy(this) : null;
     return orig.apply(copy || this, args);
   }));
+  }
 
   const noised = new WeakSet();
   const noiseAudio = (data, channel) => {
@@ -176,7 +185,45 @@ _SCRIPT = r"""
     }), `function ${name}() { [native code] }`);
     Object.defineProperty(console, name, { value: wrapped, writable: true, enumerable: true, configurable: true });
   }
-})();
+
+  // -- blob workers start with this script too --------------------------------------------------
+  if (typeof window !== 'undefined' && self.Worker && self.Blob && self.URL) {
+    const prelude = `(${source})(${JSON.stringify(cfg)});\n`;
+    const blobs = new Map();
+    const createObjectURL = URL.createObjectURL;
+    const revokeObjectURL = URL.revokeObjectURL;
+    const U = Object.getOwnPropertyDescriptor(URL, 'createObjectURL');
+    Object.defineProperty(URL, 'createObjectURL', { ...U, value: mask(named('createObjectURL', function (args) {
+      const url = createObjectURL.apply(this, args);
+      const obj = args[0];
+      if (obj instanceof Blob && (obj.type === '' || /javascript|ecmascript/i.test(obj.type))) {
+        blobs.set(url, obj);
+        if (blobs.size > 64) blobs.delete(blobs.keys().next().value);
+      }
+      return url;
+    }), 'function createObjectURL() { [native code] }') });
+    const R = Object.getOwnPropertyDescriptor(URL, 'revokeObjectURL');
+    Object.defineProperty(URL, 'revokeObjectURL', { ...R, value: mask(named('revokeObjectURL', function (args) {
+      blobs.delete(String(args[0]));
+      return revokeObjectURL.apply(this, args);
+    }), 'function revokeObjectURL() { [native code] }') });
+    const NativeWorker = self.Worker;
+    const Worker = mask(function Worker(url, options) {
+      if (!new.target) return NativeWorker(url, options);
+      let target = url;
+      try {
+        const blob = blobs.get(String(url));
+        if (blob) target = createObjectURL(new Blob([prelude, blob], { type: blob.type || 'application/javascript' }));
+      } catch (e) { target = url; }
+      return Reflect.construct(NativeWorker, arguments.length > 1 ? [target, options] : [target], new.target);
+    }, 'function Worker() { [native code] }');
+    Object.defineProperty(Worker, 'prototype', { value: NativeWorker.prototype, writable: false });
+    Object.defineProperty(Worker, 'length', { value: NativeWorker.length });
+    Object.defineProperty(NativeWorker.prototype, 'constructor', { value: Worker, writable: true, configurable: true, enumerable: false });
+    const W = Object.getOwnPropertyDescriptor(self, 'Worker');
+    Object.defineProperty(self, 'Worker', { ...W, value: Worker });
+  }
+})(__CONFIG__);
 """
 
 

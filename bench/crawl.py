@@ -1,0 +1,316 @@
+"""Benchmark: crawl a generated local site with a browser pool vs a plain Playwright script.
+
+    python -m bench.crawl [--slots 2] [--concurrency 4] [--sections 24] [--per-section 25] [--repeats 1]
+
+A site of ``1 + sections + sections * per_section`` linked pages (625 by default) is generated and
+served on 127.0.0.1 by a separate process. Both crawlers do the same breadth-first crawl, level by
+level, extracting each page's title and same-origin links, and must find every page:
+
+- **fleet**: a browser pool of ``--slots`` slots (``browser.page-info``, concurrency ``--concurrency``
+  per slot) on a local Ray cluster, items submitted through the fleet client. Each page gets what a
+  browser slot always gives it: a fresh context with a generated identity, the stealth init script,
+  client hints over CDP and Playwright tracing kept for failures.
+- **playwright**: one plain single-process Playwright script, one Chromium, the same total
+  concurrency (slots × concurrency), a fresh context per page, Chromium's own defaults.
+
+Browser start-up is outside the timed part for both. Peak RSS per slot is the slot's whole process
+tree (worker + Playwright driver + Chromium) sampled during the crawl. The last stdout line is one
+JSON object with ``ratio`` = fleet pages/s ÷ playwright pages/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from html import escape
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import psutil
+
+LOREM = (
+    "Fleets of browsers crawl this generated site on loopback. Each page carries a little text, a small "
+    "inline style and links to its neighbours so that parsing, layout and link extraction all do real work. "
+)
+
+
+# -- the site ------------------------------------------------------------------------------------------
+def site_pages(sections: int, per_section: int) -> dict[str, bytes]:
+    pages: dict[str, tuple[str, list[str]]] = {"/": ("Home", [f"/s{i}/" for i in range(sections)])}
+    for i in range(sections):
+        kids = [f"/s{i}/p{j}" for j in range(per_section)]
+        pages[f"/s{i}/"] = (f"Section {i}", ["/", *kids])
+        for j in range(per_section):
+            sib = [f"/s{i}/p{(j + d) % per_section}" for d in (1, 2, 3)]
+            pages[f"/s{i}/p{j}"] = (f"Page {i}-{j}", [f"/s{i}/", *sib])
+    out = {}
+    for path, (title, links) in pages.items():
+        body = "".join(f"<li><a href='{escape(h)}'>{escape(h)}</a></li>" for h in links)
+        text = "".join(f"<p>{LOREM}</p>" for _ in range(6))
+        out[path] = (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+            "<style>body{font-family:sans-serif;max-width:60em;margin:auto}li{margin:.2em}</style></head>"
+            f"<body><h1>{escape(title)}</h1>{text}<ul>{body}</ul></body></html>"
+        ).encode()
+    return out
+
+
+def serve(port_file: str, sections: int, per_section: int) -> None:
+    pages = site_pages(sections, per_section)
+
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            body = pages.get(self.path.split("?", 1)[0])
+            status = 200 if body is not None else 404
+            body = body or b"<title>404</title>"
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    server.daemon_threads = True
+    Path(port_file).write_text(str(server.server_address[1]))
+    server.serve_forever()
+
+
+def start_site(sections: int, per_section: int) -> tuple[subprocess.Popen, str]:
+    port_file = Path(tempfile.mkdtemp()) / "port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.crawl", "--serve", str(port_file), "--sections", str(sections),
+         "--per-section", str(per_section)],
+    )
+    deadline = time.monotonic() + 30
+    while not port_file.exists() or not port_file.read_text():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError("site server did not start")
+        time.sleep(0.05)
+    return proc, f"http://127.0.0.1:{port_file.read_text()}"
+
+
+def check(found: dict[str, str], base: str, sections: int, per_section: int) -> None:
+    expected = {base + p: t for p, t in _titles(sections, per_section).items()}
+    if found != expected:
+        missing = sorted(set(expected) - set(found))[:5]
+        wrong = [u for u in expected if u in found and found[u] != expected[u]][:5]
+        raise AssertionError(f"crawl incomplete: {len(found)}/{len(expected)} pages; missing {missing} wrong {wrong}")
+
+
+def _titles(sections: int, per_section: int) -> dict[str, str]:
+    out = {"/": "Home"}
+    for i in range(sections):
+        out[f"/s{i}/"] = f"Section {i}"
+        for j in range(per_section):
+            out[f"/s{i}/p{j}"] = f"Page {i}-{j}"
+    return out
+
+
+# -- the competitor: a plain Playwright script -------------------------------------------------------------
+LINKS_JS = "() => Array.from(document.querySelectorAll('a[href]'), a => a.href)"
+
+
+async def plain_crawl(base: str, concurrency: int) -> tuple[dict[str, str], float, float]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--disable-gpu", "--no-first-run", "--disable-quic"],
+        )
+        sem = asyncio.Semaphore(concurrency)
+        found: dict[str, str] = {}
+        peak = [0.0]
+        stop = asyncio.Event()
+
+        async def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], await asyncio.to_thread(tree_rss_mb, os.getpid()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+
+        async def visit(url: str) -> list[str]:
+            async with sem:
+                context = await browser.new_context()
+                try:
+                    page = await context.new_page()
+                    await page.goto(url)
+                    found[url] = await page.title()
+                    origin = base + "/"
+                    return [x for x in await page.evaluate(LINKS_JS) if x.startswith(origin)]
+                finally:
+                    await context.close()
+
+        sampler = asyncio.create_task(sample())
+        t0 = time.perf_counter()
+        level, seen = [base + "/"], {base + "/"}
+        while level:
+            links = await asyncio.gather(*(visit(u) for u in level))
+            level = sorted({x for ls in links for x in ls} - seen)
+            seen.update(level)
+        elapsed = time.perf_counter() - t0
+        stop.set()
+        await sampler
+        await browser.close()
+    return found, elapsed, peak[0]
+
+
+def tree_rss_mb(pid: int) -> float:
+    total = 0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total / 2**20
+
+
+# -- the fleet ---------------------------------------------------------------------------------------------
+def fleet_crawl(fleet, base: str, slot_pids: list[int]) -> tuple[dict[str, str], float, float]:
+    found: dict[str, str] = {}
+    peak = dict.fromkeys(slot_pids, 0.0)
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            for pid in slot_pids:
+                peak[pid] = max(peak[pid], tree_rss_mb(pid))
+            stop.wait(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.perf_counter()
+    level, seen = [base + "/"], {base + "/"}
+    while level:
+        results = fleet.submit("crawl", level).wait(timeout_s=900)
+        failed = [r for r in results if not r.ok]
+        if failed:
+            raise RuntimeError(f"{len(failed)} page(s) failed, e.g. {failed[0].error}")
+        nxt: set[str] = set()
+        for r in results:
+            found[r.value["url"]] = r.value["title"]
+            nxt.update(r.value["links"])
+        level = sorted(nxt - seen)
+        seen.update(level)
+    elapsed = time.perf_counter() - t0
+    stop.set()
+    sampler.join()
+    return found, elapsed, max(peak.values())
+
+
+def start_fleet(slots: int, concurrency: int, tmp: Path):
+    import ray
+
+    from fleet_ray.actors.launch import start_supervisor
+    from fleet_ray.client import FleetClient
+
+    namespace = f"bench-crawl-{uuid.uuid4().hex[:6]}"
+    ray.init(address="local", namespace=namespace, include_dashboard=False, logging_level="WARNING",
+             log_to_driver=False, num_cpus=2, resources={"browser": slots})
+    sup = start_supervisor(f"sqlite://{tmp}/store.db", namespace=namespace, tick_s=0.05)
+    fleet = FleetClient(sup, namespace)
+    fleet.apply({"pools": [{
+        "name": "crawl",
+        "automation": "browser.page-info",
+        "kind": "browser",
+        "slots": slots,
+        "concurrency": concurrency,
+        "placement": {"resources": {"browser": 1}},
+        "health": {"period_s": 2, "timeout_s": 30, "failure_threshold": 5, "start_timeout_s": 300},
+        "config": {"same_origin_links": True},
+        "browser": {"artifacts": {"logs_root": str(tmp / "logs")}},
+    }]})
+    st = fleet.wait_ready(300)
+    return fleet, [s.pid for s in st.pool("crawl").slots]
+
+
+def warm(fleet, base: str, n: int) -> None:
+    """A few pages through every slot first (identity pools, first contexts), outside the timing."""
+    fleet.submit("crawl", [f"{base}/s0/p{j}" for j in range(n)]).wait(timeout_s=300)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--slots", type=int, default=2)
+    ap.add_argument("--concurrency", type=int, default=4, help="pages in flight per slot")
+    ap.add_argument("--sections", type=int, default=24)
+    ap.add_argument("--per-section", type=int, default=25)
+    ap.add_argument("--repeats", type=int, default=1, help="alternating runs of each crawler (median taken)")
+    ap.add_argument("--serve", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        serve(args.serve, args.sections, args.per_section)
+        return
+    total = args.slots * args.concurrency
+    site, base = start_site(args.sections, args.per_section)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-crawl-"))
+    fleet = None
+    try:
+        fleet, pids = start_fleet(args.slots, args.concurrency, tmp)
+        warm(fleet, base, total * 2)
+        plain_runs, fleet_runs, plain_rss, fleet_rss = [], [], [], []
+        for _ in range(args.repeats):
+            found, dt, rss = asyncio.run(plain_crawl(base, total))
+            check(found, base, args.sections, args.per_section)
+            plain_runs.append(len(found) / dt)
+            plain_rss.append(rss)
+            print(f"playwright: {len(found)} pages in {dt:.1f}s ({len(found) / dt:.1f}/s), peak rss {rss:.0f} MiB",
+                  file=sys.stderr)
+            found, dt, rss = fleet_crawl(fleet, base, pids)
+            check(found, base, args.sections, args.per_section)
+            fleet_runs.append(len(found) / dt)
+            fleet_rss.append(rss)
+            print(f"fleet:      {len(found)} pages in {dt:.1f}s ({len(found) / dt:.1f}/s), peak rss/slot {rss:.0f} MiB",
+                  file=sys.stderr)
+        pages = 1 + args.sections + args.sections * args.per_section
+        fleet_rate, plain_rate = statistics.median(fleet_runs), statistics.median(plain_runs)
+        result = {
+            "bench": "crawl",
+            "pages": pages,
+            "slots": args.slots,
+            "concurrency_per_slot": args.concurrency,
+            "total_concurrency": total,
+            "repeats": args.repeats,
+            "cpus": os.cpu_count(),
+            "fleet_pages_per_s": round(fleet_rate, 2),
+            "playwright_pages_per_s": round(plain_rate, 2),
+            "ratio": round(fleet_rate / plain_rate, 3),
+            "peak_rss_mb_per_slot": round(max(fleet_rss), 1),
+            "playwright_peak_rss_mb": round(max(plain_rss), 1),
+            "fleet_runs_pages_per_s": [round(x, 2) for x in fleet_runs],
+            "playwright_runs_pages_per_s": [round(x, 2) for x in plain_runs],
+        }
+    finally:
+        if fleet is not None:
+            with contextlib.suppress(Exception):
+                fleet.down(timeout_s=30)
+        with contextlib.suppress(Exception):
+            import ray
+
+            ray.shutdown()
+        site.terminate()
+        site.wait(10)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
