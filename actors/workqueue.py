@@ -40,6 +40,7 @@ class WorkQueueCore:
         self._lessee_seen: dict[str, float] = {}
         self._jobs: dict[str, _Job] = {}
         self._work = asyncio.Event()
+        self._kicks: dict[str, asyncio.Event] = {}  # wake one lessee's pending lease (it is draining)
         self.paused = False
         self.completed = 0
 
@@ -115,15 +116,21 @@ class WorkQueueCore:
             return []
         now = time.monotonic()
         self._lessee_seen[lessee] = now
-        if (not self._queue or self.paused) and wait_s > 0:
+        kick = self._kicks.setdefault(lessee, asyncio.Event())
+        if (not self._queue or self.paused) and wait_s > 0 and not kick.is_set():
             self._work.clear()
-            try:
-                await asyncio.wait_for(self._work.wait(), timeout=wait_s)
-            except TimeoutError:
-                return []
+            waiters = [asyncio.ensure_future(self._work.wait()), asyncio.ensure_future(kick.wait())]
+            await asyncio.wait(waiters, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+            now = time.monotonic()
+            self._lessee_seen[lessee] = now
+        if kick.is_set():
+            kick.clear()
+            return []
         if self.paused or not self._queue:
             return []
-        active = sum(1 for t in self._lessee_seen.values() if now - t < 5.0) or 1
+        active = sum(1 for t in self._lessee_seen.values() if now - t < 30.0) or 1
         n = min(max_n, max(1, math.ceil(len(self._queue) / active)))
         mine = self._leases.setdefault(lessee, {})
         out = []
@@ -136,6 +143,10 @@ class WorkQueueCore:
         if self._queue:
             self._work.set()
         return out
+
+    def kick(self, lessee: str) -> None:
+        """Return ``lessee``'s pending (or next) lease at once, empty: the slot is draining."""
+        self._kicks.setdefault(lessee, asyncio.Event()).set()
 
     def complete(self, lessee: str, results: list) -> int:
         mine = self._leases.get(lessee, {})
@@ -159,6 +170,7 @@ class WorkQueueCore:
         """The lessee is gone: retry its items elsewhere, or fail those out of retries."""
         mine = self._leases.pop(lessee, {})
         self._lessee_seen.pop(lessee, None)
+        self._kicks.pop(lessee, None)
         retried = failed = 0
         for (job_id, item_id), (payload, attempt) in reversed(list(mine.items())):
             job = self._jobs.get(job_id)
