@@ -166,6 +166,11 @@ class ProxySpec(_Strict):
     def _user_with_password(self) -> ProxySpec:
         if self.password is not None and self.username is None:
             raise ValueError("a proxy password needs a username")
+        if self.url.startswith("socks5://") and self.username is not None:
+            raise ValueError(
+                "Chromium does not support authenticated SOCKS5 proxies: use an http(s) proxy for "
+                "username/password, or a socks5 proxy without credentials"
+            )
         return self
 
     @field_serializer("password", when_used="json")
@@ -245,7 +250,10 @@ class IdentityOptions(_Strict):
 
 class ArtifactOptions(_Strict):
     on_failure: bool = Field(True, description="Save screenshot, trace and console log when a task fails.")
-    logs_root: str = Field("logs", description="Root of logs/<YYYY-MM-DD>/<pool>/<slot>/.")
+    logs_root: str = Field(
+        "logs", description="Root of <YYYY-MM-DD>/<pool>/<slot>/; a relative path is relative to the slot "
+        "process's working directory, so set an absolute one in production."
+    )
     screenshot: bool = True
     trace: bool = Field(True, description="Record a Playwright trace per task (kept only on failure).")
     console: bool = True

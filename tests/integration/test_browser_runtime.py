@@ -300,6 +300,24 @@ def test_browser_recycles_after_n_pages_and_old_processes_go(site, tmp_path):
     assert not tag.processes()
 
 
+def test_browser_above_its_rss_limit_is_recycled(site, tmp_path):
+    async def scenario():
+        rt = _runtime(tmp_path, max_browser_rss_mb=1, watchdog_interval_s=0.3)
+        await rt.start()
+        try:
+            deadline = time.monotonic() + 60
+            while rt.host.snapshot()["recycles"].get("rss", 0) < 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            title = await rt.run(_title, f"{site.url}/still-serving", "after-rss")
+            return rt.host.snapshot(), title
+        finally:
+            await rt.close()
+
+    snap, title = _run(scenario())
+    assert snap["recycles"].get("rss", 0) >= 1 and snap["launches"] >= 2
+    assert title == "Hello /still-serving"
+
+
 def test_crashes_recycle_the_browser_and_the_slot_keeps_serving(site, tmp_path):
     async def crash_once(page, url):
         if CURRENT_TASK.get().attempt == 1:

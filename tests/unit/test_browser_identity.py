@@ -91,6 +91,19 @@ def test_os_restriction():
         assert [b.brand for b in ident.brands] == ["Not:A-Brand", "Chromium"]
 
 
+def test_init_script_is_valid_javascript(identities, tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    import playwright
+
+    node = Path(playwright.__file__).parent / "driver" / "node"
+    script = tmp_path / "stealth.js"
+    script.write_text(init_script(identities[0].script_config()))
+    proc = subprocess.run([str(node), "--check", str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_init_script_embeds_the_identity(identities):
     script = init_script(identities[0].script_config())
     assert f'"webglRenderer":"{identities[0].webgl_renderer}"'.replace("/", "/") in script or (

@@ -85,9 +85,17 @@ def test_password_never_in_spec_errors():
     assert SECRET not in json.dumps(err.value.errors)
 
 
+def test_authenticated_socks5_is_rejected_because_chromium_cannot_do_it():
+    with pytest.raises(SpecError) as err:
+        validate_spec(_spec(proxies=[{"url": "socks5://10.0.0.7:1080", "username": "u", "password": SECRET}]),
+                      resolve=_resolve)
+    assert "pools.shop.browser.proxies.0" in err.value.fields and "SOCKS5" in str(err.value)
+    validate_spec(_spec(proxies=[{"url": "socks5://10.0.0.7:1080"}]), resolve=_resolve)
+
+
 def test_json_dump_carries_the_password_to_slots_and_round_trips():
     spec, _ = validate_spec(
-        _spec(proxies=[{"url": "socks5://10.0.0.7:1080", "username": "u", "password": SECRET}]), resolve=_resolve
+        _spec(proxies=[{"url": "https://10.0.0.7:8443", "username": "u", "password": SECRET}]), resolve=_resolve
     )
     dumped = spec.model_dump(mode="json")
     again, _ = validate_spec(dumped, resolve=_resolve)
