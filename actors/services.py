@@ -1,0 +1,292 @@
+"""The supervisor's side of streams, events, the crash bridge and grouped errors.
+
+:class:`FleetServices` hangs off the supervisor (``SupervisorCore._svc()``) and runs one background
+loop next to the reconcile loop; the reconcile step only tells it, without blocking, that a slot
+died or was killed. It:
+
+- creates each declared output stream's hub at apply time and registers every wired consumer
+  pool as a durable consumer group (so a consumer sees every item from the start); polls the
+  hubs' stats once a second for ``api_streams`` and turns new back-pressure episodes into
+  ``stream.backpressure`` events; re-registers groups when a hub restarted;
+- hands the stream leases of a dead or killed consumer slot back to its group;
+- completes the crash bridge: reads what the slot wrote (:mod:`fleet_ray.crashes`), fills in the
+  death, appends the one record per generation, emits ``slot.crashed``; at start it sweeps slot
+  contexts left by slots that died while no supervisor watched;
+- takes the slots' events (``ingest``): merges their HLC timestamps (clamped to wall + max skew),
+  adds them to the event log, and groups ``task.failed`` and crashes into error groups that the
+  notifier reports;
+- derives ``slot.healed`` when a position that failed is running again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from fleet_ray.crashes import merge_crash, read_slot_context, record_crash
+from fleet_ray.errors_grouping import ErrorGroups, FailureRecord
+from fleet_ray.events import Event
+from fleet_ray.eventtypes import SlotCrashed, SlotHealed, StreamBackpressure, TypedEvent
+from fleet_ray.hlc import DEFAULT_MAX_SKEW_MS
+from fleet_ray.notify import NotifyConfig, Reporter, config_from_env
+from fleet_ray.store import keys
+from fleet_ray.streams import StreamOptions, declared, model_path
+
+from .stream_hub import HUB_PREFIX, ensure_hub
+from .stream_sink import SINK_PREFIX
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.25
+STATS_EVERY_S = 1.0
+
+
+@dataclass
+class StreamEntry:
+    name: str
+    pool: str
+    output: str
+    model: str
+    options: StreamOptions
+    hub: Any
+    consumers: set[str] = field(default_factory=set)
+    incarnation: str | None = None
+
+
+class FleetServices:
+    def __init__(self, sup: Any):
+        self.sup = sup
+        self.streams: dict[str, StreamEntry] = {}
+        self.stats: dict[str, dict[str, Any]] = {}
+        self._episodes: dict[str, int] = {}
+        self.errors = ErrorGroups()
+        try:
+            config = config_from_env()
+        except ValueError as exc:
+            log.warning("FLEET_NOTIFY_* settings are invalid, notifications are off: %s", exc)
+            config = NotifyConfig()
+        self.reporter = Reporter(config, fleet=sup.fleet_name)
+        self._gone: list[tuple] = []
+        self._failing: dict[str, int] = {}
+        self._last_event_id: str | None = None
+        self._stats_at = 0.0
+        self._booted = False
+
+    # -- hooks the reconcile step calls (never blocking) -------------------------------------------
+    def spec_applied(self, spec: Any, resolved: dict[str, Any]) -> None:
+        wanted: dict[str, StreamEntry] = {}
+        for pool in spec.pools:
+            r = resolved.get(pool.name)
+            cls = getattr(r, "automation_cls", None)
+            if cls is None:
+                continue
+            for output, model in declared(cls, "outputs").items():
+                name = f"{pool.name}.{output}"
+                opts = pool.streams.get(output) or StreamOptions()
+                old = self.streams.get(name)
+                hub = old.hub if old is not None else ensure_hub(
+                    self.sup.namespace, name, opts.capacity, opts.max_bytes, model_path(model))
+                if old is not None and old.options != opts:
+                    hub.set_limits.remote(opts.capacity, opts.max_bytes)
+                wanted[name] = StreamEntry(name, pool.name, output, model_path(model), opts, hub,
+                                           incarnation=old.incarnation if old else None)
+        for pool in spec.pools:
+            for ref in pool.inputs.values():
+                if ref in wanted:
+                    wanted[ref].consumers.add(pool.name)
+        for name, entry in wanted.items():
+            old = self.streams.get(name)
+            for group in entry.consumers - (old.consumers if old else set()):
+                entry.hub.add_group.remote(group, True, "earliest")
+            for group in (old.consumers if old else set()) - entry.consumers:
+                entry.hub.drop_group.remote(group)
+        for name in set(self.streams) - set(wanted):  # its producing pool (or output) is gone
+            with contextlib.suppress(Exception):
+                ray.kill(self.streams[name].hub, no_restart=True)
+        self.streams = wanted
+
+    def slot_gone(self, key: tuple[str, int], generation: int, cause: str, died: bool) -> None:
+        """A slot generation died (``died``) or was killed: hand back its stream leases and queue
+        the crash bridge's check (done off the step, in :meth:`tick`)."""
+        from fleet_ray.automation import actor_name
+
+        rec = self.sup.table.get(key)
+        seen = {"pid": rec.pid, "node_id": rec.node_id, "phase": rec.phase} if rec is not None else {}
+        self._gone.append((key, generation, cause, died, seen))
+        pool = self.sup.desired.get(key[0])
+        consumer = actor_name(key[0], key[1], generation)
+        for ref in (pool.inputs.values() if pool is not None else ()):
+            entry = self.streams.get(ref)
+            if entry is not None:
+                entry.hub.release.remote(key[0], consumer)
+
+    # -- the background loop -----------------------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("fleet services tick failed; continuing")
+            await asyncio.sleep(TICK_S)
+
+    async def tick(self) -> None:
+        if not self.sup.recovered:
+            return
+        if not self._booted:
+            await self._boot()
+        if self._gone:
+            await self._bridge_crashes()
+        self._derive_events()
+        if time.monotonic() - self._stats_at >= STATS_EVERY_S:
+            self._stats_at = time.monotonic()
+            await self._poll_stats()
+
+    async def _boot(self) -> None:
+        if not self.streams and self.sup.spec.pools:  # a restarted supervisor: find the streams again
+            from fleet_ray.spec import validate_spec
+
+            try:
+                spec, resolved = await asyncio.to_thread(validate_spec, self.sup.spec)
+                self.spec_applied(spec, resolved)
+            except Exception as exc:
+                log.warning("can't re-resolve the spec's streams: %s", exc)
+        leftovers = await asyncio.to_thread(self.sup._store_call, lambda s: s.keys(keys.SLOT_CONTEXT_PREFIX))
+        if leftovers is None:
+            return  # store down: try again next tick
+        for k in leftovers:
+            _, pool, index, gen = k.split(":")
+            key, generation = (pool, int(index)), int(gen[1:])
+            rec = self.sup.table.get(key)
+            if rec is not None and rec.generation == generation and self.sup.calls.handle(key) is not None:
+                continue  # alive
+            self._gone.append((key, generation, "the slot was gone when the supervisor started", True, {}))
+        self._booted = True
+
+    async def _bridge_crashes(self) -> None:
+        batch, self._gone = self._gone, []
+
+        def work(store: Any) -> list:
+            out = []
+            for key, gen, cause, died, seen in batch:
+                ctx = read_slot_context(store, key[0], key[1], gen)
+                rec = merge_crash(key[0], key[1], gen, ctx, died, cause, seen)
+                if rec is None:
+                    if ctx is not None:
+                        store.delete(keys.slot_context(key[0], key[1], gen))
+                    continue
+                out.append((rec, record_crash(store, rec)))
+            return out
+
+        done = await asyncio.to_thread(self.sup._store_call, work)
+        if done is None:
+            self._gone = batch + self._gone  # store down: retry later
+            return
+        for rec, new in done:
+            if not new:
+                continue  # already recorded (both paths, or a restarted supervisor): report once
+            self.emit(SlotCrashed, pool=rec.pool, slot=rec.slot, generation=rec.generation,
+                      message=rec.cause[:500], crash_id=rec.id, task=rec.task, phase=rec.phase,
+                      cause=rec.cause[:2000], error_type=rec.error_type, frame=rec.frame, sources=rec.sources)
+            self.failure(rec.failure())
+
+    def failure(self, rec: FailureRecord) -> None:
+        group, _new = self.errors.add(rec)
+        self.reporter.report(group)
+
+    # -- events ------------------------------------------------------------------------------------
+    def emit(self, cls: type[TypedEvent], **fields: Any) -> Event:
+        ev = cls.stamp(self.sup.hlc, origin="supervisor", **fields).to_event()
+        self.sup._pending_events.append(ev)
+        self.sup._recent.append(ev)
+        return ev
+
+    def ingest(self, events: list[dict[str, Any]]) -> int:
+        """Events from slots: merged into the supervisor's clock and log; failures grouped."""
+        limit = int(time.time() * 1000) + DEFAULT_MAX_SKEW_MS
+        for raw in events:
+            ev = Event.model_validate(raw)
+            merged = self.sup.hlc.merge((ev.physical, ev.counter))
+            if ev.physical > limit:  # a peer clock far ahead: keep the event, not its timestamp
+                ev = ev.model_copy(update={"physical": merged.physical, "counter": merged.counter})
+            self.sup._pending_events.append(ev)
+            self.sup._recent.append(ev)
+            if ev.kind == "task.failed":
+                d = ev.data
+                self.failure(FailureRecord(kind="task", error_type=d.get("error_type", "?"), frame=d.get("frame", "?"),
+                                           message=d.get("error", ""), pool=ev.pool, slot=ev.slot,
+                                           phase=d.get("phase"), task=d.get("task"), at=ev.physical / 1000))
+        return len(events)
+
+    def _derive_events(self) -> None:
+        recent = list(self.sup._recent)
+        fresh: list[Event] = []
+        for ev in reversed(recent):
+            if ev.id == self._last_event_id:
+                break
+            fresh.append(ev)
+        if recent:
+            self._last_event_id = recent[-1].id
+        for ev in reversed(fresh):
+            if ev.origin != "supervisor" or not ev.slot:
+                continue
+            if ev.kind == "slot.recycled" and ev.data.get("failure"):
+                self._failing[ev.slot] = self._failing.get(ev.slot, 0) + 1
+            elif ev.kind == "slot.ready" and ev.slot in self._failing:
+                self.emit(SlotHealed, pool=ev.pool, slot=ev.slot, generation=ev.generation,
+                          failures=self._failing.pop(ev.slot), message="running again after failures")
+
+    # -- streams -----------------------------------------------------------------------------------
+    async def _poll_stats(self) -> None:
+        entries = list(self.streams.values())
+        if not entries:
+            return
+        replies = await asyncio.gather(*(asyncio.wait_for(e.hub.stats.remote(), 2.0) for e in entries),
+                                       return_exceptions=True)
+        for entry, st in zip(entries, replies, strict=True):
+            if isinstance(st, BaseException):
+                continue  # the hub is restarting or slow: keep the last stats
+            self.stats[entry.name] = st
+            if entry.incarnation is not None and st["incarnation"] != entry.incarnation:
+                for group in entry.consumers:  # the hub restarted empty: its groups are gone
+                    entry.hub.add_group.remote(group, True, "earliest")
+            entry.incarnation = st["incarnation"]
+            seen = self._episodes.get(entry.name)
+            if seen is not None and st["backpressure_episodes"] > seen:
+                self.emit(StreamBackpressure, pool=entry.pool, stream=entry.name, depth=st["depth"],
+                          capacity=st["capacity"], blocked_producers=st["blocked_producers"],
+                          message=f"stream {entry.name} full ({st['depth']}/{st['capacity']}): producers wait")
+            self._episodes[entry.name] = st["backpressure_episodes"]
+
+    def streams_out(self) -> list[dict[str, Any]]:
+        """Streams in the API's ``StreamOut`` shape."""
+        out = []
+        for name, entry in sorted(self.streams.items()):
+            st = self.stats.get(name, {})
+            groups = st.get("groups", {})
+            out.append({
+                "name": name,
+                "depth": int(st.get("depth", 0)),
+                "capacity": entry.options.capacity,
+                "in_rate": float(st.get("in_rate", 0.0)),
+                "out_rate": float(st.get("out_rate", 0.0)),
+                "items_emitted": int(st.get("items_in", 0)),
+                "producers": [entry.pool],
+                "consumers": sorted(set(entry.consumers) | set(groups)),
+            })
+        return out
+
+    def shutdown(self) -> None:
+        """Kill every hub and sink actor of the fleet; stop the notifier."""
+        for entry in ray.util.list_named_actors(all_namespaces=True):
+            name = entry.get("name", "")
+            if entry.get("namespace") == self.sup.namespace and name.startswith((HUB_PREFIX, SINK_PREFIX)):
+                with contextlib.suppress(Exception):
+                    ray.kill(ray.get_actor(name, namespace=self.sup.namespace), no_restart=True)
+        self.streams.clear()
+        self.reporter.close()

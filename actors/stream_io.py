@@ -1,0 +1,154 @@
+"""The two ends of a stream inside a Ray process: :class:`StreamProducer` and :class:`StreamReader`.
+
+A producer encodes each validated item at once and queues the bytes; a single flusher task sends
+whatever is queued as one batch (one ``put`` call) as soon as the previous batch was accepted, so
+batches grow with load and each producer's order is kept. While the hub holds a ``put`` back
+(the stream is full), the queue fills up to ``max_buffer`` and ``emit`` waits: back-pressure
+reaches the automation without unbounded memory anywhere.
+
+A reader leases batches for its consumer group, fetches them by object ref and yields typed
+items; a batch is acknowledged with the next ``pull`` once every item of it was consumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from ray.exceptions import RayActorError
+
+from fleet_ray.streams import Codec
+
+log = logging.getLogger(__name__)
+
+RETRY_MAX_S = 2.0
+
+
+class StreamProducer:
+    def __init__(self, stream: str, hub: Any, producer_id: str, codec: Codec, batch_max: int = 1000,
+                 max_buffer: int | None = None):
+        self.stream = stream
+        self.hub = hub
+        self.producer_id = producer_id
+        self.codec = codec
+        self.batch_max = batch_max
+        self.max_buffer = max_buffer or batch_max
+        self.seq = 0
+        self.accepted = 0  # items the hub holds
+        self._buf: list[bytes] = []
+        self._inflight = 0
+        self._task: asyncio.Task | None = None
+        self._space = asyncio.Event()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) + self._inflight
+
+    async def emit(self, item: Any) -> None:
+        """Queue one already-validated item; waits while the producer's buffer is full."""
+        line = self.codec.encode_one(item)
+        while len(self._buf) >= self.max_buffer:
+            self._kick()
+            self._space.clear()
+            await self._space.wait()
+        self._buf.append(line)
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._buf:
+            batch = self._buf[: self.batch_max]
+            del self._buf[: self.batch_max]
+            self._inflight = len(batch)
+            self._space.set()
+            await self._send(self.codec.join(batch), len(batch))
+            self.accepted += len(batch)
+            self._inflight = 0
+
+    async def _send(self, payload: bytes, n: int) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self.hub.put.remote(self.producer_id, self.seq, payload, n)
+                self.seq += 1
+                return
+            except (RayActorError, Exception) as exc:  # hub restarting (or failing): keep the batch
+                log.warning("stream %s: put failed (%s); retrying", self.stream, type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(RETRY_MAX_S, delay * 2)
+
+    async def flush(self) -> None:
+        """Return once every queued item was accepted by the hub."""
+        while self._buf or self._inflight:
+            self._kick()
+            task = self._task
+            if task is not None:
+                await asyncio.shield(task)
+
+
+@dataclass
+class Delivery:
+    """One batch as delivered: who produced it, its per-producer sequence number, its items."""
+
+    producer: str
+    seq: int
+    items: list[Any]
+    index: int = -1
+
+
+class StreamReader:
+    def __init__(self, stream: str, hub: Any, group: str, consumer: str, codec: Codec,
+                 max_items: int = 1000, wait_s: float = 0.5, stopping: Any = None):
+        self.stream = stream
+        self.hub = hub
+        self.group = group
+        self.consumer = consumer
+        self.codec = codec
+        self.max_items = max_items
+        self.wait_s = wait_s
+        self._stopping = stopping or (lambda: False)
+        self._ack: list[int] = []
+        self.received = 0
+
+    async def deliveries(self) -> AsyncIterator[Delivery]:
+        """Batches as they come; a batch is acknowledged when the next one is asked for."""
+        try:
+            while not self._stopping():
+                ack, self._ack = self._ack, []
+                try:
+                    entries = await self.hub.pull.remote(self.group, self.consumer, self.max_items, self.wait_s, ack)
+                except RayActorError:
+                    self._ack = ack + self._ack
+                    await asyncio.sleep(0.2)
+                    continue
+                if not entries:
+                    continue
+                payloads = await asyncio.gather(*(e[1] for e in entries))
+                for (index, _ref, _n, producer, seq), payload in zip(entries, payloads, strict=True):
+                    items = self.codec.decode(payload)
+                    self.received += len(items)
+                    yield Delivery(producer, seq, items, index)
+                    self._ack.append(index)
+        finally:
+            await self.close()
+
+    async def items(self) -> AsyncIterator[Any]:
+        async for d in self.deliveries():
+            for item in d.items:
+                yield item
+
+    async def close(self) -> None:
+        """Acknowledge what was consumed and hand back the rest (for the group's other consumers)."""
+        ack, self._ack = self._ack, []
+        try:
+            if ack:
+                await self.hub.ack.remote(self.group, self.consumer, ack)
+            await self.hub.release.remote(self.group, self.consumer)
+        except Exception as exc:  # the hub is gone; its lease timeout hands the batches back
+            log.debug("stream %s: close: %s", self.stream, exc)

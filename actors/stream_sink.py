@@ -1,0 +1,82 @@
+"""A sink actor: a detached actor (``fleet:sink:<stream>:<name>``) that copies a stream into a sink.
+
+It reads as the durable consumer group ``sink:<name>`` and acknowledges a batch only after the
+sink wrote it; restarted by Ray, it first hands back what its previous incarnation had leased, so
+nothing is skipped (at-least-once; see :mod:`fleet_ray.stream_sinks`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import ray
+
+from fleet_ray.errors import StreamError
+from fleet_ray.stream_sinks import open_sink, parse_sink_spec
+from fleet_ray.streams import Codec
+
+from .handles import HEAD_RESOURCE
+from .stream_hub import get_hub
+from .stream_io import StreamReader
+
+log = logging.getLogger(__name__)
+
+SINK_PREFIX = "fleet:sink:"
+
+
+def sink_actor_name(stream: str, name: str) -> str:
+    return f"{SINK_PREFIX}{stream}:{name}"
+
+
+@ray.remote(max_restarts=-1, max_task_retries=-1)
+class StreamSinkActor:
+    async def __init__(self, namespace: str, stream: str, name: str, spec: dict[str, Any]):
+        self.stream = stream
+        self.group = f"sink:{name}"
+        self.spec = parse_sink_spec(spec)
+        self.sink = await asyncio.to_thread(open_sink, self.spec)
+        hub = get_hub(namespace, stream)
+        if hub is None:
+            raise StreamError(f"no stream {stream!r} in namespace {namespace!r}")
+        await hub.add_group.remote(self.group, True, "earliest")
+        await hub.release.remote(self.group, self.group)  # what a previous incarnation held
+        self.reader = StreamReader(stream, hub, self.group, self.group, Codec(stream, None))
+        self.errors = 0
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                async for d in self.reader.deliveries():
+                    await asyncio.to_thread(self.sink.write, d.producer, d.seq, d.items)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the sink's target failed: the batch stays unacknowledged
+                self.errors += 1
+                log.warning("sink %s of %s: %s; retrying", self.group, self.stream, exc)
+                await asyncio.sleep(1.0)
+
+    async def stats(self) -> dict[str, Any]:
+        shown = self.spec.shown() if hasattr(self.spec, "shown") else self.spec.model_dump()
+        return {"stream": self.stream, "group": self.group, "written": self.sink.written, "errors": self.errors,
+                "sink": shown}
+
+    async def stop(self) -> dict[str, Any]:
+        self._task.cancel()
+        await self.reader.close()
+        await asyncio.to_thread(self.sink.close)
+        return await self.stats()
+
+
+def start_sink(namespace: str, stream: str, name: str, spec: Any) -> Any:
+    spec = parse_sink_spec(spec)
+    return StreamSinkActor.options(
+        name=sink_actor_name(stream, name),
+        namespace=namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0,
+        resources={HEAD_RESOURCE: 0.001},
+    ).remote(namespace, stream, name, spec.model_dump())

@@ -1,0 +1,101 @@
+"""Typed events around the generic envelope, and the durable log's queries, cap and live tail."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from fleet_ray.events import Event, EventLog
+from fleet_ray.eventtypes import (
+    EVENT_TYPES,
+    SlotDied,
+    SlotReady,
+    StreamBackpressure,
+    TaskFailed,
+    typed,
+)
+from fleet_ray.hlc import HLC
+from fleet_ray.testing import FakeClock, MemoryStore
+
+
+def test_a_typed_event_travels_as_the_envelope_and_comes_back_typed():
+    clock = FakeClock(1000.0)
+    hlc = HLC(clock.ms)
+    ev = TaskFailed.stamp(hlc, pool="web", slot="web:0", generation=2, task="j:7", phase="parse",
+                          error_type="ValueError", frame="acme.parse:12", error="bad")
+    env = ev.to_event()
+    assert isinstance(env, Event) and env.kind == "task.failed" and env.physical == 1_000_000
+    assert env.data == {"task": "j:7", "phase": "parse", "step": None, "error_type": "ValueError",
+                        "frame": "acme.parse:12", "error": "bad", "attempt": 1}
+    back = typed(env.model_dump(mode="json"))
+    assert isinstance(back, TaskFailed) and back == ev
+
+
+def test_the_supervisors_generic_events_parse_as_their_models():
+    env = Event(kind="slot.ready", physical=5, counter=1, pool="web", slot="web:1", generation=3,
+                message="pid 42", data={"pid": 42})
+    ready = typed(env)
+    assert isinstance(ready, SlotReady) and ready.pid == 42 and ready.slot == "web:1"
+    assert typed(Event(kind="something.new", physical=1)).kind == "something.new"  # unknown stays generic
+    core_kinds = {"slot.started", "slot.pending", "slot.ready", "slot.start_failed", "slot.unhealthy",
+                  "slot.draining", "slot.died", "slot.recycled", "slot.removed", "slot.heal_escalated",
+                  "config.applied", "config.rejected", "config.needs_restart", "pool.applied", "supervisor.recovered"}
+    assert core_kinds <= set(EVENT_TYPES)
+    with pytest.raises(ValidationError):
+        StreamBackpressure(physical=1, stream="a.b", depth="many", capacity=1)
+
+
+def test_every_event_ticks_the_clock_so_the_log_keeps_causal_order():
+    clock = FakeClock(1000.0)
+    hlc = HLC(clock.ms)
+    events = [SlotDied.stamp(hlc, pool="a", slot="a:0", generation=g) for g in range(5)]  # same wall ms
+    assert [e.counter for e in events] == [0, 1, 2, 3, 4]
+    log = EventLog(MemoryStore())
+    assert log.append(list(reversed(events))) == 5
+    assert log.append(events) == 0  # idempotent by id
+    assert [e.generation for e in log.query_typed(kind="slot.died")] == [0, 1, 2, 3, 4]
+
+
+def test_queries_by_kind_prefix_pool_slot_origin_and_time_range():
+    log = EventLog(MemoryStore())
+    log.append([
+        Event(kind="slot.ready", physical=10, pool="a", slot="a:0"),
+        Event(kind="slot.died", physical=20, pool="a", slot="a:1"),
+        Event(kind="task.failed", physical=30, pool="b", slot="b:0", origin="fleet:b:0:g1",
+              data={"task": "t", "error_type": "E", "frame": "f"}),
+        Event(kind="stream.backpressure", physical=40, pool="a",
+              data={"stream": "a.x", "depth": 5, "capacity": 5}),
+    ])
+    assert [e.kind for e in log.query(kinds=["slot.*"])] == ["slot.ready", "slot.died"]
+    assert [e.kind for e in log.query(pool="a", since_ms=15)] == ["slot.died", "stream.backpressure"]
+    assert [e.kind for e in log.query(slot="b:0")] == ["task.failed"]
+    assert [e.kind for e in log.query(origin="fleet:b:0:g1")] == ["task.failed"]
+    assert [e.kind for e in log.query(since_ms=10, until_ms=30)] == ["slot.ready", "slot.died"]
+    first = log.query(limit=1)[0]
+    assert [e.kind for e in log.query(after=(first.physical, first.counter, first.id), limit=1)] == ["slot.died"]
+    assert isinstance(log.query_typed(kind="stream.backpressure")[0], StreamBackpressure)
+
+
+def test_the_log_is_capped_and_keeps_the_newest():
+    log = EventLog(MemoryStore(), max_len=3)
+    log.append([Event(kind="k", physical=i) for i in range(10)])
+    assert log.size() == 3 and [e.physical for e in log.query()] == [7, 8, 9]
+
+
+def test_follow_tails_the_log_live():
+    store = MemoryStore()
+    log = EventLog(store)
+    log.append([Event(kind="old", physical=1)])
+    pending = [[Event(kind="slot.ready", physical=100)], [Event(kind="slot.died", physical=200),
+                                                            Event(kind="noise", physical=300)]]
+
+    def sleep(_s):  # each poll, another process appends
+        if pending:
+            log.append(pending.pop(0))
+
+    seen = []
+    for ev in log.follow(after=(50, 0, ""), poll_s=0, kinds=["slot.*"], sleep=sleep):
+        seen.append(ev.kind)
+        if len(seen) == 2:
+            break
+    assert seen == ["slot.ready", "slot.died"]
