@@ -120,15 +120,19 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="bench-api-")
     fleet = FleetClient(start_supervisor(f"sqlite://{tmp}/store.db", namespace=ns, tick_s=0.1), ns)
     try:
-        t0 = time.perf_counter()
-        fleet.apply({"pools": [{"name": "bench", "automation": "builtin.echo", "slots": args.slots,
-                                "health": {"period_s": args.health_period}}]})
-        fleet.wait_ready(timeout_s=max(300, args.slots * 3))
-        print(f"{args.slots} slots running after {time.perf_counter() - t0:.1f}s")
+        # the API first (as `fleet-ray up` does): Serve's proxy must start before 200 workers load the box
         base = start_api(namespace=ns, port=free_port(), token=uuid.uuid4().hex, status_ttl_s=args.status_ttl)
         serve.run(Bare.bind(), name="bare", route_prefix="/bare", blocking=False)
         wait_ready(base)
-        urls = {"status": f"{base}/api/v1/status", "bare": f"{base}/bare/const"}
+        root = "/".join(base.split("/")[:3])  # the API lives under /<namespace>, the bare app under /bare
+        r = httpx.get(f"{root}/bare/const", timeout=30)
+        assert r.status_code == 200, f"bare endpoint: HTTP {r.status_code} {r.text[:200]}"
+        t0 = time.perf_counter()
+        fleet.apply({"pools": [{"name": "bench", "automation": "builtin.echo", "slots": args.slots,
+                                "health": {"period_s": args.health_period, "start_timeout_s": 1800}}]})
+        fleet.wait_ready(timeout_s=max(600, args.slots * 6))
+        print(f"{args.slots} slots running after {time.perf_counter() - t0:.1f}s")
+        urls = {"status": f"{base}/api/v1/status", "bare": f"{root}/bare/const"}
         body = httpx.get(urls["status"]).json()
         slots_seen = sum(len(p["slots"]) for p in body["pools"])
         assert slots_seen == args.slots, f"status shows {slots_seen} slots, expected {args.slots}"
