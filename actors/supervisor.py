@@ -638,6 +638,20 @@ class SupervisorCore:
         self._record([LifecycleEvent("pool.resumed", pool, -1, 0, f"{target} slot(s)")])
         return {"pool": pool, "desired": target, "paused": False}
 
+    async def api_breakers(self) -> list[dict[str, Any]]:
+        """Campaign reputation breakers of this namespace (fleet_ray.campaign), tripped or not."""
+        from fleet_ray.campaign.operator import breaker_status
+
+        states = await asyncio.to_thread(breaker_status, self.store_url, self.namespace)
+        return [{**s.model_dump(mode="json"), "reason": s.reason} for s in states]
+
+    async def api_reset_breaker(self, target: str, operator: str = "api") -> dict[str, Any]:
+        """Close a target's breaker (appends ``campaign.breaker.reset``); returns the state before."""
+        from fleet_ray.campaign.operator import reset_breaker
+
+        before = await asyncio.to_thread(reset_breaker, self.store_url, self.namespace, target, operator)
+        return {**before.model_dump(mode="json"), "reason": before.reason}
+
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class Supervisor(SupervisorCore):

@@ -186,3 +186,19 @@ class RecycleResult(ApiModel):
 class SpecOut(ApiModel):
     spec: dict[str, Any] = Field(description="The desired state (FleetSpec), with secret-looking values masked.")
     redacted: list[str] = Field(default_factory=list, description="Paths of the values that were masked.")
+
+
+# -- campaign breakers -----------------------------------------------------------------------------
+class BreakerOut(ApiModel):
+    target: str = Field(description="Target host the breaker guards.")
+    tripped: bool = Field(description="A tripped breaker refuses new work for the target until reset.")
+    samples: int = Field(description="Outcomes in the current window.")
+    failures: int = Field(description="Failures in the current window.")
+    tripped_at_ms: int | None = Field(None, description="When it tripped (ms since the epoch).")
+    trip_samples: int | None = Field(None, description="Window samples when it tripped.")
+    trip_failures: int | None = Field(None, description="Window failures when it tripped.")
+    reason: str = Field("", description="Why it tripped, e.g. '18/20 failures (90%) in the window'.")
+
+
+class BreakersPage(ApiModel):
+    breakers: list[BreakerOut] = Field(description="Every campaign breaker of the fleet's namespace.")

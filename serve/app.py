@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import fleet_ray
 from fleet_ray.api_models import (
+    BreakersPage,
     ErrorGroups,
     ErrorResponse,
     EventsPage,
@@ -293,6 +294,11 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
     async def metrics_series() -> MetricsSeries:
         """Per-pool throughput, failure rate and running slots over the last minutes (1 sample/s)."""
         return MetricsSeries(**await backend.call("api_metrics_series"))
+
+    @app.get(f"{API}/breakers", response_model=BreakersPage, responses=ERRORS, dependencies=read, tags=["status"])
+    async def breakers() -> BreakersPage:
+        """Campaign reputation circuit breakers (per target host) of the fleet's namespace."""
+        return BreakersPage(breakers=await backend.call("api_breakers"))
 
     from .control import add_control_routes
 

@@ -6,7 +6,14 @@ from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI
 
-from fleet_ray.api_models import ApplyResult, PoolChange, RecycleResult, ResumeRequest, ScaleRequest
+from fleet_ray.api_models import (
+    ApplyResult,
+    BreakerOut,
+    PoolChange,
+    RecycleResult,
+    ResumeRequest,
+    ScaleRequest,
+)
 from fleet_ray.errors import UnknownPool
 
 from .backend import Backend
@@ -70,3 +77,10 @@ def add_control_routes(app: FastAPI, backend: Backend, require_token: Any, error
     async def recycle(slot_id: str) -> RecycleResult:
         """Replace a slot with a fresh generation (graceful drain first)."""
         return RecycleResult(**await backend.control("recycle", slot_id))
+
+    @app.post(f"{API}/breakers/{{target}}/reset", response_model=BreakerOut, responses=responses,
+              dependencies=guarded, tags=["control"])
+    async def reset_breaker(target: str) -> BreakerOut:
+        """Close a tripped campaign breaker so work for ``target`` flows again; returns the state it
+        had. Recorded as a ``campaign.breaker.reset`` event (operator ``api``)."""
+        return BreakerOut(**await backend.control("api_reset_breaker", target, "api"))

@@ -132,6 +132,15 @@ function renderStreams(streams) {
     "</tbody></table>" : '<p class="muted">no streams</p>';
 }
 
+function renderBreakers(list) {
+  $("breakers").innerHTML = list.length ? `<table><thead><tr><th>target</th><th>state</th><th>window</th><th>reason</th><th></th></tr></thead><tbody>` +
+    list.map((b) => `<tr data-breaker="${esc(b.target)}"><td>${esc(b.target)}</td>
+      <td><span class="state ${b.tripped ? "state-failed" : "state-running"}">${b.tripped ? "tripped" : "closed"}</span></td>
+      <td>${b.failures}/${b.samples}</td><td class="reason">${esc(b.reason)}</td>
+      <td>${b.tripped ? `<button type="button" data-action="reset-breaker" data-target="${esc(b.target)}">Reset</button>` : ""}</td></tr>`).join("") +
+    "</tbody></table>" : '<p class="muted">no breakers</p>';
+}
+
 function renderNodes(nodes) {
   $("nodes").innerHTML = `<table><thead><tr><th>node</th><th>alive</th><th>tags</th><th>slots</th></tr></thead><tbody>` +
     nodes.map((n) => {
@@ -205,6 +214,7 @@ async function refreshSlow() {
     get("/errors").then(renderErrors),
     get("/streams").then((s) => renderStreams(s.streams)),
     get("/nodes").then((n) => renderNodes(n.nodes)),
+    get("/breakers").then((b) => renderBreakers(b.breakers)),
   ];
   await Promise.allSettled(jobs);
 }
@@ -232,6 +242,11 @@ const actions = {
   },
   async pause(el) { const r = await post(`/pools/${encodeURIComponent(el.dataset.pool)}/pause`); notice(`pool ${r.pool}: ${r.message}`); },
   async resume(el) { const r = await post(`/pools/${encodeURIComponent(el.dataset.pool)}/resume`); notice(`pool ${r.pool}: ${r.message}`); },
+  async "reset-breaker"(el) {
+    const r = await post(`/breakers/${encodeURIComponent(el.dataset.target)}/reset`);
+    notice(`breaker for ${r.target} reset${r.tripped ? " (it was tripped)" : ""}`);
+    refreshSlow();
+  },
   async "load-spec"() { const s = await get("/spec"); $("spec-text").value = JSON.stringify(s.spec, null, 2);
     if (s.redacted.length) notice(`masked values: ${s.redacted.join(", ")} — replace them before applying`, "error"); },
   async apply() {

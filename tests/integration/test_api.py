@@ -36,6 +36,7 @@ class Api:
     fleet: object  # FleetClient (for setup only; assertions go through HTTP)
     http: httpx.Client
     auth: dict
+    store_url: str
 
     def get(self, path, **kw):
         return self.http.get(f"{API}{path}", **kw)
@@ -87,7 +88,7 @@ def api(cluster, tmp_path_factory):
     assert url.startswith("http://127.0.0.1:")
     wait_ready(url)
     with httpx.Client(base_url=url, timeout=30) as http:
-        a = Api(url, ns, fleet, http, {"Authorization": f"Bearer {TOKEN}"})
+        a = Api(url, ns, fleet, http, {"Authorization": f"Bearer {TOKEN}"}, f"sqlite://{store}")
         a.wait(lambda st: running(st, "web", 2), 90, "web running")
         yield a
     stop_api(ns)
@@ -322,6 +323,32 @@ def test_metric_history_and_ray_prometheus_export(api):
         assert time.monotonic() < deadline, f"no {want} on {url}"
         time.sleep(2)
     assert "ray_fleet_tasks_per_second" in text and "ray_fleet_reconcile_step_ms" in text
+
+
+def test_campaign_breakers_listed_and_reset_with_the_token(api):
+    from fleet_ray.campaign.config import BreakerConfig
+    from fleet_ray.campaign.guardrails import open_guardrails
+
+    g = open_guardrails(api.store_url, api.namespace)
+    cfg = BreakerConfig(min_samples=5, failure_rate=0.5)
+    try:
+        for _ in range(6):
+            g.breaker_record("shop.example", False, cfg)
+        g.breaker_record("ok.example", True, cfg)
+    finally:
+        g.close()
+    listed = {b["target"]: b for b in api.get("/breakers").json()["breakers"]}
+    assert listed["shop.example"]["tripped"] and "failures" in listed["shop.example"]["reason"]
+    assert not listed["ok.example"]["tripped"]
+    assert api.post("/breakers/shop.example/reset", token=None).status_code == 401
+    assert api.get("/breakers").json()["breakers"][1]["tripped"]  # unchanged without the token
+    r = api.post("/breakers/shop.example/reset")
+    assert r.status_code == 200 and r.json()["tripped"] is True  # the state it had
+    after = {b["target"]: b for b in api.get("/breakers").json()["breakers"]}
+    assert not after.get("shop.example", {"tripped": False})["tripped"]
+    since = time.time() - 60
+    resets = api.get("/events", params={"kind": "campaign.breaker.reset", "since": since}).json()["events"]
+    assert resets and resets[-1]["data"]["target"] == "shop.example" and resets[-1]["origin"] == "operator:api"
 
 
 def test_no_secrets_in_responses(api):
