@@ -95,6 +95,9 @@ class ErrorGroup(ApiModel):
     slots: list[str] = Field(description="Slot positions that saw this failure.")
     first_seen: float = Field(description="Seconds since the epoch.")
     last_seen: float = Field(description="Seconds since the epoch.")
+    error_type: str | None = Field(None, description="Exception type, for task/automation failures.")
+    frame: str | None = Field(None, description="First stack frame in user code, for task/automation failures.")
+    phases: list[str] = Field(default_factory=list, description="Automation phases the failures happened in.")
 
 
 class ErrorGroups(ApiModel):

@@ -37,7 +37,7 @@ from fleet_ray.status import FleetStatus, PoolStatus, SlotStatus
 from .auth import ApiConfig, TokenCheck
 from .backend import Backend
 from .events import BadCursor, event_out, follow, format_cursor, parse_cursor
-from .redact import FAILURE_KINDS, group_errors, redact_tree
+from .redact import FAILURE_KINDS, from_fleet_group, group_errors, redact_tree
 
 log = logging.getLogger(__name__)
 
@@ -264,18 +264,25 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
         since: Annotated[float | None, Query(ge=0, le=1e11, description="Group failures from this time (epoch s).")] = None,
         pool: Annotated[str | None, Query(max_length=200)] = None,
     ) -> ErrorGroups:
-        """Slot failures grouped by kind and message signature (numbers and ids masked), plus the slots
-        failing right now. Without ``since``: the supervisor's recent events; with it, the event log."""
+        """Failures grouped, plus the slots failing right now: slot failures (died, start failed, unhealthy,
+        heal escalated, config rejected) by kind and message signature (numbers and ids masked) and,
+        where the supervisor groups task failures itself, those by exception type and first user frame.
+        Without ``since``: the supervisor's recent events; with it, the event log."""
         page = await backend.call("api_events", kinds=list(FAILURE_KINDS), pool=pool,
                                   since_ms=int(since * 1000) if since is not None else None, limit=5000)
+        groups = group_errors(page["events"])
+        source = "supervisor lifecycle events: " + ", ".join(FAILURE_KINDS)
+        if backend.has_method("error_groups"):
+            found = await backend.call("error_groups", pool=pool, since=since)
+            groups = sorted(groups + [from_fleet_group(g) for g in found], key=lambda g: g.last_seen, reverse=True)
+            source += "; task and automation failures grouped by the supervisor (error_groups)"
         snap = await backend.status()
         failing = [
             {"slot": s["id"], "state": s["state"], "reason": s["reason"]}
             for p in snap.data["pools"] if pool is None or p["name"] == pool
             for s in p["slots"] if s["state"] == "failed" or s["backoff_s"] > 0 or s["reason"].startswith("unhealthy")
         ]
-        return ErrorGroups(groups=group_errors(page["events"]), failing_slots=failing,
-                           source="supervisor lifecycle events: " + ", ".join(FAILURE_KINDS))
+        return ErrorGroups(groups=groups, failing_slots=failing, source=source)
 
     # -- the rest of the fleet ---------------------------------------------------------------------
     @app.get(f"{API}/streams", response_model=StreamsPage, responses=ERRORS, dependencies=read, tags=["status"])

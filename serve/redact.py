@@ -93,3 +93,26 @@ def group_errors(events: Iterable[dict[str, Any]]) -> list[ErrorGroup]:
         g["first_seen"] = min(g["first_seen"], at)
     out = [ErrorGroup(**{**g, "pools": sorted(g["pools"]), "slots": sorted(g["slots"])}) for g in groups.values()]
     return sorted(out, key=lambda g: g.last_seen, reverse=True)
+
+
+def from_fleet_group(g: dict[str, Any]) -> ErrorGroup:
+    """A group from the supervisor's own error grouping (exception type + first user frame) → ErrorGroup."""
+    sample = g.get("sample")
+    if isinstance(sample, dict):
+        sample = sample.get("message") or sample.get("error") or ""
+    kinds = [str(k) for k in g.get("kinds") or []]
+    error_type, frame = g.get("error_type"), g.get("frame")
+    return ErrorGroup(
+        key=str(g.get("key", "")),
+        kind=", ".join(kinds) or "error",
+        signature=f"{error_type or 'error'} at {frame or '?'}",
+        sample=redact_url(str(sample or "")),
+        count=int(g.get("count", 0)),
+        pools=sorted(g.get("pools") or []),
+        slots=sorted(g.get("slots") or []),
+        first_seen=float(g.get("first_seen") or 0),
+        last_seen=float(g.get("last_seen") or 0),
+        error_type=error_type,
+        frame=frame,
+        phases=sorted(str(p) for p in g.get("phases") or [] if p),
+    )

@@ -231,3 +231,15 @@ def test_openapi_document_describes_every_endpoint_and_forbids_extra_fields():
             assert op.get("description") or op.get("summary"), (method, path)
             if method == "post":  # every control endpoint is guarded and says so
                 assert op["security"] == [{"HTTPBearer": []}] and "401" in op["responses"], path
+
+
+def test_groups_from_the_supervisors_own_error_grouping_are_mapped_and_redacted():
+    from fleet_ray.serve.redact import from_fleet_group
+
+    g = from_fleet_group({"key": "k1", "error_type": "TimeoutError", "frame": "shop.py:42 in fetch", "count": 7,
+                          "kinds": ["task.failed"], "pools": ["web"], "slots": ["web:1", "web:0"],
+                          "phases": ["load", None], "first_seen": 10.0, "last_seen": 20.0,
+                          "sample": {"message": "GET http://u:pw@shop/x timed out"}})
+    assert g.signature == "TimeoutError at shop.py:42 in fetch" and g.kind == "task.failed"
+    assert g.slots == ["web:0", "web:1"] and g.phases == ["load"] and g.count == 7
+    assert g.sample == "GET http://***@shop/x timed out"
