@@ -29,6 +29,7 @@ from fleet_ray.api_models import (
     NodesPage,
     Readiness,
     SpecOut,
+    StreamOut,
     StreamsPage,
 )
 from fleet_ray.errors import FleetError, FleetNotRunning, SpecError, UnknownPool, UnknownSlot
@@ -289,7 +290,8 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
     async def streams() -> StreamsPage:
         """Typed output streams: depth, capacity, in/out rates, items emitted (empty if the fleet has none)."""
         found = await backend.call("api_streams") if backend.has_method("api_streams") else []
-        return StreamsPage(streams=found)
+        known = StreamOut.model_fields
+        return StreamsPage(streams=[StreamOut(**{k: v for k, v in s.items() if k in known}) for s in found])
 
     @app.get(f"{API}/nodes", response_model=NodesPage, responses=ERRORS, dependencies=read, tags=["status"])
     async def nodes() -> NodesPage:
