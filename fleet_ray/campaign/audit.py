@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,11 @@ def signing_bytes(receipt: dict[str, Any]) -> bytes:
 
 def jsonable(value: Any, limit: int) -> Any:
     """``value`` itself when it is JSON and at most ``limit`` bytes, else a digest of it."""
+    if value is None or isinstance(value, bool | int) or (isinstance(value, float) and value == value
+                                                          and abs(value) != float("inf")):
+        return value
+    if isinstance(value, str) and len(value) * 4 <= limit:
+        return value
     try:
         text = canonical(value)
     except (TypeError, ValueError):
@@ -121,6 +127,8 @@ class AuditChain:
         self._parent = ""
         self._closed = False
         self.written = 0
+        self._wake = threading.Event()
+        self._flusher: threading.Thread | None = None
 
     @property
     def signing(self) -> bool:
@@ -179,6 +187,33 @@ class AuditChain:
             self.written += len(batch)
             return len(batch)
 
+    def start_background_flush(self, interval_s: float = 0.05) -> None:
+        """Flush from a background thread whenever :meth:`flush_soon` asks (at most every
+        ``interval_s``), so dispatching never waits on the store. ``close`` stops it."""
+
+        def loop() -> None:
+            while not self._closed:
+                self._wake.wait()
+                self._wake.clear()
+                try:
+                    self.flush()
+                except Exception:  # kept pending; the next flush retries in order
+                    log.exception("audit flush failed; will retry")
+                time.sleep(interval_s)
+
+        self._flusher = threading.Thread(target=loop, name=f"audit-flush:{self.campaign_id}", daemon=True)
+        self._flusher.start()
+
+    def flush_soon(self) -> None:
+        if self._flusher is None:
+            self.flush()
+        else:
+            self._wake.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def _event(self, r: dict[str, Any]) -> Event:
         return Event(
             id=f"{self.campaign_id}:{r['seq']}", kind=r["kind"], physical=r["physical"], counter=r["counter"],
@@ -191,6 +226,9 @@ class AuditChain:
             self.append(final_kind, final_payload or {})
         with self._lock:
             self._closed = True
+        if self._flusher is not None:
+            self._wake.set()
+            self._flusher.join()
         self.flush()
         if self._sink is not None:
             self._sink.close()

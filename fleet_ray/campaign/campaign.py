@@ -165,6 +165,7 @@ class Campaign(Coordinators):
         self.chain = A.AuditChain(self.campaign_id, key, self.events, sink)
         if earlier:
             self.chain.continue_from(earlier[-1])
+        self.chain.start_background_flush()
         done: dict[str, dict[str, Any]] = {}
         for r in earlier:
             if r["kind"] == "campaign.member.complete" and r["payload"].get("target") is not None:
@@ -252,8 +253,11 @@ class Campaign(Coordinators):
                     self._orphans.remove((h, spec))
                 self.release_member(spec.member)
 
-    def flush(self) -> None:
-        self.chain.flush()
+    def flush(self, wait: bool = True) -> None:
+        if wait:
+            self.chain.flush()
+        else:
+            self.chain.flush_soon()
 
     def identity(self, member: int | None) -> str:
         return self.config.members[member].id if member is not None and member >= 0 else "-"  # type: ignore[return-value]
@@ -312,7 +316,8 @@ class Campaign(Coordinators):
             self.chain.append("campaign.request", {
                 "member": spec.member, "op_id": spec.op_id, "target": rec.target,
                 "url": redact_url(rec.url) if rec.url else None, "method": rec.method, "status": rec.status,
-                "ok": rec.ok, "error": rec.error, "elapsed_ms": round(rec.elapsed_ms, 3), "proxy": rec.proxy_id})
+                "ok": rec.ok, "error": rec.error, "sent_at": round(rec.sent_at, 6),
+                "elapsed_ms": round(rec.elapsed_ms, 3), "proxy": rec.proxy_id})
         for trip in outcome.trips:
             self.chain.append("campaign.breaker.tripped", trip)
             self._notify(BreakerTrip(**trip))

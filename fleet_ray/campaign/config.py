@@ -130,7 +130,7 @@ class Placement(BaseModel):
     resources: dict[str, float] = Field(default_factory=dict, description="Only nodes with these resources")
     labels: dict[str, str] = Field(default_factory=dict, description="Only nodes with these labels")
     include_head: bool = Field(True, description="May workers run on the head node")
-    threads_per_worker: int | None = Field(None, ge=1, le=512, description="Default: ceil(active/workers)+1")
+    threads_per_worker: int | None = Field(None, ge=1, le=512, description="Default: ceil(active/workers)+1, at most 128")
 
 
 class CampaignConfig(BaseModel):

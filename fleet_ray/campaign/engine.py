@@ -144,8 +144,8 @@ class Run:
                     queue.appendleft(nxt)
                 else:
                     self.results[w.key] = res
-            host.flush()
-        host.flush()
+            host.flush(wait=False)
+        host.flush()  # when a coordinator returns, its receipts are durable
         return self.results
 
     def _reached(self, res: MemberResult) -> bool:

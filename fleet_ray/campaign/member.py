@@ -41,6 +41,7 @@ from fleet_ray.events import Event, EventLog
 from fleet_ray.hlc import HLC
 
 log = logging.getLogger(__name__)
+LATE_RETRIES = 3  # slots given up for lateness before a request goes out anyway
 
 
 class GuardHandle:
@@ -68,6 +69,8 @@ class MemberContext:
         self.campaign_id = rt.campaign_id
         self._cancel = cancel
         self._reserved: str | None = None
+        self._slot_deadline = 0.0
+        self.slot_at = 0.0
         self.requests: list[RequestRecord] = []
         self.trips: list[dict[str, Any]] = []
 
@@ -86,6 +89,13 @@ class MemberContext:
 
     # --- guardrails -----------------------------------------------------------------------------
     def _acquire(self, host: str, kind: str, url: str | None = None) -> None:
+        """Policy → breaker → a rate-limit slot, then return at the slot, ready to send.
+
+        The slot comes from the store's clock; this process only knows it lies within the reserve
+        call's round trip. Slots are spaced (1 + margin)/rate, which leaves ``margin`` seconds of
+        slack per 1 s window, so a sender later than that after its slot (a stalled process, a slow
+        round trip) could crowd the next one: it gives the slot up and takes a new one instead.
+        """
         rt = self._rt
         self.check_cancelled()
         req = PolicyRequest(campaign_id=rt.campaign_id, capabilities=capabilities(kind, self.member, host),
@@ -93,14 +103,24 @@ class MemberContext:
         enforce(rt.policy, req)
         self._check_breaker(host)
         rl = rt.config.rate_limit
-        res = rt.guardrails.reserve(host, effective_rate(rl.rate_for(host), rl.jitter_margin), rl.burst,
-                                    rl.max_wait_s)
-        if not res.granted:
-            raise RateLimited(host, res.wait_s, rl.max_wait_s)
-        if res.wait_s > 0:
-            if not self.wait(res.wait_s):
+        rate = effective_rate(rl.rate_for(host), rl.jitter_margin)
+        for attempt in range(LATE_RETRIES + 1):
+            asked = time.monotonic()
+            res = rt.guardrails.reserve(host, rate, rl.burst, rl.max_wait_s)
+            if not res.granted:
+                raise RateLimited(host, res.wait_s, rl.max_wait_s)
+            if res.wait_s > 0 and not self.wait(res.wait_s):
                 raise MemberCancelled(self.member, "cancelled while waiting for a rate-limit slot")
-            self._check_breaker(host)  # it may have tripped while we waited
+            if res.wait_s > 1.0:  # it may have tripped meanwhile; short waits go straight out (less jitter)
+                self._check_breaker(host)
+            self._slot_deadline = asked + res.wait_s + rl.jitter_margin  # latest on-time send
+            if time.monotonic() <= self._slot_deadline:
+                return
+            if attempt < LATE_RETRIES:
+                log.debug("member %s: %.0f ms late for its slot on %s; taking a new one", self.member,
+                          (time.monotonic() - self._slot_deadline + rl.jitter_margin) * 1000, host)
+        log.warning("member %s: still late for a rate-limit slot on %s after %d tries; sending anyway",
+                    self.member, host, LATE_RETRIES + 1)
 
     def _check_breaker(self, host: str) -> None:
         cfg = self._rt.config.breaker
@@ -131,12 +151,14 @@ class MemberContext:
     def guard(self, target: str, url: str | None = None, method: str | None = None) -> Iterator[GuardHandle]:
         """Run a block as one guarded operation on ``target`` (a host or URL)."""
         host = target_host(target)
-        if self._reserved == host:
+        if self._reserved == host and time.monotonic() <= self._slot_deadline:
             self._reserved = None  # the operation's slot pays for this call
             self.check_cancelled()
         else:
+            if self._reserved == host:
+                self._reserved = None  # the task took too long to use it: its slot is stale
             self._acquire(host, "request", url)
-        rec = RequestRecord(target=host, ok=True, url=url, method=method, started_ms=int(time.time() * 1000),
+        rec = RequestRecord(target=host, ok=True, url=url, method=method, sent_at=time.time(),
                             proxy_id=proxy_id(self.spec.proxy) if self.spec.proxy else None)
         started = time.perf_counter()
         try:
@@ -232,7 +254,7 @@ class MemberRuntime:
             if spec.target:
                 self.client(spec.member, spec.proxy)  # warm the member's client before taking a slot
                 ctx._acquire(spec.target, "op", spec.target_ref)
-                ctx._reserved = spec.target
+                ctx._reserved, ctx.slot_at = spec.target, time.time()
             value = fn(ctx, spec.input)
             out = OpOutcome(op_id=spec.op_id, member=spec.member, ok=True, value=value)
             op_ok = True
@@ -247,7 +269,7 @@ class MemberRuntime:
         if ctx._reserved is not None and op_ok is not None:  # the op itself was the request
             try:
                 ctx._record(RequestRecord(target=ctx._reserved, ok=op_ok, url=spec.target_ref, method="op",
-                                          error=None if op_ok else out.error_type, started_ms=int(time.time() * 1000),
+                                          error=None if op_ok else out.error_type, sent_at=ctx.slot_at,
                                           proxy_id=proxy_id(spec.proxy) if spec.proxy else None))
             except Exception:
                 log.exception("could not record the outcome of %s for the breaker", spec.op_id)

@@ -102,7 +102,7 @@ class RayExecutor:
             raise CampaignError(f"no alive node matches the campaign placement (resources={p.resources}, "
                                 f"labels={p.labels}, include_head={p.include_head})")
         k = config.placement.workers or len(nodes)
-        threads = config.placement.threads_per_worker or min(256, math.ceil(config.active_concurrency / k) + 1)
+        threads = config.placement.threads_per_worker or min(128, math.ceil(config.active_concurrency / k) + 1)
         token = os.urandom(3).hex()
         cls = _worker_class()
         self.workers = []

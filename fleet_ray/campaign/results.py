@@ -38,7 +38,7 @@ class RequestRecord:
     method: str | None = None
     status: int | None = None
     error: str | None = None
-    started_ms: int = 0
+    sent_at: float = 0.0  # epoch seconds when it went out (right after its rate-limit slot)
     elapsed_ms: float = 0.0
     proxy_id: str | None = None
     reputation_hit: bool = False

@@ -88,10 +88,13 @@ def test_pipeline_feeds_each_stage_and_short_circuits_a_failed_member(make):
 def test_race_has_one_winner_cancels_siblings_and_suppresses_late_results(make, tmp_path):
     c = make(members=5, audit={"sink": tmp_path / "race.ndjson"})
     stopped = []
+    running = threading.Semaphore(0)
 
     def task(ctx, item):
+        running.release()
         if ctx.member == 3:
-            time.sleep(0.05)
+            for _ in range(5):  # win only once every sibling is running
+                running.acquire(timeout=10)
             return "found"
         if ctx.member == 0:
             ctx.wait(10)  # ignores cancellation: returns a (late) success anyway
@@ -119,6 +122,8 @@ def test_race_goal_decides_the_winner_and_unstarted_siblings_never_run(make):
 
     def task(ctx, item):
         ran.append(ctx.member)
+        if ctx.member:
+            ctx.wait(0.3)  # member 0 finishes first, short of the goal
         return ctx.member
 
     res = c.race(task, goal=lambda v: v >= 1)
@@ -139,7 +144,10 @@ def test_active_concurrency_bounds_members_in_flight(make):
         with lock:
             state["now"] += 1
             state["max"] = max(state["max"], state["now"])
-        time.sleep(0.02)
+        deadline = time.monotonic() + 1
+        while state["now"] < 3 and time.monotonic() < deadline:  # give a 4th every chance to sneak in
+            time.sleep(0.005)
+        time.sleep(0.01)
         with lock:
             state["now"] -= 1
 
