@@ -83,3 +83,26 @@ __all__ = [
     "connect",
     "validate_spec",
 ]
+
+# Fleet campaigns (fleet_ray.campaign): exported on first use, so ``import fleet_ray`` stays light.
+_CAMPAIGN_EXPORTS = {
+    **dict.fromkeys(
+        ["Campaign", "CampaignConfig", "CampaignStatus", "Identity", "MemberContext", "MemberResult",
+         "BreakerTrip", "PolicyDecision", "PolicyRequest", "verify_audit", "reset_breaker", "breaker_status"],
+        "fleet_ray.campaign",
+    ),
+    **dict.fromkeys(
+        ["CampaignError", "CampaignClosed", "CircuitOpen", "PolicyDenied", "RateLimited", "MemberCancelled",
+         "AuditChainBroken", "AuditKeyError"],
+        "fleet_ray.errors",
+    ),
+}
+
+
+def __getattr__(name: str):
+    module = _CAMPAIGN_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fleet_ray' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
