@@ -1,6 +1,7 @@
 """Benchmark: the control-plane API's status endpoint vs a bare FastAPI-on-Serve endpoint.
 
     python -m bench.api [--slots 200] [--seconds 10] [--concurrency 4] [--rounds 2] [--health-period 30]
+                        [--mode running|pending]
 
 Starts a local Ray, a supervisor with one pool of ``--slots`` real ``builtin.echo`` slots (num_cpus 0),
 the fleet API (status cached for ``status_ttl_s``, 0.5 s by default) and, in the same Serve instance, a
@@ -11,7 +12,9 @@ percentiles are reported for each, and ``ratio`` = status requests/s ÷ bare req
 On a 2-core machine the fleet itself is most of the load: every idle Ray worker process costs ~0.7 %
 of a core (Ray's own background work), so 200 slots take ~1.4 cores before any request arrives; both
 endpoints are measured under that same load. Health checks default to every 30 s here to keep the
-supervisor's share small; ``--health-period 5`` measures with the spec's default.
+supervisor's share small; ``--health-period 5`` measures with the spec's default. ``--mode pending``
+keeps the 200 slot positions in the status (same payload shape and size order) without their processes,
+to measure the API where the machine can't also carry 200 idle workers.
 
 The last stdout line is one JSON object.
 """
@@ -107,6 +110,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--status-ttl", type=float, default=0.5)
     ap.add_argument("--health-period", type=float, default=30.0, help="slot health-check period (s)")
+    ap.add_argument("--mode", choices=["running", "pending"], default="running",
+                    help="running: real slot actors; pending: slot positions placed nowhere (no processes)")
     args = ap.parse_args()
 
     from fleet_ray.actors.launch import start_supervisor
@@ -128,10 +133,17 @@ def main() -> None:
         r = httpx.get(f"{root}/bare/const", timeout=30)
         assert r.status_code == 200, f"bare endpoint: HTTP {r.status_code} {r.text[:200]}"
         t0 = time.perf_counter()
-        fleet.apply({"pools": [{"name": "bench", "automation": "builtin.echo", "slots": args.slots,
-                                "health": {"period_s": args.health_period, "start_timeout_s": 1800}}]})
-        fleet.wait_ready(timeout_s=max(600, args.slots * 6))
-        print(f"{args.slots} slots running after {time.perf_counter() - t0:.1f}s")
+        pool = {"name": "bench", "automation": "builtin.echo", "slots": args.slots,
+                "health": {"period_s": args.health_period, "start_timeout_s": 1800}}
+        if args.mode == "pending":  # 200 slot positions no node can host: the same status, no processes
+            pool["placement"] = {"resources": {"bench-no-such-node": 1}}
+        fleet.apply({"pools": [pool]})
+        if args.mode == "pending":
+            fleet.wait_until(lambda st: st.pools[0].counts.get("pending") == args.slots, 120)
+        else:
+            fleet.wait_ready(timeout_s=max(600, args.slots * 6))
+        print(f"{args.slots} slots {'pending' if args.mode == 'pending' else 'running'} after "
+              f"{time.perf_counter() - t0:.1f}s")
         urls = {"status": f"{base}/api/v1/status", "bare": f"{root}/bare/const"}
         body = httpx.get(urls["status"]).json()
         slots_seen = sum(len(p["slots"]) for p in body["pools"])
@@ -145,6 +157,7 @@ def main() -> None:
         result = {
             "bench": "api",
             "slots": args.slots,
+            "mode": args.mode,
             "status_rps": round(res["status"]["rps"], 1),
             "status_p50_ms": round(res["status"]["p50_ms"], 2),
             "status_p99_ms": round(res["status"]["p99_ms"], 2),
