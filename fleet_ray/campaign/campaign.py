@@ -111,6 +111,8 @@ class Campaign(Coordinators):
             self.executor: Executor = self._start_executor(executor)
         except BaseException:
             self._lease_stop.set()
+            if hasattr(self, "chain"):
+                self.chain.close()  # stops its flusher and closes the sink; nothing was appended yet
             self.guardrails.release(self._lease_name, self._token)
             self.store.close()
             raise

@@ -88,6 +88,15 @@ def test_coordinators_spread_members_over_nodes_and_keep_their_semantics(ray_clu
         assert sorted(e.data["receipt"]["payload"]["member"] for e in finals) == [0, 1, 2, 3, 5]
 
 
+def test_unplaceable_campaign_fails_clearly_and_holds_nothing(ray_cluster, ns, key):
+    from fleet_ray.errors import CampaignError
+
+    with pytest.raises(CampaignError, match="no alive node matches"):
+        campaign(ns, key, members=2, campaign_id="placed", placement={"resources": {"no-such-tag": 1}})
+    with campaign(ns, key, members=2, campaign_id="placed") as c:  # same id: no lease, no receipts left behind
+        assert all(r.ok for r in c.broadcast(lambda ctx, _: 1))
+
+
 def test_race_cancels_siblings_on_other_nodes_and_reports_once(ray_cluster, ns, key, target):
     url = target.url
     with campaign(ns, key, members=6, rate_limit={"per_target_rps": 50}) as c:
