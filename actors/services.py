@@ -30,8 +30,8 @@ from typing import Any
 import ray
 
 from fleet_ray.crashes import merge_crash, read_slot_context, record_crash
-from fleet_ray.errors_grouping import ErrorGroups, FailureRecord
-from fleet_ray.events import Event
+from fleet_ray.errors_grouping import ErrorGroups, FailureRecord, cause_signature
+from fleet_ray.events import Event, EventLog
 from fleet_ray.eventtypes import SlotCrashed, SlotHealed, StreamBackpressure, TypedEvent
 from fleet_ray.hlc import DEFAULT_MAX_SKEW_MS
 from fleet_ray.notify import NotifyConfig, Reporter, config_from_env
@@ -45,6 +45,22 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.25
 STATS_EVERY_S = 1.0
+REBUILD_S = 24 * 3600
+
+
+def _failure_of(ev: Event) -> FailureRecord | None:
+    """The failure a ``task.failed`` or ``slot.crashed`` event reports (for error groups)."""
+    d = ev.data
+    if ev.kind == "task.failed":
+        return FailureRecord(kind="task", error_type=d.get("error_type") or "?", frame=d.get("frame") or "?",
+                             message=d.get("error", ""), pool=ev.pool, slot=ev.slot, phase=d.get("phase"),
+                             task=d.get("task"), at=ev.physical / 1000)
+    if ev.kind == "slot.crashed":
+        return FailureRecord(kind="crash", error_type=d.get("error_type") or "SlotDied",
+                             frame=d.get("frame") or cause_signature(d.get("cause", "")), message=ev.message,
+                             pool=ev.pool, slot=ev.slot, phase=d.get("phase"), task=d.get("task"),
+                             at=ev.physical / 1000)
+    return None
 
 
 @dataclass
@@ -159,6 +175,7 @@ class FleetServices:
         leftovers = await asyncio.to_thread(self.sup._store_call, lambda s: s.keys(keys.SLOT_CONTEXT_PREFIX))
         if leftovers is None:
             return  # store down: try again next tick
+        await self._rebuild_groups()
         for k in leftovers:
             _, pool, index, gen = k.split(":")
             key, generation = (pool, int(index)), int(gen[1:])
@@ -167,6 +184,16 @@ class FleetServices:
                 continue  # alive
             self._gone.append((key, generation, "the slot was gone when the supervisor started", True, {}))
         self._booted = True
+
+    async def _rebuild_groups(self) -> None:
+        """After a restart: the last day's failures from the event log, as already-notified groups."""
+        since = int((time.time() - REBUILD_S) * 1000)
+        found = await asyncio.to_thread(
+            self.sup._store_call, lambda s: EventLog(s).query(kinds=["task.failed", "slot.crashed"], since_ms=since))
+        for ev in found or []:
+            rec = _failure_of(ev)
+            if rec is not None:
+                self.reporter.seed(self.errors.add(rec)[0])
 
     async def _bridge_crashes(self) -> None:
         batch, self._gone = self._gone, []
@@ -216,11 +243,9 @@ class FleetServices:
                 ev = ev.model_copy(update={"physical": merged.physical, "counter": merged.counter})
             self.sup._pending_events.append(ev)
             self.sup._recent.append(ev)
-            if ev.kind == "task.failed":
-                d = ev.data
-                self.failure(FailureRecord(kind="task", error_type=d.get("error_type", "?"), frame=d.get("frame", "?"),
-                                           message=d.get("error", ""), pool=ev.pool, slot=ev.slot,
-                                           phase=d.get("phase"), task=d.get("task"), at=ev.physical / 1000))
+            rec = _failure_of(ev) if ev.kind == "task.failed" else None
+            if rec is not None:
+                self.failure(rec)
         return len(events)
 
     def _derive_events(self) -> None:
@@ -256,8 +281,7 @@ class FleetServices:
                 for group in entry.consumers:  # the hub restarted empty: its groups are gone
                     entry.hub.add_group.remote(group, True, "earliest")
             entry.incarnation = st["incarnation"]
-            seen = self._episodes.get(entry.name)
-            if seen is not None and st["backpressure_episodes"] > seen:
+            if st["backpressure_episodes"] > self._episodes.get(entry.name, 0):
                 self.emit(StreamBackpressure, pool=entry.pool, stream=entry.name, depth=st["depth"],
                           capacity=st["capacity"], blocked_producers=st["blocked_producers"],
                           message=f"stream {entry.name} full ({st['depth']}/{st['capacity']}): producers wait")

@@ -21,6 +21,7 @@ A batch whose ``(producer, seq)`` was seen before is ignored, so a retried ``put
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections import deque
@@ -34,6 +35,15 @@ from .handles import HEAD_RESOURCE
 
 HUB_PREFIX = "fleet:stream:"
 EXPIRE_EVERY_S = 1.0
+
+
+def _rss_mb() -> float:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except Exception:  # pragma: no cover - psutil is a dependency; never fail stats over it
+        return 0.0
 
 
 def hub_name(stream: str) -> str:
@@ -101,7 +111,7 @@ class StreamHubCore:
         capacity: int = 10_000,
         max_bytes: int | None = None,
         model: str | None = None,
-        lease_timeout_s: float = 30.0,
+        lease_timeout_s: float = 60.0,
         group_idle_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         put_object: Callable[[bytes], Any] | None = None,
@@ -253,6 +263,8 @@ class StreamHubCore:
                 mine.pop(i, None)
 
     def _lease(self, g: _Group, consumer: str, max_items: int) -> list[int]:
+        if max_items <= 0:
+            return []  # an acknowledgement only
         mine = g.leases.setdefault(consumer, {})
         out: list[int] = []
         items = 0
@@ -318,6 +330,8 @@ class StreamHubCore:
             "name": self.stream,
             "model": self.model,
             "incarnation": self.incarnation,
+            "pid": os.getpid(),
+            "rss_mb": round(_rss_mb(), 1),
             "depth": self._items,
             "bytes": self._bytes,
             "batches": len(self._batches),

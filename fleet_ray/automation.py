@@ -162,12 +162,56 @@ class Context:
                     if isinstance(exc, PhaseTimeout):
                         raise
                     raise PhaseTimeout(name, timeout, self.slot.slot_id) from exc
+        except BaseException as exc:
+            mark_phase(exc, name, self.phase_step)
+            raise
         finally:
             self.phase_name, self.phase_step = outer, outer_step
 
     def step(self, description: str) -> None:
         """Record the current sub-step of the current phase."""
         self.phase_step = description
+
+    # -- typed output streams (see fleet_ray.streams) ------------------------------------------
+    async def emit(self, stream: str, item: Any) -> None:
+        """Send ``item`` to the declared output ``stream``, validated against its model here.
+
+        An invalid item raises :class:`~fleet_ray.errors.StreamItemInvalid` (and is reported as a
+        ``stream.item_invalid`` event); it never reaches a consumer. Items are batched; a full
+        stream makes this wait (back-pressure). An item is safe from this slot's death once
+        flushed: the slot flushes continuously, and before a batch item counts as done.
+        """
+        await self._streams().emit(stream, item)
+
+    def read(self, stream: str) -> AsyncIterator[Any]:
+        """Iterate the typed items of the declared input ``stream`` (``async for x in ctx.read(...)``).
+
+        Items of one batch are acknowledged once the loop asks for the next batch; items a dead
+        consumer did not acknowledge go to another slot of the pool (at-least-once).
+        """
+        return self._streams().read(stream)
+
+    async def flush(self) -> None:
+        """Wait until every item emitted so far is held by its stream (safe from this slot's death)."""
+        await self._streams().flush()
+
+    def _streams(self) -> Any:
+        io = getattr(self, "stream_io", None)
+        if io is None:
+            from fleet_ray.errors import StreamError
+
+            raise StreamError("this context has no streams (it runs outside a slot; see fleet_ray.streams.InProcessStreams)")
+        return io
+
+
+def mark_phase(exc: BaseException, phase: str, step: str | None) -> None:
+    """Remember on an exception the innermost phase (and step) it escaped from, for crash reports."""
+    if getattr(exc, "fleet_phase", None) is None:
+        try:
+            exc.fleet_phase = phase  # type: ignore[attr-defined]
+            exc.fleet_step = step  # type: ignore[attr-defined]
+        except (AttributeError, TypeError):
+            pass
 
 
 class Automation(Generic[ConfigT]):
@@ -177,6 +221,10 @@ class Automation(Generic[ConfigT]):
     """
 
     Config: ClassVar[type[BaseModel]] = NoConfig
+    #: typed output streams, name → model (``await ctx.emit(name, item)``); see fleet_ray.streams
+    outputs: ClassVar[dict[str, type[BaseModel]]] = {}
+    #: typed input streams, name → model (``async for x in ctx.read(name)``), wired by the spec
+    inputs: ClassVar[dict[str, type[BaseModel]]] = {}
 
     def __init__(self, ctx: Context):
         self.ctx = ctx

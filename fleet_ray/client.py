@@ -238,18 +238,23 @@ class FleetClient:
         return _call(self.supervisor.add_sink.remote(stream, parse_sink_spec(spec).model_dump(), name))
 
     def follow_events(self, kinds: list[str] | None = None, pool: str | None = None,
-                      timeout_s: float | None = None) -> Iterator[Any]:
-        """Live events from now on, each as its typed model (:mod:`fleet_ray.eventtypes`)."""
+                      timeout_s: float | None = None, after: list | None = None) -> Iterator[Any]:
+        """Live events (after cursor ``after``, default: from now on), each as its typed model
+        (:mod:`fleet_ray.eventtypes`). ``event_cursor()`` gives a cursor for "now"."""
         from fleet_ray.eventtypes import typed
 
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        cursor = None
+        cursor = after
         while deadline is None or time.monotonic() < deadline:
             wait = 5.0 if deadline is None else max(0.0, min(5.0, deadline - time.monotonic()))
             page = _call(self.supervisor.wait_events.remote(cursor, kinds, pool, wait), timeout=wait + 60)
             cursor = page["cursor"]
             for e in page["events"]:
                 yield typed(e)
+
+    def event_cursor(self) -> list | None:
+        """A cursor at the newest event, for :meth:`follow_events` (``after=``)."""
+        return _call(self.supervisor.wait_events.remote(None, None, None, 0))["cursor"]
 
     def error_groups(self, pool: str | None = None) -> list[dict[str, Any]]:
         return _call(self.supervisor.error_groups.remote(pool))

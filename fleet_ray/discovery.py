@@ -89,4 +89,5 @@ def resolve_pool(pool: PoolSpec) -> ResolvedPool:
         batch=issubclass(found.cls, BatchAutomation),
         distribution=found.distribution,
         installed_version=found.version,
+        automation_cls=found.cls,
     )

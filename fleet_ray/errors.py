@@ -15,6 +15,9 @@ URLs are redacted before they are put into a message.
     ├── UnknownPool / UnknownSlot  a command names something the fleet doesn't have
     ├── ItemFailed                 a batch item failed for good (after retries)
     ├── JobError                   a batch job can't be submitted or followed
+    ├── StreamError                a typed output stream: not declared, not wired, unknown
+    │   └── StreamItemInvalid      an emitted item failed its output model (raised at the producer)
+    ├── NotifyError                a notifier could not deliver (never escapes the reporter)
     ├── BrowserError               a browser task failed; carries its ``recovery`` (tree below)
     └── CampaignError              a fleet campaign (fleet_ray.campaign)
         ├── CampaignConfigError    invalid campaign config (also a SpecError: ``errors`` name the fields)
@@ -382,3 +385,32 @@ class BrowserCrashed(BrowserError):
 
 class BrowserHung(BrowserError):
     recovery = Recovery.RECYCLE_BROWSER
+
+
+# --- typed output streams and notifications (fleet_ray.streams, fleet_ray.notify) ---------------
+
+
+class StreamError(FleetError):
+    """A typed output stream can't be used as asked (not declared, not wired, no such stream)."""
+
+
+class StreamItemInvalid(StreamError, ValueError):
+    """An item passed to ``ctx.emit`` does not validate against the stream's model.
+
+    Raised at the producer, so a bad item never reaches (or crashes) a consumer. ``errors`` lists
+    every problem as ``{"loc": "price", "msg": ...}`` (input values are not included).
+    """
+
+    def __init__(self, stream: str, model: str, errors: list[dict[str, Any]]):
+        self.stream = stream
+        self.model = model
+        self.errors = errors
+        lines = [f"{e['loc']}: {e['msg']}" for e in errors]
+        super().__init__(f"item emitted to stream {stream!r} is not a valid {model}:\n  " + "\n  ".join(lines))
+
+    def __reduce__(self):
+        return (type(self), (self.stream, self.model, self.errors))
+
+
+class NotifyError(FleetError):
+    """A notifier could not deliver a message. Its text never contains the notifier's token."""

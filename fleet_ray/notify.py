@@ -171,6 +171,14 @@ class NotificationGate:
         if self._last_digest is None:
             self._last_digest = now
 
+    def seed(self, group: ErrorGroup, now: float) -> None:
+        """A group known from before (e.g. rebuilt from the event log after a restart): as notified."""
+        self._groups[group.key] = group.model_copy(deep=True)
+        self._seen_at.setdefault(group.key, now)
+        self._notified_count[group.key] = group.count
+        if self._last_digest is None:
+            self._last_digest = now
+
     def _budget(self, now: float) -> int:
         while self._sent_at and now - self._sent_at[0] >= 60:
             self._sent_at.popleft()
@@ -241,6 +249,10 @@ class Reporter:
                 self.gate.observe(group, self.clock())
         except Exception:  # pragma: no cover - a bug here must not reach the fleet
             log.exception("notify: report failed")
+
+    def seed(self, group: ErrorGroup) -> None:
+        with self._lock:
+            self.gate.seed(group, self.clock())
 
     def digest_now(self) -> None:
         """Send the digest at the next tick instead of waiting for ``digest_s``."""
