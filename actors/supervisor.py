@@ -17,10 +17,12 @@ import os
 import random
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import ray
 
+from fleet_ray import rollout
 from fleet_ray.errors import FleetError, JobError, StoreError, UnknownPool, UnknownSlot
 from fleet_ray.events import Event, EventLog
 from fleet_ray.hlc import HLC
@@ -46,6 +48,7 @@ from fleet_ray.reconcile import (
     decide,
     placement_problem,
 )
+from fleet_ray.rollout import Rollout
 from fleet_ray.spec import FleetSpec, PoolSpec, ResolvedPool, validate_spec
 from fleet_ray.status import EventStatus, FleetStatus, PoolStatus, SlotStatus
 from fleet_ray.store import keys, open_store
@@ -58,6 +61,8 @@ log = logging.getLogger(__name__)
 
 SUPERVISOR_NAME = "fleet:supervisor"
 NODE_REFRESH_S = 1.0
+PACKAGE_CACHE = Path.home() / ".fleet-ray" / "packages"
+PACKAGE_RECHECK_S = 60.0  # re-upload a package's py_modules if Ray garbage-collected them
 
 
 class SupervisorCore:
@@ -86,6 +91,8 @@ class SupervisorCore:
         self._nodes: list[NodeView] = []
         self._nodes_at = 0.0
         self._workqueues: dict[str, Any] = {}
+        self.rollouts: dict[str, Rollout] = {}
+        self._package_envs: dict[str, tuple[float, dict[str, Any]]] = {}
         self._tasks: list[asyncio.Task] = []
 
     # -- the loop ------------------------------------------------------------------------------
@@ -95,6 +102,7 @@ class SupervisorCore:
             loop.create_task(self._run()),
             loop.create_task(self._persist_loop()),
             loop.create_task(self._nodes_loop()),
+            loop.create_task(self._svc().run()),  # streams, crash bridge, error groups (actors/services.py)
         ]
 
     async def _run(self) -> None:
@@ -118,14 +126,17 @@ class SupervisorCore:
             self._record(observe(self.table, obs, now, pool, jitter))
             if isinstance(obs, Died):
                 self._release_work(obs.key, obs.generation, obs.cause)
+                self._svc().slot_gone(obs.key, obs.generation, obs.cause, died=True)
             self._dirty = True
         if not self._nodes:  # first step; afterwards _nodes_loop refreshes them off the step
             self._nodes, self._nodes_at = self.calls.nodes(), now
         placement = {n: placement_problem(p.placement, self._nodes) for n, p in self.desired.items()}
-        actions = decide(self.desired, self.table, placement, now)
+        paused = frozenset(n for n, r in self.rollouts.items() if r.state == rollout.PAUSED)
+        actions = decide(self.desired, self.table, placement, now, paused)
         if actions:
             self._act(actions, now)
             self._dirty = True
+        self._track_rollouts(now)
         self.steps += 1
         self.last_step_ms = (time.perf_counter() - t0) * 1000
         record_step(self, now)  # fleet metrics (Ray metrics + the API's history), sampled ~1/s
@@ -149,7 +160,9 @@ class SupervisorCore:
                 self.table.transition(a.key, SlotState.STARTING)
                 self._record([LifecycleEvent("slot.started", a.key[0], a.key[1], a.generation)])
                 try:
-                    self.calls.create(a.key, a.generation, pool, self.batch.get(pool.name, False))
+                    self.calls.create(
+                        a.key, a.generation, pool, self.batch.get(pool.name, False), self._runtime_env(pool)
+                    )
                 except Exception as exc:
                     rec.failure_pending = True
                     self.table.transition(a.key, SlotState.STOPPING, f"could not create actor: {exc}")
@@ -170,8 +183,11 @@ class SupervisorCore:
                 self._record([LifecycleEvent("slot.draining", rec.pool, rec.index, rec.generation, a.reason)])
                 self.calls.drain(a.key, a.generation)
             elif isinstance(a, Kill):
+                if a.failure:
+                    self._rollout_failure(rec, a.reason)
                 self.calls.kill(a.key, a.generation)
                 self._release_work(a.key, a.generation, a.reason)
+                self._svc().slot_gone(a.key, a.generation, a.reason, died=False)
                 if rec.state is not SlotState.STOPPING:
                     rec.reason = a.reason
                 self._record(finish_stop(self.table, a.key, now, pool, a.failure))
@@ -180,6 +196,63 @@ class SupervisorCore:
             elif isinstance(a, PushConfig):
                 rec.config_inflight = True
                 self.calls.reconfigure(a.key, a.generation, a.config, a.config_hash)
+
+    # -- rollouts ------------------------------------------------------------------------------
+    def _track_rollouts(self, now: float) -> None:
+        for name, r in self.rollouts.items():
+            pool = self.desired.get(name)
+            if pool is not None and r.active and rollout.is_complete(r, self.table.of_pool(name), pool):
+                r.state = rollout.COMPLETE
+                self._dirty = True
+                self._record([LifecycleEvent("rollout.completed", name, -1, 0, f"now at {r.to_version or '-'}")])
+
+    def _rollout_failure(self, rec: SlotRecord | None, cause: str) -> None:
+        r = self.rollouts.get(rec.pool) if rec is not None else None
+        pool = self.desired.get(rec.pool) if rec is not None else None
+        if r is None or pool is None or not r.active or not rollout.is_new(r, rec):
+            return
+        if rollout.record_failure(r, pool, cause):
+            self._roll_back(r, automatic=True)
+
+    def _roll_back(self, r: Rollout, automatic: bool) -> None:
+        """Make the pool's pre-rollout spec desired again; decide() then replaces the new slots."""
+        previous = PoolSpec.model_validate(r.from_spec)
+        pools = [previous if p.name == r.pool else p for p in self.spec.pools]
+        self.spec = self.spec.model_copy(update={"pools": pools})
+        self.desired[r.pool] = previous
+        r.state = rollout.ROLLED_BACK
+        if not automatic:
+            r.reason = "rolled back by operator"
+        self._dirty = True
+        self._record([LifecycleEvent("rollout.rolled_back", r.pool, -1, 0, r.reason,
+                                     {"automatic": automatic, "to_version": r.from_version})])
+
+    def current_spec(self) -> dict[str, Any]:
+        return self.spec.model_dump(mode="json")
+
+    def _active_rollout(self, pool: str) -> Rollout:
+        self._pool(pool)
+        r = self.rollouts.get(pool)
+        if r is None or not r.active:
+            raise FleetError(f"pool {pool!r} has no rollout in progress")
+        return r
+
+    def pause_rollout(self, pool: str) -> dict[str, Any]:
+        r = self._active_rollout(pool)
+        r.state, r.reason, self._dirty = rollout.PAUSED, "paused by operator", True
+        self._record([LifecycleEvent("rollout.paused", pool, -1, 0)])
+        return r.to_json()
+
+    def resume_rollout(self, pool: str) -> dict[str, Any]:
+        r = self._active_rollout(pool)
+        r.state, r.reason, self._dirty = rollout.PROGRESSING, "", True
+        self._record([LifecycleEvent("rollout.resumed", pool, -1, 0)])
+        return r.to_json()
+
+    def rollback(self, pool: str) -> dict[str, Any]:
+        r = self._active_rollout(pool)
+        self._roll_back(r, automatic=False)
+        return r.to_json()
 
     def _release_work(self, key, generation: int, cause: str) -> None:
         wq = self._workqueues.get(key[0])
@@ -227,6 +300,7 @@ class SupervisorCore:
             "spec": self.spec.model_dump(mode="json"),
             "batch": self.batch,
             "slots": [r.persisted() for r in self.table],
+            "rollouts": {n: r.to_json() for n, r in self.rollouts.items()},
             "saved_at": time.time(),
         }
 
@@ -270,6 +344,7 @@ class SupervisorCore:
             self.spec = FleetSpec.model_validate(data["spec"])
             self.desired = {p.name: p for p in self.spec.pools}
             self.batch = dict(data.get("batch", {}))
+            self.rollouts = {n: Rollout.from_json(r) for n, r in data.get("rollouts", {}).items()}
             for r in data.get("slots", []):
                 self.table.add(SlotRecord.restore(r))
             stored = self._store_call(lambda s: {k: int(s.get(k) or 0) for k in s.keys("gen:")}) or {}
@@ -358,10 +433,77 @@ class SupervisorCore:
     def is_ready(self) -> bool:
         return self.recovered
 
-    def apply(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Validate the whole spec, then make it the desired state. A bad spec changes nothing."""
-        new_spec, resolved = validate_spec(spec)
+    async def apply(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Validate the whole spec, then make it the desired state. A bad spec changes nothing.
+
+        A pool with a ``package`` is validated by a task running in that package's runtime env, so a
+        version that can't be installed or imported is rejected here and the old one keeps running."""
+        remote = await self._resolve_packaged(spec)
+        new_spec, resolved = validate_spec(spec, resolve=self._resolver(remote))
         return self._set_spec(new_spec, resolved)
+
+    # -- packaged automations --------------------------------------------------------------------
+    def _runtime_env(self, pool: PoolSpec) -> dict[str, Any] | None:
+        if not pool.package:
+            return None
+        cached = self._package_envs.get(pool.package)
+        if cached is None or time.monotonic() - cached[0] > PACKAGE_RECHECK_S:
+            from fleet_ray.packages import unpack
+
+            from .packaging import runtime_env_for
+
+            cache = PACKAGE_CACHE / self.namespace
+            modules = self._store_call(lambda s: unpack(s, pool.package, cache))
+            if modules is None:
+                raise StoreError(f"can't read package {pool.package}: {self.store_error}")
+            cached = (time.monotonic(), runtime_env_for(modules, str(cache)))
+            self._package_envs[pool.package] = cached
+        return cached[1]
+
+    async def _resolve_packaged(self, spec: dict[str, Any]) -> dict[str, Any]:
+        from .packaging import resolve_in_env
+
+        try:
+            pools = FleetSpec.model_validate(spec).pools
+        except Exception:
+            return {}  # validate_spec reports the shape errors
+        out: dict[str, Any] = {}
+        for pool in pools:
+            if not pool.package:
+                continue
+            try:
+                env = await asyncio.to_thread(self._runtime_env, pool)
+                out[pool.name] = await resolve_in_env.options(runtime_env=env).remote(pool.model_dump(mode="json"))
+            except Exception as exc:
+                out[pool.name] = exc
+        return out
+
+    def _resolver(self, remote: dict[str, Any]):
+        from fleet_ray.discovery import resolve_pool
+        from fleet_ray.errors import SpecError
+
+        def resolve(pool: PoolSpec) -> ResolvedPool:
+            if not pool.package:
+                return resolve_pool(pool)
+            found = remote.get(pool.name)
+            if found is None:  # scale / pause: same package and config as validated before
+                prev = self.desired.get(pool.name)
+                same = prev is not None and prev.model_dump(exclude={"slots", "paused"}) == pool.model_dump(
+                    exclude={"slots", "paused"})
+                if not same:
+                    raise SpecError([{"loc": f"pools.{pool.name}.package", "msg": "package pool needs apply()"}])
+                found = {"batch": self.batch.get(pool.name, False), "distribution": None, "installed_version": None}
+            if isinstance(found, BaseException):
+                cause = getattr(found, "cause", None) or found
+                if isinstance(cause, SpecError):
+                    raise cause
+                field = "automation" if isinstance(cause, FleetError) else "package"
+                msg = f"{type(cause).__name__}: {cause}".splitlines()[0][:500]
+                raise SpecError([{"loc": f"pools.{pool.name}.{field}", "msg": f"{pool.package}: {msg}"}])
+            return ResolvedPool(spec=pool, batch=found["batch"], distribution=found["distribution"],
+                                installed_version=found["installed_version"])
+
+        return resolve
 
     def _set_spec(self, new_spec: FleetSpec, resolved: dict[str, ResolvedPool]) -> dict[str, Any]:
         old = self.desired
@@ -371,9 +513,18 @@ class SupervisorCore:
             "removed": sorted(set(old) - set(new)),
             "changed": sorted(n for n in set(new) & set(old) if new[n] != old[n]),
         }
+        now = time.time()
+        for name in summary["changed"]:
+            if rollout.needs_rollout(old.get(name), new[name]):
+                self.rollouts[name] = rollout.begin(old[name], new[name], now)
+                self._record([LifecycleEvent("rollout.started", name, -1, 0,
+                                             f"{old[name].version or '-'} -> {new[name].version or '-'}")])
+        for name in summary["removed"]:
+            self.rollouts.pop(name, None)
         self.spec, self.desired = new_spec, new
         for name, r in resolved.items():
             self.batch[name] = r.batch
+        self._svc().spec_applied(new_spec, resolved)
         for name in summary["removed"]:
             self.batch.pop(name, None)
         for name, pool in new.items():
@@ -401,7 +552,7 @@ class SupervisorCore:
         for p in raw["pools"]:
             if p["name"] == name:
                 p.update(changes)
-        new_spec, resolved = validate_spec(raw)
+        new_spec, resolved = validate_spec(raw, resolve=self._resolver({}))
         return self._set_spec(new_spec, resolved)
 
     def scale(self, pool: str, slots: int) -> dict[str, Any]:
@@ -464,6 +615,7 @@ class SupervisorCore:
                     state=state,
                     reason=reason,
                     counts=counts,
+                    rollout=rollout.status(self.rollouts[name], recs, spec) if name in self.rollouts else None,
                     slots=[self._slot_status(r, now) for r in recs],
                 )
             )
@@ -511,7 +663,9 @@ class SupervisorCore:
             rss_mb=round(r.rss_mb, 1),
             phase=r.phase,
             progress=r.progress,
-            reason=r.reason,
+            reason=r.reason
+            or (f"waiting for Ray to start its process ({now - r.created_at:.0f}s)"
+                if r.state is SlotState.STARTING and r.alive_at is None and r.created_at else ""),
             backoff_s=round(max(0.0, r.backoff_until - now), 3),
         )
 
@@ -533,6 +687,7 @@ class SupervisorCore:
         for wq in self._workqueues.values():
             ray.kill(wq, no_restart=True)
         self._workqueues.clear()
+        self._svc().shutdown()
         for t in self._tasks:
             t.cancel()
         self._store_call(lambda s: s.delete(keys.SUPERVISOR_CHECKPOINT, *s.keys("gen:")))
@@ -603,8 +758,8 @@ class SupervisorCore:
         return self.spec.model_dump(mode="json")
 
     def api_streams(self) -> list[dict[str, Any]]:
-        """Typed output streams (name, depth, capacity, rates, items_emitted); none exist yet."""
-        return []
+        """Typed output streams (name, depth, capacity, rates, items_emitted, producers, consumers)."""
+        return self._svc().streams_out()
 
     def api_metrics_series(self) -> dict[str, Any]:
         from .metrics import metrics_of
@@ -651,6 +806,134 @@ class SupervisorCore:
 
         before = await asyncio.to_thread(reset_breaker, self.store_url, self.namespace, target, operator)
         return {**before.model_dump(mode="json"), "reason": before.reason}
+
+    # -- streams, live events, crashes, grouped errors, resumable runs (logic: actors/services.py) --
+    def _svc(self) -> Any:
+        svc = self.__dict__.get("_services")
+        if svc is None:
+            from .services import FleetServices
+
+            svc = self._services = FleetServices(self)
+        return svc
+
+    def streams(self) -> list[dict[str, Any]]:
+        """Every stream's latest hub stats (depth, bytes, rates, blocked producers, per-group lag)."""
+        svc = self._svc()
+        return [{**svc.stats.get(n, {"name": n}), "producer_pool": e.pool, "consumer_pools": sorted(e.consumers)}
+                for n, e in sorted(svc.streams.items())]
+
+    def stream_info(self, stream: str) -> dict[str, Any]:
+        """Where a driver finds a stream: its hub actor's name and the model's import path."""
+        from fleet_ray.errors import StreamError
+
+        from .stream_hub import hub_name
+
+        entry = self._svc().streams.get(stream)
+        if entry is None:
+            raise StreamError(f"no stream {stream!r} (streams: {sorted(self._svc().streams) or 'none'})")
+        return {"stream": stream, "hub": hub_name(stream), "model": entry.model, "pool": entry.pool,
+                "consumers": sorted(entry.consumers), "options": entry.options.model_dump()}
+
+    async def add_sink(self, stream: str, spec: dict[str, Any], name: str = "default") -> dict[str, Any]:
+        """Start a sink actor copying ``stream`` to JSONL or a Redis Stream (fleet_ray.stream_sinks).
+        Its consumer group exists when this returns, so it gets every item retained from now on."""
+        from .stream_sink import sink_actor_name, start_sink
+
+        self.stream_info(stream)
+        await self._svc().streams[stream].hub.add_group.remote(f"sink:{name}", True, "earliest")
+        start_sink(self.namespace, stream, name, spec)
+        return {"stream": stream, "sink": sink_actor_name(stream, name), "group": f"sink:{name}"}
+
+    def ingest(self, events: list[dict[str, Any]]) -> int:
+        """Slots ship their events here (task.failed, automation.error, stream.item_invalid, ...)."""
+        return self._svc().ingest(events)
+
+    def error_groups(self, pool: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
+        """Failures grouped by (exception type, first frame in user code), most recently seen first.
+
+        Each: ``{key, error_type, frame, count, kinds, pools, slots, phases, first_seen, last_seen,
+        sample}`` (times in epoch seconds; see fleet_ray.errors_grouping.ErrorGroup)."""
+        return self._svc().errors.dump(pool=pool, since=since)
+
+    async def crashes(self, pool: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Crash records (one per crashed slot generation), oldest first (fleet_ray.crashes.CrashRecord)."""
+        from fleet_ray.crashes import list_crashes
+
+        found = await asyncio.to_thread(self._store_call, lambda s: list_crashes(s, pool, limit))
+        return [r.model_dump(mode="json") for r in found or []]
+
+    def configure_notifiers(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Replace the error notifiers (fleet_ray.notify.NotifyConfig; tokens stay in memory only)."""
+        from fleet_ray.notify import NotifyConfig, Reporter
+
+        svc = self._svc()
+        cfg = NotifyConfig.model_validate(config)
+        svc.reporter.close()
+        svc.reporter = Reporter(cfg, fleet=self.fleet_name)
+        return cfg.summary()
+
+    def notify_status(self) -> dict[str, Any]:
+        rep = self._svc().reporter
+        return {"config": rep.config.summary(), "sent": [n.model_dump(mode="json") for n in rep.sent],
+                "failures": rep.failures}
+
+    def notify_digest_now(self) -> None:
+        self._svc().reporter.digest_now()
+
+    async def wait_events(self, after: list | None = None, kinds: list[str] | None = None, pool: str | None = None,
+                          timeout_s: float = 10.0) -> dict[str, Any]:
+        """Long-poll: events newer than cursor ``after`` ([physical, counter, id]); waits up to
+        ``timeout_s`` for the first. Returns ``{"events": [...], "cursor": [...]}``."""
+        from fleet_ray.events import _kind_matches
+
+        cursor = tuple(after) if after else None
+        if cursor is None and self._recent:
+            last = self._recent[-1]
+            cursor = (last.physical, last.counter, last.id)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = [e for e in list(self._recent)
+                     if (cursor is None or (e.physical, e.counter, e.id) > cursor)
+                     and (not kinds or _kind_matches(e.kind, kinds)) and (pool is None or e.pool == pool)]
+            if found or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        found.sort(key=lambda e: (e.physical, e.counter, e.id))
+        if found:
+            cursor = (found[-1].physical, found[-1].counter, found[-1].id)
+        return {"events": [e.model_dump(mode="json") for e in found], "cursor": list(cursor) if cursor else None}
+
+    async def _ledger(self, run_id: str, fn) -> Any:
+        from fleet_ray.resume import RunLedger
+
+        def work() -> Any:
+            store = self.__dict__.get("_run_store")
+            if store is None:
+                store = self._run_store = open_store(self.store_url, self.namespace)
+            return fn(RunLedger(store, run_id))
+
+        return await asyncio.to_thread(work)
+
+    async def run_state(self, run_id: str) -> dict[str, Any]:
+        return (await self._ledger(run_id, lambda led: led.state())).model_dump(mode="json")
+
+    async def run_record(self, run_id: str, records: list[dict[str, Any]]) -> int:
+        from fleet_ray.resume import RunRecord
+
+        recs = [RunRecord.model_validate(r) for r in records]
+        return await self._ledger(run_id, lambda led: led.record(recs))
+
+    async def run_mark_submitted(self, run_id: str, ids: list[str], keep_first: int | None) -> int:
+        return await self._ledger(run_id, lambda led: led.mark_submitted(ids, keep_first))
+
+    async def run_results(self, run_id: str) -> list[dict[str, Any]]:
+        return [r.model_dump(mode="json") for r in await self._ledger(run_id, lambda led: led.results())]
+
+    def run_resumed(self, pool: str, run_id: str, total: int, skipped: int, adopted: int, submitted: int) -> None:
+        from fleet_ray.eventtypes import RunResumed
+
+        self._svc().emit(RunResumed, pool=pool, run_id=run_id, total=total, skipped=skipped, adopted=adopted,
+                         submitted=submitted, message=f"run {run_id}: {skipped} of {total} already done")
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
