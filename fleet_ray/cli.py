@@ -97,13 +97,20 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    api = _api(args)
-    if api is not None:
-        from fleet_ray.spec import load_spec_file
+    from fleet_ray import environments
+    from fleet_ray.spec import load_spec_file
 
-        summary = api.apply(load_spec_file(args.spec))
-    else:
-        summary = _client(args).apply(args.spec)
+    spec = environments.resolve(load_spec_file(args.spec), args.env)
+    api = _api(args)
+    target = api if api is not None else _client(args)
+    if args.env or args.dry_run:  # show what will change before changing it
+        current = target.spec()
+        current = current.get("spec", current) if api is not None else current
+        lines = environments.diff(current, spec)
+        print("\n".join(lines) if lines else "no changes")
+        if args.dry_run:
+            return 0
+    summary = target.apply(spec)
     print(json.dumps(summary) if args.json else
           f"applied: added={summary['added']} changed={summary['changed']} removed={summary['removed']}")
     return 0
@@ -225,6 +232,25 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0 if job.failed == 0 else 1
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Store a wheel in the fleet's store, where every node's slots can get it."""
+    from fleet_ray.packages import publish
+    from fleet_ray.store import open_store
+
+    store = open_store(args.store or Settings().store_url, args.namespace)
+    name, version = publish(store, args.path)
+    print(f"published {name}=={version}  (use `package: {name}=={version}` in a pool)")
+    return 0
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    client = _client(args)
+    action = {"pause": client.pause_rollout, "resume": client.resume_rollout, "rollback": client.rollback}
+    r = action[args.action](args.pool)
+    print(f"pool {args.pool}: rollout {r['state']}" + (f" ({r['reason']})" if r.get("reason") else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     settings = Settings()
     p = argparse.ArgumentParser(prog="fleet-ray", description=__doc__)
@@ -253,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("apply", help="validate a spec file and make it the desired state")
     a.add_argument("spec")
+    a.add_argument("--env", help="apply this environment's overrides (the spec's `environments` section)")
+    a.add_argument("--dry-run", action="store_true", help="only print what would change")
     a.add_argument("--json", action="store_true")
     a.set_defaults(fn=cmd_apply)
 
@@ -294,6 +322,16 @@ def build_parser() -> argparse.ArgumentParser:
     dn.add_argument("--timeout", type=float, default=30.0, help="drain timeout before slots are killed")
     dn.add_argument("--stop-ray", action="store_true", help="also stop the local Ray started by `up`")
     dn.set_defaults(fn=cmd_down)
+
+    pb = sub.add_parser("publish", help="build/store an automation wheel for the cluster; prints its version")
+    pb.add_argument("path", help="a project directory (built with `python -m build`) or a .whl file")
+    pb.add_argument("--store", help="store URL (default: FLEET_STORE_URL or the embedded SQLite store)")
+    pb.set_defaults(fn=cmd_publish)
+
+    ro = sub.add_parser("rollout", help="pause, resume or roll back a pool's rollout")
+    ro.add_argument("action", choices=["pause", "resume", "rollback"])
+    ro.add_argument("pool")
+    ro.set_defaults(fn=cmd_rollout)
 
     sb = sub.add_parser("submit", help="submit JSON lines as batch items; results go to stdout or --out")
     sb.add_argument("pool")

@@ -68,6 +68,12 @@ def test_cli_lifecycle(cluster, tmp_path):
                 break
         assert len(pools["echo"]["slots"]) == 1 and pools["ticker"]["slots"][0]["generation"] == 2
 
+        out = cli("apply", "examples/layered-spec.yaml", "--env", "prod", "--dry-run", address=addr, ns=ns)
+        assert "+ pool echo: builtin.echo, 3 slot(s)" not in out.stdout  # echo exists: a change, not an add
+        assert "~ echo.config.tag: 'seen-' -> 'prod-'" in out.stdout and "- pool ticker" in out.stdout
+        st = json.loads(cli("status", "--json", address=addr, ns=ns).stdout)
+        assert {p["name"] for p in st["pools"]} == {"echo", "ticker"}  # dry run changed nothing
+
         bad = tmp_path / "bad.yaml"
         bad.write_text("pools:\n  - name: echo\n    automation: builtin.echo\n    slots: many\n")
         out = cli("apply", str(bad), address=addr, ns=ns, check=False)
