@@ -49,7 +49,7 @@ from .stream_io import StreamProducer, StreamReader
 log = logging.getLogger(__name__)
 
 CONTEXT_EVERY_S = 0.1
-EVENTS_EVERY_S = 0.5
+EVENTS_EVERY_S = 0.2
 MAX_PENDING_EVENTS = 10_000
 
 

@@ -15,6 +15,7 @@ from fleet_ray.automation import (
     PhaseTimeout,
     SlotIdentity,
 )
+from fleet_ray.crashes import CrashRecord
 from fleet_ray.errors import (
     AutomationError,
     AutomationNotFound,
@@ -23,12 +24,20 @@ from fleet_ray.errors import (
     FleetNotRunning,
     ItemFailed,
     JobError,
+    NotifyError,
     SpecError,
     StoreError,
     StoreUnavailable,
+    StreamError,
+    StreamItemInvalid,
     UnknownPool,
     UnknownSlot,
 )
+from fleet_ray.errors_grouping import ErrorGroup
+from fleet_ray.events import Event, EventLog
+from fleet_ray.eventtypes import TypedEvent
+from fleet_ray.notify import Notifier, NotifyConfig, TelegramNotifier, WebhookNotifier
+from fleet_ray.resume import RunReport
 from fleet_ray.spec import (
     FleetSpec,
     HealPolicy,
@@ -39,6 +48,8 @@ from fleet_ray.spec import (
     validate_spec,
 )
 from fleet_ray.status import FleetStatus, PoolStatus, SlotStatus
+from fleet_ray.stream_sinks import JsonlSinkSpec, RedisSinkSpec, replay_redis
+from fleet_ray.streams import InProcessStreams, StreamOptions
 
 __version__ = "0.1.0"
 
@@ -58,29 +69,47 @@ __all__ = [
     "BatchAutomation",
     "Context",
     "ContinuousAutomation",
+    "CrashRecord",
+    "ErrorGroup",
+    "Event",
+    "EventLog",
     "FleetError",
     "FleetNotRunning",
     "FleetSpec",
     "FleetStatus",
     "HealPolicy",
     "HealthCheck",
+    "InProcessStreams",
     "ItemFailed",
     "JobError",
+    "JsonlSinkSpec",
     "NoConfig",
+    "NotifyConfig",
+    "NotifyError",
+    "Notifier",
     "PhaseTimeout",
     "Placement",
     "PoolSpec",
     "PoolStatus",
     "RecyclePolicy",
+    "RedisSinkSpec",
+    "RunReport",
     "SlotIdentity",
     "SlotStatus",
     "SpecError",
     "StoreError",
     "StoreUnavailable",
+    "StreamError",
+    "StreamItemInvalid",
+    "StreamOptions",
+    "TelegramNotifier",
+    "TypedEvent",
     "UnknownPool",
     "UnknownSlot",
+    "WebhookNotifier",
     "__version__",
     "connect",
+    "replay_redis",
     "validate_spec",
 ]
 

@@ -9,6 +9,10 @@ def test_public_surface_is_pinned():
         "PhaseTimeout", "Placement", "PoolSpec", "PoolStatus", "RecyclePolicy", "SlotIdentity",
         "SlotStatus", "SpecError", "StoreError", "StoreUnavailable", "UnknownPool", "UnknownSlot",
         "__version__", "connect", "validate_spec",
+        # typed streams, events, crash records, grouped errors, notifiers, resumable runs
+        "CrashRecord", "ErrorGroup", "Event", "EventLog", "InProcessStreams", "JsonlSinkSpec", "NotifyConfig",
+        "NotifyError", "Notifier", "RedisSinkSpec", "RunReport", "StreamError", "StreamItemInvalid",
+        "StreamOptions", "TelegramNotifier", "TypedEvent", "WebhookNotifier", "replay_redis",
     ])
     for name in fleet_ray.__all__:
         assert getattr(fleet_ray, name) is not None
