@@ -13,8 +13,10 @@ level, extracting each page's title and same-origin links, and must find every p
 - **playwright**: one plain single-process Playwright script, one Chromium, the same total
   concurrency (slots × concurrency), a fresh context per page, Chromium's own defaults.
 
-Browser start-up is outside the timed part for both. Peak RSS per slot is the slot's whole process
-tree (worker + Playwright driver + Chromium) sampled during the crawl. The last stdout line is one
+Browser start-up is outside the timed part for both. Peak memory per slot is the slot's whole
+process tree (worker + Playwright driver + Chromium) sampled every 0.5 s during the crawl, as RSS
+(summed, so pages shared between Chromium's processes count once per process) and as PSS (shared
+pages split); the competitor's is its own process plus its driver and Chromium. The last stdout line is one
 JSON object with ``ratio`` = fleet pages/s ÷ playwright pages/s.
 """
 
@@ -125,7 +127,7 @@ def _titles(sections: int, per_section: int) -> dict[str, str]:
 LINKS_JS = "() => Array.from(document.querySelectorAll('a[href]'), a => a.href)"
 
 
-async def plain_crawl(base: str, concurrency: int) -> tuple[dict[str, str], float, float]:
+async def plain_crawl(base: str, concurrency: int) -> tuple[dict[str, str], float, tuple[float, float]]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
@@ -136,12 +138,14 @@ async def plain_crawl(base: str, concurrency: int) -> tuple[dict[str, str], floa
         )
         sem = asyncio.Semaphore(concurrency)
         found: dict[str, str] = {}
-        peak = [0.0]
+        peak = [0.0, 0.0]
         stop = asyncio.Event()
 
         async def sample():
             while not stop.is_set():
-                peak[0] = max(peak[0], await asyncio.to_thread(tree_rss_mb, os.getpid()))
+                # this process and its Playwright driver (node → Chromium), not the bench's Ray cluster
+                rss, pss = await asyncio.to_thread(tree_mem_mb, os.getpid(), "node")
+                peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.5)
 
@@ -168,32 +172,42 @@ async def plain_crawl(base: str, concurrency: int) -> tuple[dict[str, str], floa
         stop.set()
         await sampler
         await browser.close()
-    return found, elapsed, peak[0]
+    return found, elapsed, (peak[0], peak[1])
 
 
-def tree_rss_mb(pid: int) -> float:
-    total = 0
+def tree_mem_mb(pid: int, only_children_named: str | None = None) -> tuple[float, float]:
+    """(RSS, PSS) in MiB of a process and its descendants. RSS sums count pages shared between
+    Chromium's processes once per process; PSS splits them, so it is the fairer total."""
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        kids = root.children(recursive=False)
+        if only_children_named is not None:
+            kids = [k for k in kids if only_children_named in k.name()]
+        procs = [root]
+        for k in kids:
+            procs += [k, *k.children(recursive=True)]
     except psutil.Error:
-        return 0.0
+        return 0.0, 0.0
+    rss = pss = 0
     for p in procs:
         with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total / 2**20
+            info = p.memory_full_info()
+            rss += info.rss
+            pss += info.pss
+    return rss / 2**20, pss / 2**20
 
 
 # -- the fleet ---------------------------------------------------------------------------------------------
-def fleet_crawl(fleet, base: str, slot_pids: list[int]) -> tuple[dict[str, str], float, float]:
+def fleet_crawl(fleet, base: str, slot_pids: list[int]) -> tuple[dict[str, str], float, tuple[float, float]]:
     found: dict[str, str] = {}
-    peak = dict.fromkeys(slot_pids, 0.0)
+    peak = {pid: (0.0, 0.0) for pid in slot_pids}
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
             for pid in slot_pids:
-                peak[pid] = max(peak[pid], tree_rss_mb(pid))
+                rss, pss = tree_mem_mb(pid)
+                peak[pid] = (max(peak[pid][0], rss), max(peak[pid][1], pss))
             stop.wait(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -214,7 +228,7 @@ def fleet_crawl(fleet, base: str, slot_pids: list[int]) -> tuple[dict[str, str],
     elapsed = time.perf_counter() - t0
     stop.set()
     sampler.join()
-    return found, elapsed, max(peak.values())
+    return found, elapsed, (max(r for r, _ in peak.values()), max(p for _, p in peak.values()))
 
 
 def start_fleet(slots: int, concurrency: int, tmp: Path):
@@ -273,14 +287,14 @@ def main() -> None:
             check(found, base, args.sections, args.per_section)
             plain_runs.append(len(found) / dt)
             plain_rss.append(rss)
-            print(f"playwright: {len(found)} pages in {dt:.1f}s ({len(found) / dt:.1f}/s), peak rss {rss:.0f} MiB",
-                  file=sys.stderr)
+            print(f"playwright: {len(found)} pages in {dt:.1f}s ({len(found) / dt:.1f}/s), peak rss/pss "
+                  f"{rss[0]:.0f}/{rss[1]:.0f} MiB", file=sys.stderr)
             found, dt, rss = fleet_crawl(fleet, base, pids)
             check(found, base, args.sections, args.per_section)
             fleet_runs.append(len(found) / dt)
             fleet_rss.append(rss)
-            print(f"fleet:      {len(found)} pages in {dt:.1f}s ({len(found) / dt:.1f}/s), peak rss/slot {rss:.0f} MiB",
-                  file=sys.stderr)
+            print(f"fleet:      {len(found)} pages in {dt:.1f}s ({len(found) / dt:.1f}/s), peak rss/pss per slot "
+                  f"{rss[0]:.0f}/{rss[1]:.0f} MiB", file=sys.stderr)
         pages = 1 + args.sections + args.sections * args.per_section
         fleet_rate, plain_rate = statistics.median(fleet_runs), statistics.median(plain_runs)
         result = {
@@ -294,8 +308,10 @@ def main() -> None:
             "fleet_pages_per_s": round(fleet_rate, 2),
             "playwright_pages_per_s": round(plain_rate, 2),
             "ratio": round(fleet_rate / plain_rate, 3),
-            "peak_rss_mb_per_slot": round(max(fleet_rss), 1),
-            "playwright_peak_rss_mb": round(max(plain_rss), 1),
+            "peak_rss_mb_per_slot": round(max(r for r, _ in fleet_rss), 1),
+            "peak_pss_mb_per_slot": round(max(p for _, p in fleet_rss), 1),
+            "playwright_peak_rss_mb": round(max(r for r, _ in plain_rss), 1),
+            "playwright_peak_pss_mb": round(max(p for _, p in plain_rss), 1),
             "fleet_runs_pages_per_s": [round(x, 2) for x in fleet_runs],
             "playwright_runs_pages_per_s": [round(x, 2) for x in plain_runs],
         }

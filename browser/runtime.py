@@ -256,7 +256,8 @@ class BrowserRuntime:
                     context.set_default_navigation_timeout(self.options.navigation_timeout_s * 1000)
                     await self._prepare(context, identity)
                     if tracing:
-                        await context.tracing.start(screenshots=True, snapshots=True)
+                        # DOM snapshots, no screencast: a failure gets its own screenshot anyway
+                        await context.tracing.start(screenshots=False, snapshots=True)
                     page = await context.new_page()
                     await self._prepare_page(context, page, identity, info, console)
                     try:

@@ -195,6 +195,35 @@ def test_open_source_bot_detection_does_not_flag_us(site, tmp_path):
         assert report["fpscanner"]["bot"] is True
 
 
+def test_sessions_carry_cookies_between_tasks_and_rotation_does_not(site, tmp_path):
+    async def set_cookie(page, url):
+        await page.goto(url)
+        await page.evaluate("document.cookie = 'sid=abc123; path=/; max-age=3600'")
+        return CURRENT_TASK.get().identity.id
+
+    async def read_cookie(page, url):
+        await page.goto(url)
+        return await page.evaluate("document.cookie"), CURRENT_TASK.get().identity.id
+
+    async def scenario(mode, index):
+        rt = _runtime(tmp_path, index=index, sessions={"mode": mode, "max_sessions": 1,
+                                                      "persist_dir": str(tmp_path / "sessions")})
+        await rt.start()
+        try:
+            first = await rt.run(set_cookie, f"{site.url}/login", "login")
+            cookie, second = await rt.run(read_cookie, f"{site.url}/account", "account")
+            return first, second, cookie
+        finally:
+            await rt.close()
+
+    first, second, cookie = _run(scenario("session", 0))
+    assert first == second and "sid=abc123" in cookie
+    saved = list((tmp_path / "sessions" / "shop" / "0").glob("*.json"))
+    assert len(saved) == 1 and "abc123" in saved[0].read_text()
+    first, second, cookie = _run(scenario("rotate", 1))
+    assert first != second and "sid=abc123" not in cookie
+
+
 # -- proxies -------------------------------------------------------------------------------------------
 def test_traffic_goes_through_the_authenticating_proxy(site, tmp_path):
     with AuthProxy("alice", SECRET, hosts={"shop.test": ("127.0.0.1", site.port)}) as proxy:
@@ -416,6 +445,7 @@ def test_phase_timeout_names_the_phase_and_slot_and_leaves_artifacts(site, tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_memory_stays_flat_over_hundreds_of_pages(site, tmp_path):
     async def scenario():
         rt = _runtime(tmp_path, pages_per_browser=50)
