@@ -29,9 +29,11 @@ from fleet_ray.discovery import find, validate_config
 from fleet_ray.errors import SpecError
 from fleet_ray.spec import PoolSpec
 
+from .slot_io import SlotServices
+
 log = logging.getLogger(__name__)
 
-LEASE_WAIT_S = 0.5
+LEASE_WAIT_S = 10.0  # long-poll: returns as soon as work arrives, or at once when the slot drains
 
 
 def error_text(exc: BaseException) -> str:
@@ -57,6 +59,7 @@ class SlotCore:
         self.namespace = namespace
         self.store_url = store_url
         self._workqueue_name = workqueue
+        self._wq: Any = None
         self._started: dict[str, Any] | None = None
         self._start_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
@@ -68,6 +71,7 @@ class SlotCore:
         self.ctx: Context | None = None
         self.version: str | None = None
         self.created = time.time()
+        self.services: Any = None  # streams, events and the crash bridge (actors/slot_io.py)
 
     # -- supervisor-facing API -----------------------------------------------------------------
     async def start(self) -> dict[str, Any]:
@@ -78,6 +82,7 @@ class SlotCore:
                 config = validate_config(self.pool, found.cls)
                 self.version = found.version
                 self.ctx = self.make_context(config)
+                self.services = SlotServices.attach(self, found.cls, self.ctx)
                 self.automation = self.make_automation(found.cls, self.ctx)
                 await _maybe_await(self.automation.setup())
                 self._loop_task = asyncio.get_running_loop().create_task(self._main())
@@ -142,10 +147,15 @@ class SlotCore:
         """Stop taking work, let in-flight work finish, tear down. The supervisor bounds the wait."""
         if self.ctx is not None:
             self.ctx.stop()
+        if self._wq is not None:  # wake our pending lease instead of waiting it out
+            with contextlib.suppress(Exception):
+                self._wq.kick.remote(self.lessee)
         if self._loop_task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._loop_task
         await self._teardown()
+        if self.services is not None:
+            await self.services.close()
         self._stopped.set()
         return {"tasks": self.tasks}
 
@@ -172,9 +182,11 @@ class SlotCore:
         except Exception as exc:
             self._crash = f"automation crashed: {error_text(exc)}"
             log.error("slot %s: %s\n%s", self.lessee, self._crash, traceback.format_exc())
+            if self.services is not None:
+                await self.services.automation_crashed(exc)
 
     async def _batch_loop(self) -> None:
-        wq = ray.get_actor(self._workqueue_name, namespace=self.namespace)
+        wq = self._wq = ray.get_actor(self._workqueue_name, namespace=self.namespace)
         sem = asyncio.Semaphore(self.pool.concurrency)
         results: list[tuple] = []
         while True:
@@ -189,8 +201,8 @@ class SlotCore:
             except ray.exceptions.RayActorError:  # the work queue is being replaced
                 if stopping:
                     return
-                await asyncio.sleep(LEASE_WAIT_S)
-                wq = ray.get_actor(self._workqueue_name, namespace=self.namespace)
+                await asyncio.sleep(0.5)
+                wq = self._wq = ray.get_actor(self._workqueue_name, namespace=self.namespace)
                 continue
             results = []
             if stopping:
@@ -200,14 +212,23 @@ class SlotCore:
 
     async def _run_item(self, sem: asyncio.Semaphore, item: tuple) -> tuple:
         job_id, item_id, payload, _attempt = item
+        svc, task = self.services, f"{job_id}:{item_id}"
         async with sem:
+            if svc is not None:
+                svc.task_started(task, _attempt)
             try:
                 value = await self.process_item(payload, job_id, item_id, _attempt)
+                if svc is not None:
+                    await svc.flush()  # the item's outputs are held by their streams before it counts as done
             except Exception as exc:
                 self.failed_items += 1
+                if svc is not None:
+                    svc.task_failed(task, exc, _attempt)
                 return (job_id, item_id, False, error_text(exc))
             finally:
                 self.tasks += 1
+        if svc is not None:
+            svc.task_finished(task)
         return (job_id, item_id, True, value)
 
     async def _teardown(self) -> None:

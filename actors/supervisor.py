@@ -497,7 +497,9 @@ class SupervisorCore:
                 cause = getattr(found, "cause", None) or found
                 if isinstance(cause, SpecError):
                     raise cause
-                field = "automation" if isinstance(cause, FleetError) else "package"
+                from fleet_ray.errors import AutomationError
+
+                field = "automation" if isinstance(cause, AutomationError) else "package"
                 msg = f"{type(cause).__name__}: {cause}".splitlines()[0][:500]
                 raise SpecError([{"loc": f"pools.{pool.name}.{field}", "msg": f"{pool.package}: {msg}"}])
             return ResolvedPool(spec=pool, batch=found["batch"], distribution=found["distribution"],

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fleet_ray.browser_options import BrowserOptions
 from fleet_ray.errors import AutomationError, SpecError
+from fleet_ray.streams import StreamOptions, check_wiring, declared, parse_stream_ref
 
 POOL_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 
@@ -59,7 +60,7 @@ class HealthCheck(_Strict):
     failure_threshold: int = Field(3, ge=1, description="Consecutive failures that make a slot unhealthy.")
     jitter: float = Field(0.1, ge=0, le=1, description="Fraction of the period added at random.")
     start_timeout_s: float = Field(
-        60.0, gt=0, description="A slot that is not ready this long after creation has failed."
+        60.0, gt=0, description="A slot not ready this long after its process started (setup) has failed."
     )
 
 
@@ -81,6 +82,9 @@ class RolloutPolicy(_Strict):
     max_unavailable: int = Field(
         1, ge=1, description="Slots of a pool replaced at once when a spec change needs fresh slots."
     )
+    failure_threshold: int = Field(
+        3, ge=1, description="Failures of new-version slots during a rollout before it is rolled back."
+    )
 
 
 SlotKind = Literal["process", "browser"]
@@ -91,6 +95,12 @@ class PoolSpec(_Strict):
     automation: str = Field(min_length=1, description="Entry-point name in group fleet_ray.automations.")
     version: str | None = Field(
         None, description="Pin of the automation's distribution: '1.2.0' or a specifier like '>=1.2,<2'."
+    )
+    package: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+==[A-Za-z0-9_.+!-]+$",
+        description="A package published with `fleet-ray publish` ('name==version'); its slots get it "
+        "through their Ray runtime environment, so hosts need no install.",
     )
     config: dict[str, Any] = Field(default_factory=dict, description="Validated by the automation's Config.")
     slots: int = Field(1, ge=0, le=10_000, description="Desired number of slots.")
@@ -106,6 +116,24 @@ class PoolSpec(_Strict):
     browser: BrowserOptions = Field(
         default_factory=BrowserOptions, description="Chromium, identity and proxy options of kind: browser."
     )
+    inputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="Wires each input the automation declares to a stream '<pool>.<output>', "
+        "e.g. {'products': 'scrape.products'}. Checked against both models at apply time.",
+    )
+    streams: dict[str, StreamOptions] = Field(
+        default_factory=dict, description="Bounds of the pool's output streams by output name (capacity, bytes)."
+    )
+    task_events: bool = Field(
+        False, description="Emit task.started/task.finished per batch item (task.failed is always emitted)."
+    )
+
+    @field_validator("inputs")
+    @classmethod
+    def _stream_refs(cls, v: dict[str, str]) -> dict[str, str]:
+        for ref in v.values():
+            parse_stream_ref(ref)
+        return v
 
     @field_validator("version")
     @classmethod
@@ -131,9 +159,11 @@ class PoolSpec(_Strict):
 
     def slot_shape_hash(self) -> str:
         """Hash of everything that can only change by replacing slots (not the config)."""
-        shape = self.model_dump(include={"automation", "version", "kind", "placement", "concurrency"})
+        shape = self.model_dump(include={"automation", "version", "package", "kind", "placement", "concurrency"})
         if self.kind == "browser":
             shape["browser"] = self.browser.model_dump(mode="json")
+        if self.inputs or self.streams:  # stream wiring is read when a slot starts
+            shape["streams"] = {"inputs": self.inputs, "outputs": {k: v.model_dump() for k, v in self.streams.items()}}
         return _digest(shape)
 
     def config_hash(self) -> str:
@@ -169,6 +199,7 @@ class ResolvedPool:
     batch: bool
     distribution: str | None
     installed_version: str | None
+    automation_cls: type | None = None  # for the stream wiring check (outputs / inputs declarations)
 
 
 def _loc(parts: tuple[Any, ...], pools: list[Any]) -> str:
@@ -228,6 +259,23 @@ def validate_spec(
             errors.extend(exc.errors)
         except AutomationError as exc:
             errors.append({"loc": f"pools.{pool.name}.automation", "msg": str(exc)})
+    errors.extend(_stream_wiring_errors(spec, resolved))
     if errors:
         raise SpecError(errors)
     return spec, resolved
+
+
+def _stream_wiring_errors(spec: FleetSpec, resolved: dict[str, ResolvedPool]) -> list[dict[str, Any]]:
+    """Inputs wired to streams that exist and carry a compatible model (see :mod:`fleet_ray.streams`)."""
+    decls: dict[str, tuple[dict, dict]] = {}
+    errors: list[dict[str, Any]] = []
+    for name, r in resolved.items():
+        try:
+            cls = r.automation_cls
+            decls[name] = (declared(cls, "outputs"), declared(cls, "inputs")) if cls is not None else ({}, {})
+        except AutomationError as exc:
+            errors.append({"loc": f"pools.{name}.automation", "msg": str(exc)})
+    unresolved = {p.name for p in spec.pools if p.name not in decls}
+    pools = [p for p in spec.pools if p.name in decls
+             and not any(parse_stream_ref(ref)[0] in unresolved for ref in p.inputs.values())]
+    return errors + check_wiring(pools, decls)
