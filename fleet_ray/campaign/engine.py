@@ -110,6 +110,9 @@ class Run:
                 if self.winner is not None or host.closing:
                     self._drop(queue, waiting)
                     continue
+                for q in waiting.values():  # their members may have been freed by another call
+                    queue.extend(q)
+                waiting.clear()
                 host.idle_wait(0.02)  # slots or members are held by another coordinator call
                 continue
             if grace_until is not None and time.monotonic() > grace_until:

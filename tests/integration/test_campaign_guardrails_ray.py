@@ -38,6 +38,8 @@ class HttpTarget:
                 with lock:
                     log.append((time.time(), self.path))
                 status, body = (500, b"down") if self.path.startswith("/fail") else (200, b"ok")
+                if self.path.startswith("/limited"):
+                    status, body = 429, b"slow down"
                 if self.path == "/robots.txt":
                     body = b"User-agent: *\nDisallow: /private\n"
                 self.send_response(status)
@@ -60,6 +62,50 @@ class HttpTarget:
 
     def hits(self, prefix: str) -> list[float]:
         return [t for t, p in list(self.log) if p.startswith(prefix)]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ForwardProxy:
+    """A loopback HTTP forward proxy with Basic proxy auth; logs the URLs it forwarded."""
+
+    def __init__(self, user: str, password: str):
+        import base64
+        import urllib.error
+        import urllib.request
+
+        self.seen: list[str] = []
+        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        seen = self.seen
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # straight to the target
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                if self.headers.get("Proxy-Authorization") != expected:
+                    self.send_response(407)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                seen.append(self.path)
+                try:
+                    with opener.open(self.path, timeout=10) as up:
+                        status, body = up.status, up.read()
+                except urllib.error.HTTPError as exc:
+                    status, body = exc.code, exc.read()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://{user}:{password}@127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
@@ -177,3 +223,25 @@ def test_policy_hook_denies_a_target_on_every_node(ray_cluster, ns, target):
         res = c.broadcast(lambda ctx, url: ctx.fetch(url).status_code, f"{target.url}/denied")
     assert all(r.error_type == "PolicyDenied" and "NO_LOCALHOST" in r.error for r in res)
     assert not target.log
+
+
+def test_members_go_through_their_proxies_and_secrets_stay_out_of_status_and_receipts(ray_cluster, ns, target):
+    proxies = [ForwardProxy("alice", "pa55-one"), ForwardProxy("bob", "pa55-two")]
+    try:
+        with Campaign(2, store_url=REDIS_URL, namespace=ns, signing_key=SigningKey.generate(),
+                      proxies=[p.url for p in proxies], proxy_max_failures=1, rate_limit={"per_target_rps": 50},
+                      placement={"resources": {"camp": 1}}) as c:
+            res = c.plan(lambda i, _: {"target": f"{target.url}/via/{i}"}, lambda ctx, item: ctx.fetch(item["target"]).text)
+            assert [r.value for r in res] == ["ok", "ok"]
+            assert [len(p.seen) for p in proxies] == [1, 1]  # each member through its own proxy
+            assert sorted(target.paths) == ["/via/0", "/via/1"]
+            hit = c.plan(lambda i, _: {"target": f"{target.url}/limited/{i}"},
+                         lambda ctx, item: ctx.fetch(item["target"]).status_code)
+            assert [r.value for r in hit] == [429, 429]
+            health = c.status().proxies
+            assert [h.reputation_demerits for h in health] == [1, 1] and not any(h.healthy for h in health)
+            dump = c.status().model_dump_json() + json.dumps([e.data for e in c.events.query()])
+        assert "pa55" not in dump and "alice" not in dump and "127.0.0.1" in dump
+    finally:
+        for p in proxies:
+            p.close()

@@ -167,7 +167,9 @@ def test_destroy_waits_for_in_flight_members_then_writes_nothing(ray_cluster, ns
     assert len(receipts_in_log(EventLog(open_store(REDIS_URL, ns)), c.campaign_id)) == len(lines)
 
 
-def test_audit_file_tampering_is_caught_by_the_cli_at_the_right_line(ray_cluster, ns, key, tmp_path):
+def test_audit_file_tampering_is_caught_by_the_cli_at_the_right_line(ray_cluster, ns, key, tmp_path, capsys):
+    from fleet_ray.cli import main as cli_main
+
     sink = tmp_path / "audit.ndjson"
     with campaign(ns, key, members=4, audit={"sink": sink}) as c:
         c.broadcast(lambda ctx, _: ctx.member)
@@ -176,14 +178,14 @@ def test_audit_file_tampering_is_caught_by_the_cli_at_the_right_line(ray_cluster
     good = sink.read_text().splitlines()
     assert verify_audit_log(EventLog(open_store(REDIS_URL, ns)), c.campaign_id, key.verify_key()).ok
 
-    def verify(lines, *extra):
+    def verify(lines):
         f = tmp_path / "copy.ndjson"
         f.write_text("\n".join(lines) + "\n")
-        p = subprocess.run([sys.executable, "-m", "fleet_ray.cli", "verify-audit", str(f), "--public-key", str(pub),
-                            "--json", *extra], capture_output=True, text=True, timeout=120)
-        return p.returncode, json.loads(p.stdout)
+        rc = cli_main(["verify-audit", str(f), "--public-key", str(pub), "--json"])
+        return rc, json.loads(capsys.readouterr().out)
 
-    assert verify(good) == (0, verify(good)[1]) and verify(good)[1]["closed"]
+    rc, report = verify(good)
+    assert rc == 0 and report["closed"] and report["receipts"] == len(good)
     edited = list(good)
     r = json.loads(edited[2])
     r["payload"]["value"] = 42
@@ -195,7 +197,7 @@ def test_audit_file_tampering_is_caught_by_the_cli_at_the_right_line(ray_cluster
         assert rc == 4 and (report["first_broken"]["line"], report["first_broken"]["kind"]) == (line, kind)
     other = tmp_path / "other.pem"
     other.write_bytes(SigningKey.generate().verify_key().pem())
-    p = subprocess.run([sys.executable, "-m", "fleet_ray.cli", "verify-audit", str(sink), "--public-key", str(other)],
+    p = subprocess.run(["fleet-ray", "verify-audit", str(sink), "--public-key", str(other)],  # the installed command
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 4 and "line 1" in p.stdout and "wrong_key" in p.stdout
 

@@ -309,3 +309,31 @@ def test_status_counts(make):
     st = c.status()
     assert (st.members, st.active, st.completed, st.failed, st.closed) == (3, 0, 2, 1, False)
     assert st.audit.signing and st.audit.receipts > 3
+
+
+def test_concurrent_coordinator_calls_share_members_and_the_concurrency_bound(make):
+    c = make(members=3, active_concurrency=2)
+    busy: set[int] = set()
+    state = {"overlap": False, "now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def task(ctx, item):
+        with lock:
+            state["overlap"] |= ctx.member in busy
+            busy.add(ctx.member)
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.02)
+        with lock:
+            busy.discard(ctx.member)
+            state["now"] -= 1
+        return item
+
+    out: dict[str, list] = {}
+    threads = [threading.Thread(target=lambda n=n: out.__setitem__(n, c.broadcast(task, n))) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert [r.value for r in out["a"]] == ["a"] * 3 and [r.value for r in out["b"]] == ["b"] * 3
+    assert not state["overlap"] and state["max"] <= 2
