@@ -102,7 +102,8 @@ class BrowserSlotCore(SlotCore):
     async def health(self) -> dict[str, Any]:
         report = await super().health()
         if self.runtime is not None:
-            report["browser"] = await asyncio.to_thread(self.runtime.snapshot)
+            rss = await asyncio.to_thread(self.runtime.host.rss_mb)  # /proc reads off the loop
+            report["browser"] = self.runtime.snapshot(rss)
             error = self.runtime.host.launch_error
             if error and report.get("ok"):
                 report.update(ok=False, error=f"Chromium could not be relaunched: {error}")

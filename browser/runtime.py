@@ -359,11 +359,16 @@ class BrowserRuntime:
                 return  # the browser is gone already
             await self.host.kill(f"a context did not close within {self.options.close_timeout_s:g}s")
 
-    def snapshot(self) -> dict[str, Any]:
-        """Browser, proxy and session health for the slot's health report (no secrets)."""
+    def snapshot(self, browser_rss_mb: float | None = None) -> dict[str, Any]:
+        """Browser, proxy and session health for the slot's health report (no secrets).
+
+        Call it on the event loop; measure ``browser_rss_mb`` (``host.rss_mb()``) off it if you like.
+        """
+        if browser_rss_mb is None:
+            browser_rss_mb = self.host.rss_mb()
         return {
             "browser": self.host.snapshot(),
-            "browser_rss_mb": round(self.host.rss_mb(), 1),
+            "browser_rss_mb": round(browser_rss_mb, 1),
             "proxies": self.proxies.snapshot(),
             "sessions": self.sessions.snapshot() if self.sessions else None,
             "counters": dict(self.counters),
