@@ -94,7 +94,8 @@ class MemberContext:
         The slot comes from the store's clock; this process only knows it lies within the reserve
         call's round trip. Slots are spaced (1 + margin)/rate, which leaves ``margin`` seconds of
         slack per 1 s window, so a sender later than that after its slot (a stalled process, a slow
-        round trip) could crowd the next one: it gives the slot up and takes a new one instead.
+        round trip) could crowd the next one: it gives the slot up and takes a new one instead (up to
+        ``LATE_RETRIES`` times; under pathological CPU starvation the rate drops rather than bursts).
         """
         rt = self._rt
         self.check_cancelled()
@@ -107,13 +108,15 @@ class MemberContext:
         for attempt in range(LATE_RETRIES + 1):
             asked = time.monotonic()
             res = rt.guardrails.reserve(host, rate, rl.burst, rl.max_wait_s)
+            answered = time.monotonic()
             if not res.granted:
                 raise RateLimited(host, res.wait_s, rl.max_wait_s)
             if res.wait_s > 0 and not self.wait(res.wait_s):
                 raise MemberCancelled(self.member, "cancelled while waiting for a rate-limit slot")
             if res.wait_s > 1.0:  # it may have tripped meanwhile; short waits go straight out (less jitter)
                 self._check_breaker(host)
-            self._slot_deadline = asked + res.wait_s + rl.jitter_margin  # latest on-time send
+            # the store decided somewhere inside the round trip: take its middle as the slot's local time
+            self._slot_deadline = (asked + answered) / 2 + res.wait_s + rl.jitter_margin  # latest on-time send
             if time.monotonic() <= self._slot_deadline:
                 return
             if attempt < LATE_RETRIES:

@@ -337,3 +337,23 @@ def test_concurrent_coordinator_calls_share_members_and_the_concurrency_bound(ma
         t.join(30)
     assert [r.value for r in out["a"]] == ["a"] * 3 and [r.value for r in out["b"]] == ["b"] * 3
     assert not state["overlap"] and state["max"] <= 2
+
+
+def test_a_sender_that_stalls_past_its_slot_gives_it_up_and_takes_a_new_one(make):
+    c = make(members=1, store_url="memory://", rate_limit={"per_target_rps": 20})
+    calls = []
+    real = c.guardrails.reserve
+
+    def slow_first_reply(*args):
+        res = real(*args)
+        calls.append(res.wait_s)
+        if len(calls) == 1:
+            time.sleep(0.3)  # the reply (or this process) stalls far beyond the 50 ms of slack
+        return res
+
+    c.guardrails.reserve = slow_first_reply
+    sent = []
+    res = c.map_targets(lambda ctx, t: sent.append(time.monotonic()) or "sent", ["https://a.example/1"])
+    assert res[0].value == "sent"
+    assert len(calls) == 2  # the stale slot was given up and a fresh one taken before sending
+    assert c.guardrails.reserve("a.example", 20 / 1.05, 1, 60).wait_s > 0  # …and the fresh one was used
