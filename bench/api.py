@@ -145,10 +145,11 @@ def main() -> None:
         print(f"{args.slots} slots {'pending' if args.mode == 'pending' else 'running'} after "
               f"{time.perf_counter() - t0:.1f}s")
         urls = {"status": f"{base}/api/v1/status", "bare": f"{root}/bare/const"}
-        body = httpx.get(urls["status"]).json()
+        wait_ready(base, timeout_s=600)  # a loaded box may answer slowly right after 200 workers started
+        body = httpx.get(urls["status"], timeout=120).json()
         slots_seen = sum(len(p["slots"]) for p in body["pools"])
         assert slots_seen == args.slots, f"status shows {slots_seen} slots, expected {args.slots}"
-        size = len(httpx.get(urls["status"], headers={"Accept-Encoding": "identity"}).content)
+        size = len(httpx.get(urls["status"], headers={"Accept-Encoding": "identity"}, timeout=120).content)
         print(f"status: {slots_seen} slots, {size} bytes of JSON (gzip on the wire)")
         res = measure(urls, args.seconds, args.concurrency, args.rounds)
         for name, r in res.items():
