@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 
 import ray
@@ -137,6 +138,7 @@ def full_stream(capacity: int, producers: int = 2) -> dict:
         peak_rss = max(peak_rss, st["rss_mb"])
         time.sleep(0.05)
     out = {
+        "full_stream_object_store_mb": _plasma_mb(),
         "full_stream_capacity": capacity,
         "full_stream_depth": st["depth"],
         "full_stream_payload_mb": round(st["bytes"] / 2**20, 2),
@@ -149,6 +151,17 @@ def full_stream(capacity: int, producers: int = 2) -> dict:
     ray.kill(hub)
     del refs  # still held back; killed with their actors
     return out
+
+
+def _plasma_mb() -> float | None:
+    """Object-store memory in use (the stream's batches live there, owned by the hub)."""
+    try:
+        from ray._private.internal_api import memory_summary
+
+        m = re.search(r"Plasma memory usage ([\d.]+) MiB", memory_summary(stats_only=True))
+        return float(m.group(1)) if m else None
+    except Exception:  # a private API: report nothing rather than fail the benchmark
+        return None
 
 
 def main() -> None:

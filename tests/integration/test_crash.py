@@ -11,7 +11,8 @@ import pytest
 from fleet_ray.crashes import read_slot_context
 from fleet_ray.store import open_store
 
-from .conftest import make_cluster, sigkill
+from .conftest import sigkill
+from .stream_fixtures import single_node_cluster
 from .test_notify import Inbox
 
 HEALTH = {"period_s": 0.2, "timeout_s": 5}
@@ -21,8 +22,7 @@ HEALTH = {"period_s": 0.2, "timeout_s": 5}
 def cluster():
     import ray
 
-    cluster, nodes = make_cluster(workers=[{"num_cpus": 2, "resources": {"http": 8}}])
-    cluster.worker_nodes_list = nodes
+    cluster = single_node_cluster({"http": 8})
     yield cluster
     ray.shutdown()
     cluster.shutdown()

@@ -13,15 +13,15 @@ from fleet_ray.events import EventLog
 from fleet_ray.eventtypes import SlotDied, SlotHealed, SlotReady, TaskFailed, TaskFinished, TaskStarted
 from fleet_ray.store import open_store
 
-from .conftest import make_cluster, sigkill
+from .conftest import sigkill
+from .stream_fixtures import single_node_cluster
 
 
 @pytest.fixture(scope="module")
 def cluster():
     import ray
 
-    cluster, nodes = make_cluster(workers=[{"num_cpus": 2, "resources": {"http": 8}}])
-    cluster.worker_nodes_list = nodes
+    cluster = single_node_cluster({"http": 8})
     yield cluster
     ray.shutdown()
     cluster.shutdown()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from .conftest import make_cluster
+from .stream_fixtures import single_node_cluster
 
 N = 40
 
@@ -21,8 +21,7 @@ N = 40
 def cluster():
     import ray
 
-    cluster, nodes = make_cluster(workers=[{"num_cpus": 2, "resources": {"http": 8}}])
-    cluster.worker_nodes_list = nodes
+    cluster = single_node_cluster({"http": 8})
     yield cluster
     ray.shutdown()
     cluster.shutdown()
