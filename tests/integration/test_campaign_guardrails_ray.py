@@ -147,7 +147,9 @@ def test_default_rate_limit_holds_across_members_on_two_nodes(ray_cluster, ns, t
     with Campaign(6, store_url=REDIS_URL, namespace=ns, signing_key=SigningKey.generate(), active_concurrency=6,
                   placement={"resources": {"camp": 1}}) as c:  # default: 2 requests/s per target
         res = c.map_targets(fetch_status, urls)
+        sent = [e.data["receipt"]["payload"]["sent_at"] for e in c.events.query(kind="campaign.request")]
     assert all(r.ok and r.value[0] == 200 for r in res)
+    assert len(sent) == 12 and max_in_window(sent, 1.0) <= 2  # what the limiter controls: send times
     assert len({r.value[1] for r in res}) == 2  # the members sending them sat on both nodes
     arrivals = target.hits("/page/")
     assert len(arrivals) == 12
@@ -163,7 +165,9 @@ def test_faster_configured_rate_is_shared_not_multiplied_by_members(ray_cluster,
     with Campaign(8, store_url=REDIS_URL, namespace=ns, signing_key=SigningKey.generate(), active_concurrency=8,
                   rate_limit={"per_target_rps": 10}, placement={"resources": {"camp": 1}}) as c:
         res = c.map_targets(fetch_status, urls)
+        sent = [e.data["receipt"]["payload"]["sent_at"] for e in c.events.query(kind="campaign.request")]
     assert all(r.ok for r in res) and len({r.value[1] for r in res}) == 2
+    assert len(sent) == 40 and max_in_window(sent, 1.0) <= 10
     arrivals = target.hits("/fast/")
     assert max_in_window(arrivals, 0.95) <= 10
     assert max_in_window(arrivals, 1.0) <= 11
