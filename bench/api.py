@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -120,6 +121,7 @@ def main() -> None:
     from fleet_ray.serve.testing import free_port, wait_ready
 
     ns = f"bench-api-{uuid.uuid4().hex[:6]}"
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")  # Serve's 5 s is short on a busy box
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=ns, logging_level="ERROR",
              log_to_driver=False)
     tmp = tempfile.mkdtemp(prefix="bench-api-")

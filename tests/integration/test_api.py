@@ -18,6 +18,10 @@ import ray
 
 from .conftest import sigkill
 
+# Serve kills an HTTP proxy that isn't ready within 5 s, and serve.start() then fails; on a loaded shared
+# machine a fresh worker process can take longer than that to start. Set before the module's cluster starts.
+os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
+
 TOKEN = "test-token-" + uuid.uuid4().hex
 API = "/api/v1"
 

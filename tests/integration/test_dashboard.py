@@ -4,12 +4,17 @@ slot's generation go up. A screenshot is saved under the test's tmp_path."""
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 
 import pytest
 
 pytestmark = pytest.mark.browser
+
+# Serve kills an HTTP proxy that isn't ready within 5 s, and serve.start() then fails; on a loaded shared
+# machine a fresh worker process can take longer than that to start. Set before the module's cluster starts.
+os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
 
 TOKEN = "dash-" + uuid.uuid4().hex
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
