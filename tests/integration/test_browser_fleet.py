@@ -16,7 +16,7 @@ from fleet_ray.browser.reaper import default_root, find_tagged
 
 from .conftest import sigkill
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
 SECRET = "Sup3r-s3cret-pw"
 PAGE = b"<html><head><title>Page %s</title></head><body><a href='/a'>a</a> <a href='/b'>b</a></body></html>"

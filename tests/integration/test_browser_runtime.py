@@ -24,7 +24,7 @@ from fleet_ray.browser.runtime import CURRENT_TASK, BrowserRuntime
 from fleet_ray.browser_options import BrowserOptions
 from fleet_ray.errors import AutomationError, BrowserHung, ProxyAuthError
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 SECRET = "pa55-Wrd-9x"
