@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -105,24 +106,37 @@ def test_rolling_upgrade_under_load_loses_and_repeats_nothing(published):
     fleet = published
     fleet.apply({"pools": [pool("r", "1.0.0", slots=4)]})
     fleet.wait_ready(120)
-    job = fleet.submit("r", list(range(3000)))
-    results = []
-    consumer = threading.Thread(target=lambda: results.extend(job.results(timeout_s=300)))
-    consumer.start()
-    fleet.wait_until(lambda s: sum(x.tasks for x in s.pool("r").slots) >= 100, 60)
+    jobs, done = [], threading.Event()
+
+    def producer():  # keep work flowing for the whole rollout, and a little after
+        extra = 3
+        while extra:
+            jobs.append(fleet.submit("r", list(range(200))))
+            if done.is_set():
+                extra -= 1
+            time.sleep(0.2)
+
+    feeder = threading.Thread(target=producer)
+    feeder.start()
+    fleet.wait_until(lambda s: sum(x.tasks for x in s.pool("r").slots) >= 400, 60)
     fleet.apply({"pools": [pool("r", "1.1.0", slots=4)]})
-    st = fleet.wait_until(lambda s: s.pool("r").rollout is not None and s.pool("r").rollout.state == "complete", 240)
-    consumer.join(300)
+    try:
+        st = fleet.wait_until(lambda s: s.pool("r").rollout is not None
+                              and s.pool("r").rollout.state == "complete", 240)
+    finally:
+        done.set()
+        feeder.join(60)
+    results = {job.id: job.wait(timeout_s=300) for job in jobs}
     assert {s.version for s in st.pool("r").slots} == {"1.1.0"}
-    assert st.pool("r").rollout.updated == 4 and st.pool("r").rollout.from_version is None
-    ids = sorted(int(r.item_id) for r in results)
-    assert ids == list(range(3000))  # nothing lost, nothing twice
-    assert all(r.ok for r in results)
-    assert {r.value["version"] for r in results} == {"1.0.0", "1.1.0"}
+    assert st.pool("r").rollout.updated == 4 and st.pool("r").rollout.to_version is None
+    for job_id, rs in results.items():  # every item of every job exactly once, all ok
+        assert sorted(int(r.item_id) for r in rs) == list(range(200)), job_id
+        assert all(r.ok for r in rs)
+    versions = [r.value["version"] for rs in results.values() for r in rs]
+    assert {"1.0.0", "1.1.0"} <= set(versions)  # served by both versions while rolling
     kinds = [e.kind for e in st.events if e.pool == "r"]
     assert "rollout.started" in kinds and "rollout.completed" in kinds
-    # never more than one position down at a time: each drain happened after the previous replacement was up
-    assert max(s.generation for s in st.pool("r").slots) == 2
+    assert max(s.generation for s in st.pool("r").slots) == 2  # each position replaced once
 
 
 def test_broken_version_is_rolled_back_automatically(published):
@@ -149,10 +163,11 @@ def test_rollout_can_be_paused_resumed_and_rolled_back(published):
     fleet.apply({"pools": [pool("r", "1.1.0", slots=3)]})
     fleet.pause_rollout("r")
     st = fleet.wait_until(lambda s: s.pool("r").rollout.state == "paused" and s.pool("r").counts.get("running") == 3, 120)
-    held = st.pool("r").rollout.updated
-    assert held < 3
+    # the replacement already under way when paused finishes; no further position is touched
     st = fleet.wait_until(lambda s: s.steps > st.steps + 30, 30)
-    assert sum(x.version == "1.1.0" for x in st.pool("r").slots) <= 1 and st.pool("r").rollout.updated == held
+    assert sum(x.version == "1.1.0" for x in st.pool("r").slots) <= 1
+    assert st.pool("r").rollout.updated <= 1 and st.pool("r").rollout.state == "paused"
+    assert sorted(x.generation for x in st.pool("r").slots)[:2] == [1, 1]
     fleet.resume_rollout("r")
     fleet.wait_until(lambda s: s.pool("r").rollout.state == "complete", 240)
     # and a manual rollback after completion is refused (nothing in progress), while one mid-way works
