@@ -33,7 +33,6 @@ from fleet_ray.crashes import merge_crash, read_slot_context, record_crash
 from fleet_ray.errors_grouping import ErrorGroups, FailureRecord, cause_signature
 from fleet_ray.events import Event, EventLog
 from fleet_ray.eventtypes import SlotCrashed, SlotHealed, StreamBackpressure, TypedEvent
-from fleet_ray.hlc import DEFAULT_MAX_SKEW_MS
 from fleet_ray.notify import NotifyConfig, Reporter, config_from_env
 from fleet_ray.store import keys
 from fleet_ray.streams import StreamOptions, declared, model_path
@@ -235,11 +234,10 @@ class FleetServices:
 
     def ingest(self, events: list[dict[str, Any]]) -> int:
         """Events from slots: merged into the supervisor's clock and log; failures grouped."""
-        limit = int(time.time() * 1000) + DEFAULT_MAX_SKEW_MS
         for raw in events:
             ev = Event.model_validate(raw)
             merged = self.sup.hlc.merge((ev.physical, ev.counter))
-            if ev.physical > limit:  # a peer clock far ahead: keep the event, not its timestamp
+            if ev.physical > merged.physical:  # clamped: a peer clock past wall + max skew; restamp
                 ev = ev.model_copy(update={"physical": merged.physical, "counter": merged.counter})
             self.sup._pending_events.append(ev)
             self.sup._recent.append(ev)

@@ -99,3 +99,28 @@ def test_follow_tails_the_log_live():
         if len(seen) == 2:
             break
     assert seen == ["slot.ready", "slot.died"]
+
+
+def test_events_from_a_slot_whose_clock_runs_far_ahead_are_clamped_on_ingest():
+    from types import SimpleNamespace
+
+    from fleet_ray.actors.services import FleetServices
+
+    clock = FakeClock(1000.0)
+    sup = SimpleNamespace(hlc=HLC(clock.ms, max_skew_ms=60_000), _pending_events=[], _recent=[], fleet_name="f")
+    svc = FleetServices(sup)
+    try:
+        slot_clock = HLC(FakeClock(1000.0 + 3600).ms)  # an hour ahead
+        ahead = TaskFailed.stamp(slot_clock, origin="fleet:a:0:g1", pool="a", slot="a:0", task="t",
+                                 error_type="ValueError", frame="acme.f:1")
+        near = TaskFailed.stamp(HLC(FakeClock(1000.0 + 5).ms), origin="fleet:a:1:g1", pool="a", slot="a:1",
+                                task="u", error_type="ValueError", frame="acme.f:1")
+        assert svc.ingest([ahead.to_event().model_dump(mode="json"), near.to_event().model_dump(mode="json")]) == 2
+        stored = sup._pending_events
+        assert stored[0].physical == clock.ms() + 60_000  # clamped to wall + max skew
+        assert stored[1].physical == near.physical  # within the skew: kept as stamped
+        assert sup.hlc.last.physical <= clock.ms() + 60_000
+        groups = svc.errors.groups()
+        assert len(groups) == 1 and groups[0].count == 2 and groups[0].slots == ["a:0", "a:1"]
+    finally:
+        svc.reporter.close()
