@@ -101,3 +101,31 @@ def test_a_fresh_run_reports_its_results_once_and_nothing_skipped(fleet, tmp_pat
     assert json.loads(report.model_dump_json())["run_id"] == "fresh"
     # a failed item counts as finished: a rerun skips it unless asked to retry failures
     assert fleet.run("probe", list(range(6)), run_id="fresh", timeout_s=60).skipped == 6
+
+
+def test_a_run_carries_on_through_a_supervisor_sigkill(fleet, tmp_path):
+    import threading
+
+    import ray
+
+    from .conftest import sigkill
+
+    log = tmp_path / "processed.log"
+    fleet.apply({"pools": [{"name": "probe", "automation": "builtin.probe", "slots": 2, "concurrency": 2,
+                            "config": {"delay_s": 0.2, "log_path": str(log)}, "health": {"period_s": 0.5},
+                            "placement": {"resources": {"http": 1}}}]})
+    fleet.wait_ready(120)
+    out: dict = {}
+    runner = threading.Thread(target=lambda: out.setdefault(
+        "report", fleet.run("probe", list(range(N)), run_id="through", timeout_s=300)), daemon=True)
+    runner.start()
+    wait_for(lambda: len(ray.get(fleet.supervisor.run_state.remote("through"))["ok"]) >= 6, 120)
+    sup_pid = ray.get(fleet.supervisor.ping.remote())
+    sigkill(sup_pid)  # Ray restarts it; the driver's calls to it are retried; the work queue lives on
+    runner.join(300)
+    report = out["report"]
+    assert (report.skipped, report.submitted, report.done, report.failed) == (0, N, N, 0)
+    assert ray.get(fleet.supervisor.ping.remote()) != sup_pid
+    processed = collections.Counter(log.read_text().split())
+    assert len(processed) == N and set(processed.values()) == {1}
+    assert len(ray.get(fleet.supervisor.run_results.remote("through"))) == N
