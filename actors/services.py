@@ -113,8 +113,13 @@ class FleetServices:
                                            incarnation=old.incarnation if old else None)
         for pool in spec.pools:
             for ref in pool.inputs.values():
-                if ref in wanted:
-                    wanted[ref].consumers.add(pool.name)
+                if ref not in wanted:  # its producer was resolved elsewhere (a packaged pool): declarations unknown
+                    src, output = ref.rsplit(".", 1)
+                    old = self.streams.get(ref)
+                    hub = old.hub if old is not None else ensure_hub(self.sup.namespace, ref)
+                    wanted[ref] = StreamEntry(ref, src, output, old.model if old else "", StreamOptions(), hub,
+                                              incarnation=old.incarnation if old else None)
+                wanted[ref].consumers.add(pool.name)
         for name, entry in wanted.items():
             old = self.streams.get(name)
             for group in entry.consumers - (old.consumers if old else set()):
@@ -279,6 +284,7 @@ class FleetServices:
                 for group in entry.consumers:  # the hub restarted empty: its groups are gone
                     entry.hub.add_group.remote(group, True, "earliest")
             entry.incarnation = st["incarnation"]
+            entry.model = entry.model or st.get("model") or ""  # a packaged producer tells its model to the hub
             if st["backpressure_episodes"] > self._episodes.get(entry.name, 0):
                 self.emit(StreamBackpressure, pool=entry.pool, stream=entry.name, depth=st["depth"],
                           capacity=st["capacity"], blocked_producers=st["blocked_producers"],

@@ -105,6 +105,7 @@ class SlotServices:
         opts = self.pool.streams.get(name) or StreamOptions()
         stream = stream_name(self.pool.name, name)
         hub = ensure_hub(self.namespace, stream, opts.capacity, opts.max_bytes, model_path(self.outputs[name]))
+        hub.set_limits.remote(opts.capacity, opts.max_bytes, model_path(self.outputs[name]))  # if made by a consumer
         producer = StreamProducer(stream, hub, self.origin, self.codecs[name], min(opts.batch_max, opts.capacity))
         self._producers[name] = producer
         return producer

@@ -180,9 +180,11 @@ class StreamHubCore:
         self._data = asyncio.Event()
         return {"accepted": True, "duplicate": False, "depth": self._items}
 
-    def set_limits(self, capacity: int, max_bytes: int | None) -> None:
-        """New bounds (a re-applied spec); a larger bound releases waiting producers at once."""
+    def set_limits(self, capacity: int, max_bytes: int | None, model: str | None = None) -> None:
+        """New bounds (a re-applied spec; or the producer's, if a consumer created the hub first);
+        a larger bound releases waiting producers at once."""
         self.capacity, self.max_bytes = capacity, max_bytes
+        self.model = model or self.model
         self._space.set()
         self._space = asyncio.Event()
 
