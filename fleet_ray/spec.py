@@ -270,9 +270,11 @@ def _stream_wiring_errors(spec: FleetSpec, resolved: dict[str, ResolvedPool]) ->
     decls: dict[str, tuple[dict, dict]] = {}
     errors: list[dict[str, Any]] = []
     for name, r in resolved.items():
+        cls = getattr(r, "automation_cls", None)
+        if cls is None:
+            continue  # resolved elsewhere (e.g. a packaged pool, in its runtime env): declarations unknown here
         try:
-            cls = r.automation_cls
-            decls[name] = (declared(cls, "outputs"), declared(cls, "inputs")) if cls is not None else ({}, {})
+            decls[name] = (declared(cls, "outputs"), declared(cls, "inputs"))
         except AutomationError as exc:
             errors.append({"loc": f"pools.{name}.automation", "msg": str(exc)})
     unresolved = {p.name for p in spec.pools if p.name not in decls}
