@@ -85,8 +85,8 @@ def test_two_downstream_pools_each_get_every_item_in_each_producers_order(fleet)
     for relay_slot in {d.relay for d in items_one}:  # per producer, order is kept
         ns = [d.n for d in items_one if d.relay == relay_slot]
         assert ns == sorted(ns)
-    src = stream_stats(fleet, "src.numbers")
-    assert set(src["groups"]) == {"one", "two"} and src["items_in"] == 400
+    src = wait_for(lambda: (s := stream_stats(fleet, "src.numbers")) and s["items_in"] == 400 and s, 10)  # polled 1/s
+    assert set(src["groups"]) == {"one", "two"}
     api = {s["name"]: s for s in ray.get(fleet.supervisor.api_streams.remote())}
     assert api["src.numbers"]["producers"] == ["src"] and api["src.numbers"]["consumers"] == ["one", "two"]
     assert api["src.numbers"]["items_emitted"] == 400
