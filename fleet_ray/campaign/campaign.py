@@ -83,8 +83,8 @@ class Campaign(Coordinators):
             raise CampaignConfigError([{"loc": "store_url", "msg": "memory:// can't be shared with Ray workers"}])
         self.policy = policy
         self.notifier = notifier
-        key = signing_key or (load_signing_key(config.audit.key_env, config.audit.key_file)
-                              if config.audit.signing else None)
+        key = None if not config.audit.signing else (
+            signing_key or load_signing_key(config.audit.key_env, config.audit.key_file))
         self._token = uuid.uuid4().hex
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
