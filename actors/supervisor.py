@@ -708,13 +708,14 @@ class SupervisorCore:
     ) -> dict[str, Any]:
         """Lifecycle events, oldest first. With ``after`` (cursor ``[physical, counter, id]``, exclusive)
         or ``since_ms``: the oldest ``limit`` matches from there on; otherwise the newest ``limit``.
-        The durable log is read only when the range reaches past the events kept in memory.
+        A range (``after``/``since_ms``) reads the durable log, merged with the events not yet persisted,
+        so events other writers append to the log (operator actions, slots) are included.
         ``kinds`` match exactly or by prefix (``slot.*``)."""
         recent = list(self._recent)
         cursor = tuple(after) if after else None
         start = cursor[0] if cursor else since_ms
         events, source = recent, "memory"
-        if start is not None and (not recent or start < recent[0].physical):
+        if start is not None:
             stored = await asyncio.to_thread(
                 self._store_call, lambda s: EventLog(s).query(since_ms=start, until_ms=until_ms)
             )
