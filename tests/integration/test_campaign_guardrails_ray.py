@@ -18,7 +18,7 @@ import redis
 from fleet_ray.campaign import Campaign, SigningKey, breaker_status
 from fleet_ray.campaign.ratelimit import max_in_window
 
-from .conftest import REDIS_URL, make_cluster
+from .conftest import REDIS_URL
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tasks defined here run on workers
 
@@ -112,11 +112,32 @@ class ForwardProxy:
         self.server.server_close()
 
 
+def start_cluster(attempts: int = 3):
+    """Head + two tagged worker nodes. On a host this busy a raylet can time out starting: shut down
+    what did start and try again, instead of leaking a half-built cluster."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    for attempt in range(attempts):
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+        try:
+            for w in WORKERS:
+                cluster.add_node(**w)
+            cluster.wait_for_nodes()
+            ray.init(address=cluster.address, namespace="fleet-tests", logging_level="WARNING", log_to_driver=False)
+            return cluster
+        except Exception:
+            cluster.shutdown()
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     import ray
 
-    cluster, _ = make_cluster(workers=WORKERS, head_cpus=1)
+    cluster = start_cluster()
     yield cluster
     ray.shutdown()
     cluster.shutdown()

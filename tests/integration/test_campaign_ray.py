@@ -23,20 +23,17 @@ from fleet_ray.campaign.audit import receipts_in_log
 from fleet_ray.events import EventLog
 from fleet_ray.store import open_store
 
-from .conftest import REDIS_URL, make_cluster
-from .test_campaign_guardrails_ray import HttpTarget
+from .conftest import REDIS_URL
+from .test_campaign_guardrails_ray import HttpTarget, start_cluster
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tasks defined here run on workers
 
-WORKERS = [{"num_cpus": 1, "resources": {"camp": 4}}, {"num_cpus": 1, "resources": {"camp": 4}}]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    import ray
-
-    cluster, nodes = make_cluster(workers=WORKERS, head_cpus=1)
+    cluster = start_cluster()  # head + two worker nodes tagged "camp"
     yield cluster
     ray.shutdown()
     cluster.shutdown()
