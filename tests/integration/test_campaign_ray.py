@@ -213,6 +213,7 @@ DRIVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_resume_after_driver_sigkill_runs_only_outstanding_targets(ray_cluster, ns, key, tmp_path, target):
     key_file = tmp_path / "key.pem"
     key_file.write_bytes(key.private_pem())
