@@ -41,6 +41,8 @@ class WorkQueueCore:
         self._jobs: dict[str, _Job] = {}
         self._work = asyncio.Event()
         self._kicks: dict[str, asyncio.Event] = {}  # wake one lessee's pending lease (it is draining)
+        # lessees declared gone: a lease call of theirs still pending here must never get work
+        self._released: set[str] = set()
         self.paused = False
         self.completed = 0
 
@@ -112,7 +114,7 @@ class WorkQueueCore:
         """Hand back ``completed`` results, then lease up to ``max_n`` items (long-poll ``wait_s``)."""
         if completed:
             self.complete(lessee, completed)
-        if max_n <= 0:
+        if max_n <= 0 or lessee in self._released:
             return []
         now = time.monotonic()
         self._lessee_seen[lessee] = now
@@ -123,6 +125,9 @@ class WorkQueueCore:
             await asyncio.wait(waiters, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
+            if kick.is_set() or lessee in self._released:
+                kick.clear()
+                return []
             now = time.monotonic()
             self._lessee_seen[lessee] = now
         if kick.is_set():
@@ -170,7 +175,10 @@ class WorkQueueCore:
         """The lessee is gone: retry its items elsewhere, or fail those out of retries."""
         mine = self._leases.pop(lessee, {})
         self._lessee_seen.pop(lessee, None)
-        self._kicks.pop(lessee, None)
+        self._released.add(lessee)
+        kick = self._kicks.pop(lessee, None)
+        if kick is not None:
+            kick.set()  # wake a lease call the dead slot left pending here
         retried = failed = 0
         for (job_id, item_id), (payload, attempt) in reversed(list(mine.items())):
             job = self._jobs.get(job_id)
