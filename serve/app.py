@@ -157,7 +157,8 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
     @app.get(f"{API}/status", response_model=FleetStatus, responses=ERRORS, dependencies=read, tags=["status"])
     async def status(accept_encoding: Annotated[str | None, Header(include_in_schema=False)] = None) -> Any:
         """Pools and slots (state, generation, node, pid, uptime, tasks, recycles, phase) and recent
-        events. Cached for a short time (``status_ttl_s``, default 0.5 s)."""
+        events. Cached (``status_ttl_s``, default 0.5 s; while the supervisor is slow, the previous
+        snapshot, at most 2 s old, is served while a fresh one is fetched)."""
         snap = await backend.status()
         headers = {"Vary": "Accept-Encoding", "Cache-Control": "no-store"}
         if snap.gzipped is not None and accept_encoding and "gzip" in accept_encoding:

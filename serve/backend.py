@@ -1,8 +1,9 @@
 """How the API reaches the fleet: the supervisor, found by name, never imported.
 
 All Ray calls of the API live here (one thin wrapper, like the supervisor's ``SlotCalls``). Status is
-cached for ``status_ttl_s`` with a single flight, so a burst of requests costs one supervisor call;
-control calls drop the cache so the next read shows their effect.
+cached for ``status_ttl_s`` with a single flight, so a burst of requests costs one supervisor call,
+and refreshed in the background (stale-while-revalidate, at most ``MAX_STALE_S`` old) so a slow
+supervisor doesn't stall readers; control calls drop the cache so the next read shows their effect.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .auth import ApiConfig
 from .redact import redact_json_bytes
 
 SUPERVISOR_NAME = "fleet:supervisor"
+MAX_STALE_S = 2.0  # oldest snapshot served while a fresh one is on its way
 
 
 class SupervisorUnavailable(FleetNotRunning):
@@ -48,6 +50,7 @@ class Backend:
         self._handle: Any = None
         self._status: CachedStatus | None = None
         self._status_lock = asyncio.Lock()
+        self._refresh: asyncio.Future | None = None
 
     # -- finding the supervisor ------------------------------------------------------------------
     def _supervisor(self) -> Any:
@@ -92,10 +95,23 @@ class Backend:
 
     # -- status (cached) -------------------------------------------------------------------------
     async def status(self) -> CachedStatus:
+        """The latest snapshot if younger than ``status_ttl_s``; a stale one (younger than
+        ``MAX_STALE_S``) is served at once while one fresh snapshot is fetched in the background, so
+        a slow supervisor doesn't stall readers; otherwise wait for a fresh one."""
         ttl = self.config.status_ttl_s
         snap = self._status
-        if snap is not None and self.clock() - snap.at < ttl:
+        age = self.clock() - snap.at if snap is not None else None
+        if age is not None and age < ttl:
             return snap
+        if age is not None and age < max(ttl, MAX_STALE_S):
+            if self._refresh is None or self._refresh.done():
+                self._refresh = asyncio.ensure_future(self._fetch_status())
+                self._refresh.add_done_callback(lambda t: t.cancelled() or t.exception())
+            return snap
+        return await self._fetch_status()
+
+    async def _fetch_status(self) -> CachedStatus:
+        ttl = self.config.status_ttl_s
         async with self._status_lock:
             snap = self._status
             if snap is not None and self.clock() - snap.at < ttl:
