@@ -119,3 +119,14 @@ def private_redis(tmp_path):
            "start": lambda: state.__setitem__("proc", start())}
     state["proc"].kill()
     state["proc"].wait()
+
+
+def wait_for(fn, timeout_s=60, interval_s=0.1):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout_s}s (last: {value!r})")
+        time.sleep(interval_s)

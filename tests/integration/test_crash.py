@@ -11,7 +11,7 @@ import pytest
 from fleet_ray.crashes import read_slot_context
 from fleet_ray.store import open_store
 
-from .conftest import sigkill
+from .conftest import sigkill, wait_for
 from .stream_fixtures import single_node_cluster
 from .test_notify import Inbox
 
@@ -31,17 +31,6 @@ def cluster():
 def probe(slots=1, **config):
     return {"name": "probe", "automation": "builtin.probe", "slots": slots, "concurrency": 4, "config": config,
             "health": HEALTH, "placement": {"resources": {"http": 1}}}
-
-
-def wait_for(fn, timeout_s=60, interval_s=0.1):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout_s}s (last: {value!r})")
-        time.sleep(interval_s)
 
 
 def slot_context(fleet, generation=1):

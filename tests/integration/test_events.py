@@ -4,7 +4,6 @@ idempotent appends, queries by kind/origin/pool/time, task events with phases, l
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 
 import pytest
@@ -13,7 +12,7 @@ from fleet_ray.events import EventLog
 from fleet_ray.eventtypes import SlotDied, SlotHealed, SlotReady, TaskFailed, TaskFinished, TaskStarted
 from fleet_ray.store import open_store
 
-from .conftest import sigkill
+from .conftest import sigkill, wait_for
 from .stream_fixtures import single_node_cluster
 
 
@@ -44,17 +43,6 @@ def redis_fleet(cluster, redis_url):
             store.delete(k)
         store._r.delete(*store._log_keys("events"), *store._log_keys("crashes"))
         store.close()
-
-
-def wait_for(fn, timeout_s=60, interval_s=0.1):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout_s}s (last: {value!r})")
-        time.sleep(interval_s)
 
 
 def test_lifecycle_and_task_events_land_typed_in_the_durable_log_in_causal_order(redis_fleet):

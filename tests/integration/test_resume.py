@@ -8,10 +8,10 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
+from .conftest import wait_for
 from .stream_fixtures import single_node_cluster
 
 N = 40
@@ -39,17 +39,6 @@ DRIVER = textwrap.dedent("""
     report = fleet.run("probe", items, run_id=run_id, ids=[f"item-{i}" for i in items], timeout_s=600)
     print(json.dumps(report.model_dump()))
 """)
-
-
-def wait_for(fn, timeout_s=60, interval_s=0.1):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout_s}s (last: {value!r})")
-        time.sleep(interval_s)
 
 
 def test_a_run_resumed_after_its_driver_was_sigkilled_processes_only_the_rest(fleet, cluster, tmp_path):

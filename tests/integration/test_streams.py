@@ -17,7 +17,7 @@ from fleet_ray.errors import SpecError
 from fleet_ray.stream_builtin import Doubled, Number
 from fleet_ray.stream_sinks import JsonlSinkSpec, RedisSinkSpec, replay_redis
 
-from .conftest import make_cluster, sigkill
+from .conftest import make_cluster, sigkill, wait_for
 
 HEALTH = {"period_s": 0.3, "timeout_s": 5}
 
@@ -43,17 +43,6 @@ def source(name="src", count=100, **extra):
 
 def relay(name, slots=1, stream="src.numbers"):
     return {"name": name, "automation": "builtin.relay", "slots": slots, "inputs": {"numbers": stream}, "health": HEALTH}
-
-
-def wait_for(fn, timeout_s=60, interval_s=0.1):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout_s}s (last: {value!r})")
-        time.sleep(interval_s)
 
 
 def stream_stats(fleet, name):
