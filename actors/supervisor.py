@@ -74,6 +74,9 @@ class SupervisorCore:
         self.store: Store | None = None
         self.store_degraded = False
         self.store_error: str | None = None
+        # Set when a store call failed: what was written meanwhile (checkpoint, generations, events)
+        # must be written again before the store counts as healthy (it may be a fresh, empty one).
+        self._store_behind = False
         self.calls = SlotCalls(namespace, store_url)
         self.table = SlotTable()
         self.spec = FleetSpec(name=fleet_name)
@@ -280,20 +283,20 @@ class SupervisorCore:
             self._recent.append(ev)
             log.info("%s %s g%s %s", ev.kind, ev.slot, ev.generation, ev.message)
 
-    def _store_call(self, fn) -> Any:
+    def _store_try(self, fn) -> tuple[bool, Any]:
+        """Run ``fn(store)``; ``(False, None)`` when the store is unreachable (the fleet runs degraded)."""
         try:
             if self.store is None:
                 self.store = open_store(self.store_url, self.namespace)
-            result = fn(self.store)
+            return True, fn(self.store)
         except (StoreError, OSError) as exc:
             if not self.store_degraded:
                 log.warning("store unavailable, running degraded: %s", exc)
-            self.store_degraded, self.store_error = True, str(exc)
-            return None
-        if self.store_degraded:
-            log.warning("store is back; catching up")
-        self.store_degraded, self.store_error = False, None
-        return result
+            self.store_degraded, self.store_error, self._store_behind = True, str(exc), True
+            return False, None
+
+    def _store_call(self, fn) -> Any:
+        return self._store_try(fn)[1]
 
     def checkpoint(self) -> dict[str, Any]:
         return {
@@ -305,15 +308,26 @@ class SupervisorCore:
         }
 
     def _persist_once(self) -> None:
+        if self._store_behind:
+            # Catching up after an outage: the store may have lost everything (a fresh Redis), so
+            # write the generations and the checkpoint again whether or not anything changed since.
+            self._store_behind, self._dirty = False, True
+            gens = {keys.generation(r.pool, r.index): str(r.generation).encode()
+                    for r in self.table if r.generation}
+            if gens and not self._store_try(lambda s: s.put_many(gens))[0]:
+                return
         if self._dirty:
             snap = json.dumps(self.checkpoint()).encode()
             self._dirty = False
-            if self._store_call(lambda s: s.put(keys.SUPERVISOR_CHECKPOINT, snap)) is None and self.store_degraded:
+            if not self._store_try(lambda s: s.put(keys.SUPERVISOR_CHECKPOINT, snap))[0]:
                 self._dirty = True
         if self._pending_events:
             batch, self._pending_events = self._pending_events, []
-            if self._store_call(lambda s: EventLog(s).append(batch)) is None and self.store_degraded:
+            if not self._store_try(lambda s: EventLog(s).append(batch))[0]:
                 self._pending_events = batch + self._pending_events
+        if self.store_degraded and not self._store_behind and not self._dirty and not self._pending_events:
+            log.warning("store is back; caught up")
+            self.store_degraded, self.store_error = False, None
 
     async def _nodes_loop(self) -> None:
         """Refresh the cluster's node list (a GCS round trip) in a thread, outside the step."""
@@ -335,8 +349,8 @@ class SupervisorCore:
 
     # -- recovery ------------------------------------------------------------------------------
     def _recover(self) -> None:
-        raw = self._store_call(lambda s: s.get(keys.SUPERVISOR_CHECKPOINT))
-        if self.store_degraded:
+        ok, raw = self._store_try(lambda s: s.get(keys.SUPERVISOR_CHECKPOINT))
+        if not ok:
             return  # can't know the desired state yet; try again next tick
         gens: dict[tuple[str, int], int] = {}
         if raw:
