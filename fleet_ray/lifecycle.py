@@ -340,7 +340,7 @@ def finish_stop(table: SlotTable, key: SlotKey, now: float, pool: Any | None, fa
         ev.append(LifecycleEvent("slot.removed", rec.pool, rec.index, rec.generation, reason))
         return ev
     rec.recycles += 1
-    rec.pid, rec.ready_at, rec.created_at, rec.alive_at = None, None, None, None
+    rec.pid, rec.node_id, rec.ready_at, rec.created_at, rec.alive_at = None, "", None, None, None
     rec.health_failures, rec.health_inflight, rec.config_inflight, rec.checks_ok = 0, False, False, 0
     rec.recycle_requested, rec.drain_deadline, rec.failure_pending, rec.retire = None, None, False, False
     rec.tasks, rec.rss_mb, rec.phase, rec.progress = 0, 0.0, None, {}

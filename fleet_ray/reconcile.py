@@ -174,6 +174,11 @@ def decide(
                     continue
                 actions.append(Start((name, index), (rec.generation if rec else 0) + 1))
             elif rec.state is SlotState.STARTING:
+                if rec.alive_at is None and problem:
+                    # Ray holds the actor in its queue for a node that no longer exists (the node
+                    # list said otherwise when it was created): stop waiting and report the reason
+                    actions.append(Kill(rec.key, rec.generation, f"can't be placed: {problem}"))
+                    continue
                 # the start timeout runs from when Ray gave the actor a process: waiting in Ray's
                 # queue on a busy cluster is not the automation's failure (status shows the wait)
                 if rec.alive_at is not None and now - rec.alive_at > pool.health.start_timeout_s:

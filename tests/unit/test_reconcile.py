@@ -284,3 +284,23 @@ def test_rollout_waits_for_the_replacement_to_pass_a_health_check_and_can_be_pau
     observe(t, HealthReport(rec.key, 2, ok=True), 2.0, new)
     drains = [a for a in decide({"web": new}, t, {"web": None}, 2.0) if isinstance(a, Drain)]
     assert [a.key for a in drains] == [("web", 1)]
+
+
+def test_a_queued_slot_whose_placement_became_impossible_is_killed_then_reported_pending():
+    # created for a node that died before Ray gave it a process: Ray would queue it for ever
+    p = pool(slots=1, placement=Placement(labels={"region": "eu"}))
+    t = SlotTable()
+    rec = SlotRecord("web", 0, generation=2, state=SlotState.STARTING, created_at=0.0, node_id="gone")
+    t.add(rec)
+    assert decide({"web": p}, t, {"web": None}, 1.0) == []  # still placeable: keep waiting
+    problem = placement_problem(p.placement, [NodeView("n2", True, {"CPU": 2}, {"region": "us"})])
+    (k,) = decide({"web": p}, t, {"web": problem}, 2.0)
+    assert k == Kill(("web", 0), 2, "can't be placed: no node has label region=eu") and not k.failure
+    finish_stop(t, k.key, 2.0, p, k.failure)
+    assert rec.state is SlotState.PENDING and rec.node_id == "" and rec.generation == 2
+    assert decide({"web": p}, t, {"web": problem}, 3.0) == [MarkPending(("web", 0), problem)]
+    # a slot that already has its process is not touched by a placement problem (it is running there)
+    alive = SlotRecord("web", 0, generation=3, state=SlotState.STARTING, created_at=0.0, alive_at=1.0)
+    t2 = SlotTable()
+    t2.add(alive)
+    assert decide({"web": p}, t2, {"web": problem}, 2.0) == []
