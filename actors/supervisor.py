@@ -303,6 +303,7 @@ class SupervisorCore:
             "spec": self.spec.model_dump(mode="json"),
             "batch": self.batch,
             "slots": [r.persisted() for r in self.table],
+            "retired_generations": [[p, i, g] for (p, i), g in self.table.floors().items()],
             "rollouts": {n: r.to_json() for n, r in self.rollouts.items()},
             "saved_at": time.time(),
         }
@@ -312,8 +313,9 @@ class SupervisorCore:
             # Catching up after an outage: the store may have lost everything (a fresh Redis), so
             # write the generations and the checkpoint again whether or not anything changed since.
             self._store_behind, self._dirty = False, True
-            gens = {keys.generation(r.pool, r.index): str(r.generation).encode()
-                    for r in self.table if r.generation}
+            gens = {keys.generation(*k): str(g).encode() for k, g in self.table.floors().items()}
+            gens.update({keys.generation(r.pool, r.index): str(r.generation).encode()
+                         for r in self.table if r.generation})
             if gens and not self._store_try(lambda s: s.put_many(gens))[0]:
                 return
         if self._dirty:
@@ -361,6 +363,8 @@ class SupervisorCore:
             self.rollouts = {n: Rollout.from_json(r) for n, r in data.get("rollouts", {}).items()}
             for r in data.get("slots", []):
                 self.table.add(SlotRecord.restore(r))
+            for p, i, g in data.get("retired_generations", []):
+                self.table.raise_floor((p, i), g)
             stored = self._store_call(lambda s: {k: int(s.get(k) or 0) for k in s.keys("gen:")}) or {}
             for k, v in stored.items():
                 _, pool, idx = k.split(":")
@@ -395,6 +399,9 @@ class SupervisorCore:
             else:
                 rec.next_check_at = now
                 self.calls.attach(key, gen, handle, start=False)
+        for key, gen in gens.items():  # write-ahead generations of positions without a record
+            if self.table.get(key) is None:
+                self.table.raise_floor(key, gen)
         for rec in self.table:
             rec.generation = max(rec.generation, gens.get(rec.key, 0))
             rec.health_inflight = rec.config_inflight = False

@@ -122,6 +122,9 @@ class SlotTable:
     def __init__(self, records: Iterable[SlotRecord] = ()):
         self._by_state: dict[SlotState, dict[SlotKey, SlotRecord]] = {s: {} for s in SlotState}
         self._all: dict[SlotKey, SlotRecord] = {}
+        # generation high-water marks of positions whose record was removed (scaled away, pool
+        # deleted): a position that comes back continues from there, so generations never regress
+        self._retired: dict[SlotKey, int] = {}
         for r in records:
             self.add(r)
 
@@ -137,7 +140,21 @@ class SlotTable:
     def remove(self, key: SlotKey) -> SlotRecord:
         rec = self._all.pop(key)
         del self._by_state[rec.state][key]
+        self.raise_floor(key, rec.generation)
         return rec
+
+    def raise_floor(self, key: SlotKey, generation: int) -> None:
+        """Remember that ``key`` already reached ``generation`` (from a removed record or the store)."""
+        if generation > self._retired.get(key, 0):
+            self._retired[key] = generation
+
+    def last_generation(self, key: SlotKey) -> int:
+        """The highest generation this position ever had; the next start uses one more."""
+        rec = self._all.get(key)
+        return max(rec.generation if rec else 0, self._retired.get(key, 0))
+
+    def floors(self) -> dict[SlotKey, int]:
+        return dict(self._retired)
 
     def transition(self, key: SlotKey, state: SlotState, reason: str | None = None) -> SlotRecord:
         rec = self._all[key]

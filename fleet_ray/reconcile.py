@@ -172,7 +172,7 @@ def decide(
                     if rec is None or rec.state is not SlotState.PENDING or rec.reason != problem:
                         actions.append(MarkPending((name, index), problem))
                     continue
-                actions.append(Start((name, index), (rec.generation if rec else 0) + 1))
+                actions.append(Start((name, index), table.last_generation((name, index)) + 1))
             elif rec.state is SlotState.STARTING:
                 if rec.alive_at is None and problem:
                     # Ray holds the actor in its queue for a node that no longer exists (the node

@@ -304,3 +304,22 @@ def test_a_queued_slot_whose_placement_became_impossible_is_killed_then_reported
     t2 = SlotTable()
     t2.add(alive)
     assert decide({"web": p}, t2, {"web": problem}, 2.0) == []
+
+
+def test_generations_continue_after_a_position_is_scaled_away_and_back():
+    p = pool(slots=2)
+    t = SlotTable()
+    running(t, p, 0, gen=3)
+    running(t, p, 1, gen=5)
+    small = pool(slots=1)
+    (d,) = [a for a in decide({"web": small}, t, {"web": None}, 1.0) if isinstance(a, Drain)]
+    assert d.key == ("web", 1) and d.retire
+    t.transition(d.key, SlotState.DRAINING)
+    finish_stop(t, d.key, 2.0, small, failure=False)  # scaled away: the record is removed
+    assert t.get(("web", 1)) is None and t.last_generation(("web", 1)) == 5
+    starts = [a for a in decide({"web": p}, t, {"web": None}, 3.0) if isinstance(a, Start)]
+    assert starts == [Start(("web", 1), 6)]
+    # a floor known only from the store (a write-ahead generation) counts the same
+    t.raise_floor(("web", 7), 9)
+    t.raise_floor(("web", 7), 4)
+    assert t.last_generation(("web", 7)) == 9 and t.floors()[("web", 7)] == 9
