@@ -10,7 +10,10 @@ from fleet_ray.api_models import ErrorGroup
 from fleet_ray.errors import redact_url
 
 MASK = "********"
-SECRET_KEY = re.compile(r"pass(word|wd)?|secret|token|api[_-]?key|credential|private[_-]?key|signing|auth", re.I)
+# credential-looking keys; a proxy's username counts (providers encode the account and zone in it)
+SECRET_KEY = re.compile(
+    r"pass(word|wd)?|secret|token|api[_-]?key|credential|private[_-]?key|signing|auth|(^|[_-])user(name)?$", re.I
+)
 _URL_CRED = re.compile(rb"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^@/\s\"']+@")
 
 

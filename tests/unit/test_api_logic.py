@@ -23,13 +23,18 @@ def test_redact_tree_masks_secret_keys_and_url_credentials():
     found: list[str] = []
     spec = {"pools": [{"name": "web", "config": {"proxy_password": "hunter2", "api_key": "k-123", "timeout": 5,
                                                   "upstream": "http://bob:s3cret@10.0.0.1:8080/x",
-                                                  "token_refresh": True, "auth": {"user": "u"}}}]}
+                                                  "token_refresh": True, "auth": {"user": "u"},
+                                                  "proxies": [{"url": "http://p:1", "username": "zone-7"}],
+                                                  "user_agent": "Mozilla/5.0", "users": 3}}]}
     out = redact_tree(spec, "", found)
     cfg = out["pools"][0]["config"]
     assert cfg["proxy_password"] == MASK and cfg["api_key"] == MASK and cfg["timeout"] == 5
     assert cfg["upstream"] == "http://***@10.0.0.1:8080/x"
-    assert cfg["token_refresh"] is True and cfg["auth"] == {"user": "u"}  # booleans and subtrees stay readable
-    assert found == ["pools[0].config.proxy_password", "pools[0].config.api_key"]
+    assert cfg["token_refresh"] is True and cfg["auth"] == {"user": MASK}  # booleans and subtrees stay readable
+    assert cfg["proxies"] == [{"url": "http://p:1", "username": MASK}]
+    assert cfg["user_agent"] == "Mozilla/5.0" and cfg["users"] == 3
+    assert found == ["pools[0].config.proxy_password", "pools[0].config.api_key", "pools[0].config.auth.user",
+                     "pools[0].config.proxies[0].username"]
     assert spec["pools"][0]["config"]["proxy_password"] == "hunter2"  # input untouched
 
 
