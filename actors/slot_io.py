@@ -27,6 +27,7 @@ from typing import Any
 
 import ray
 
+from fleet_ray.automation import BatchAutomation
 from fleet_ray.client import SUPERVISOR_NAME
 from fleet_ray.crashes import CrashError, SlotContext
 from fleet_ray.errors import StreamError, StreamItemInvalid, redact_url
@@ -64,6 +65,7 @@ class SlotServices:
         self.user_modules = user_modules_of(automation_cls)
         self.outputs = declared(automation_cls, "outputs")
         self.inputs = declared(automation_cls, "inputs")
+        self.continuous = not issubclass(automation_cls, BatchAutomation)
         self.codecs = {n: Codec(stream_name(self.pool.name, n), m) for n, m in self.outputs.items()}
         self.ctx: Any = None
         self._producers: dict[str, StreamProducer] = {}
@@ -87,19 +89,22 @@ class SlotServices:
         return svc
 
     # -- streams -----------------------------------------------------------------------------------
-    async def emit(self, name: str, item: Any) -> None:
+    async def emit(self, name: str, items: list[Any]) -> None:
+        """Validate every item (all or none go out), then queue them. A continuous automation's emit
+        returns once the stream holds its items; a batch automation's are flushed before its work
+        item counts as done, so emits there don't wait (a retried item emits again)."""
         codec = self.codecs.get(name)
         if codec is None:
             raise StreamError(f"automation {self.pool.automation!r} declares no output {name!r} "
                               f"(outputs: {sorted(self.codecs) or 'none'})")
         try:
-            valid = codec.validate(item)
+            valid = [codec.validate(item) for item in items]
         except StreamItemInvalid as exc:
             self.event(StreamItemRejected, stream=codec.stream, model=exc.model, errors=exc.errors,
                        message=short_message(str(exc)))
             raise
         producer = self._producers.get(name) or self._producer(name)
-        await producer.emit(valid)
+        await producer.emit_many(valid, wait=self.continuous)
 
     def _producer(self, name: str) -> StreamProducer:
         opts = self.pool.streams.get(name) or StreamOptions()

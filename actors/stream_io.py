@@ -6,6 +6,11 @@ batches grow with load and each producer's order is kept. While the hub holds a 
 (the stream is full), the queue fills up to ``max_buffer`` and ``emit`` waits: back-pressure
 reaches the automation without unbounded memory anywhere.
 
+``emit(item, wait=True)`` returns only once the hub holds the item (a group commit: every emit
+whose item rode in one batch is released by that batch's ``put``), so an item whose emit returned
+survives the producer's death; continuous automations emit this way. Batch automations emit
+without waiting and flush before a work item counts as done.
+
 A reader leases batches for its consumer group, fetches them by object ref and yields typed
 items; a batch is acknowledged with the next ``pull`` once every item of it was consumed.
 """
@@ -42,20 +47,33 @@ class StreamProducer:
         self._inflight = 0
         self._task: asyncio.Task | None = None
         self._space = asyncio.Event()
+        self._queued = 0  # items ever queued; item k (1-based) is safe once accepted >= k
+        self._acked = asyncio.Event()
 
     @property
     def buffered(self) -> int:
         return len(self._buf) + self._inflight
 
-    async def emit(self, item: Any) -> None:
-        """Queue one already-validated item; waits while the producer's buffer is full."""
-        line = self.codec.encode_one(item)
-        while len(self._buf) >= self.max_buffer:
-            self._kick()
-            self._space.clear()
-            await self._space.wait()
-        self._buf.append(line)
+    async def emit(self, item: Any, wait: bool = False) -> None:
+        """Queue one already-validated item; waits while the producer's buffer is full, and with
+        ``wait`` until the hub holds it."""
+        await self.emit_many([item], wait)
+
+    async def emit_many(self, items: list[Any], wait: bool = False) -> None:
+        """Queue items in order (one batch where they fit); with ``wait``, return once all are held."""
+        for item in items:
+            line = self.codec.encode_one(item)
+            while len(self._buf) >= self.max_buffer:
+                self._kick()
+                self._space.clear()
+                await self._space.wait()
+            self._buf.append(line)
+            self._queued += 1
         self._kick()
+        mine = self._queued
+        while wait and self.accepted < mine:
+            self._acked.clear()
+            await self._acked.wait()
 
     def _kick(self) -> None:
         if self._task is None or self._task.done():
@@ -70,6 +88,7 @@ class StreamProducer:
             await self._send(self.codec.join(batch), len(batch))
             self.accepted += len(batch)
             self._inflight = 0
+            self._acked.set()
 
     async def _send(self, payload: bytes, n: int) -> None:
         delay = 0.05

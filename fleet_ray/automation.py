@@ -177,11 +177,17 @@ class Context:
         """Send ``item`` to the declared output ``stream``, validated against its model here.
 
         An invalid item raises :class:`~fleet_ray.errors.StreamItemInvalid` (and is reported as a
-        ``stream.item_invalid`` event); it never reaches a consumer. Items are batched; a full
-        stream makes this wait (back-pressure). An item is safe from this slot's death once
-        flushed: the slot flushes continuously, and before a batch item counts as done.
+        ``stream.item_invalid`` event); it never reaches a consumer. A full stream makes this wait
+        (back-pressure). In a continuous automation this returns once the stream holds the item,
+        so nothing emitted is lost if the slot dies right after (concurrent emits share one
+        round trip; :meth:`emit_many` sends a list in one). In a batch automation items are
+        batched and flushed before the work item counts as done (a retried item emits again).
         """
-        await self._streams().emit(stream, item)
+        await self._streams().emit(stream, [item])
+
+    async def emit_many(self, stream: str, items: list[Any]) -> None:
+        """Like :meth:`emit` for a list: all are validated first (one invalid item → none sent)."""
+        await self._streams().emit(stream, list(items))
 
     def read(self, stream: str) -> AsyncIterator[Any]:
         """Iterate the typed items of the declared input ``stream`` (``async for x in ctx.read(...)``).

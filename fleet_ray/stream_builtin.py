@@ -42,6 +42,7 @@ class NumberSource(ContinuousAutomation):
         start: int = 0
         every_s: float = Field(0.0, ge=0, description="Pause between items.")
         invalid_every: int | None = Field(None, ge=1, description="Also emit an invalid item every N items.")
+        log_path: str | None = Field(None, description="Append each number here once its emit returned.")
 
     async def run(self) -> None:
         cfg, slot = self.config, self.ctx.slot.slot_id
@@ -56,6 +57,9 @@ class NumberSource(ContinuousAutomation):
                     invalid += 1
             await self.ctx.emit("numbers", Number(n=i, producer=slot))
             emitted += 1
+            if cfg.log_path:
+                with open(cfg.log_path, "a") as f:
+                    f.write(f"{i}\n")
             if emitted % 50 == 0 or emitted == cfg.count:
                 self.ctx.report_progress(emitted=emitted, invalid=invalid)
             if cfg.every_s:

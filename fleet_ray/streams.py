@@ -262,14 +262,14 @@ class InProcessStreams:
             raise StreamError(f"no output stream {name!r} declared (outputs: {sorted(self.codecs) or 'none'})")
         return codec
 
-    async def emit(self, name: str, item: Any) -> None:
+    async def emit(self, name: str, items: list[Any]) -> None:
         codec = self.codec(name)
         try:
-            valid = codec.validate(item)
+            valid = [codec.validate(item) for item in items]
         except StreamItemInvalid as exc:
             self.invalid.append(exc)
             raise
-        self.emitted[name].extend(codec.decode(codec.join([codec.encode_one(valid)])))
+        self.emitted[name].extend(codec.decode(codec.join([codec.encode_one(v) for v in valid])))
 
     async def flush(self) -> None:
         return None

@@ -157,10 +157,13 @@ def test_emit_validates_at_the_producer_and_an_invalid_item_never_reaches_the_st
             await ctx.emit("numbers", {"n": "two"})
         with pytest.raises(StreamError, match="no output stream 'nope'"):
             await ctx.emit("nope", {"n": 3})
+        await ctx.emit_many("numbers", [{"n": 3}, Number(n=4)])
+        with pytest.raises(StreamItemInvalid):  # one bad item: none of the list goes out
+            await ctx.emit_many("numbers", [{"n": 5}, {"n": "six"}])
 
     asyncio.run(go())
-    assert io.emitted["numbers"] == [Number(n=1), Number(n=2, producer="p")]
-    assert len(io.invalid) == 1
+    assert io.emitted["numbers"] == [Number(n=1), Number(n=2, producer="p"), Number(n=3), Number(n=4)]
+    assert len(io.invalid) == 2
 
 
 def test_read_yields_typed_items_and_a_context_outside_a_slot_has_no_streams():
@@ -276,3 +279,40 @@ def test_a_group_added_late_still_gets_what_is_retained():
         return items_of(await h.pull("late", "c", wait_s=0))
 
     assert asyncio.run(go()) == [7, 8]
+
+
+# -- the producer end: acknowledged emits ----------------------------------------------------------------
+class GatedHub:
+    """A stand-in for the hub actor: each put waits until the test opens the gate."""
+
+    def __init__(self):
+        self.puts: list[int] = []
+        self.gate = asyncio.Event()
+        self.put = self
+
+    def remote(self, producer, seq, payload, n):
+        async def put():
+            await self.gate.wait()
+            self.puts.append(n)
+        return put()
+
+
+def test_a_waiting_emit_returns_only_once_the_hub_holds_the_item_and_concurrent_emits_share_a_put():
+    from fleet_ray.actors.stream_io import StreamProducer
+
+    async def go():
+        hub = GatedHub()
+        p = StreamProducer("a.numbers", hub, "a:0:g1", Codec("a.numbers", Number), batch_max=100)
+        first = asyncio.create_task(p.emit(Number(n=0), wait=True))
+        await asyncio.sleep(0.01)
+        more = [asyncio.create_task(p.emit(Number(n=i), wait=True)) for i in (1, 2, 3)]
+        await asyncio.sleep(0.01)
+        assert not first.done() and p.accepted == 0  # the put is still pending: not safe yet
+        hub.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, *more), 2)
+        assert p.accepted == 4 and hub.puts == [1, 3]  # the three later emits rode in one batch
+        await p.emit(Number(n=4))  # without wait: queued, returns at once
+        await p.flush()
+        assert p.accepted == 5
+
+    asyncio.run(go())
