@@ -16,7 +16,7 @@ AUDIT_BROKEN = 4
 def cmd_verify_audit(args: argparse.Namespace) -> int:
     from fleet_ray.campaign.operator import verify_audit
 
-    report = verify_audit(args.file, args.public_key, args.key_env, args.key_file)
+    report = verify_audit(args.file, args.public_key, args.key_env, args.key_file, args.require_closed)
     if args.json:
         print(report.model_dump_json())
     elif report.ok:
@@ -66,6 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--public-key", help="trusted Ed25519 public key file (PEM, or 32 bytes base64/hex)")
     v.add_argument("--key-file", help="or: the signing key file (its public half is used)")
     v.add_argument("--key-env", default="FLEET_AUDIT_KEY", help="or: env var holding the signing key")
+    v.add_argument("--require-closed", action="store_true",
+                   help="a finished campaign: fail if the chain doesn't end with campaign.closed (lines cut off the end)")
     v.add_argument("--json", action="store_true")
     v.set_defaults(fn=cmd_verify_audit)
 

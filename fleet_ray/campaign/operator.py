@@ -60,8 +60,10 @@ def reset_breaker(store_url: str, namespace: str, target: str, operator: str | N
 
 
 def verify_audit(path: str | Path, public_key_file: str | Path | None = None,
-                 key_env: str = "FLEET_AUDIT_KEY", key_file: str | Path | None = None) -> AuditReport:
+                 key_env: str = "FLEET_AUDIT_KEY", key_file: str | Path | None = None,
+                 require_closed: bool = False) -> AuditReport:
     """Verify an NDJSON audit file against a trusted key (a public key file, or the signing key
-    from ``key_file`` / ``$key_env``). ``report.first_broken`` names the first broken line."""
+    from ``key_file`` / ``$key_env``). ``report.first_broken`` names the first broken line;
+    ``require_closed`` also fails a chain that doesn't end with ``campaign.closed`` (truncated)."""
     key = load_verify_key(public_key_file, key_env, key_file)
-    return verify_audit_file(path, key)
+    return verify_audit_file(path, key, require_closed=require_closed)

@@ -9,10 +9,13 @@ these is the broken link; the report says which line (1-based), which ``seq`` an
 - ``bad_signature``: the content was edited after signing;
 - ``missing``: receipts are missing before this line (a line was removed);
 - ``reordered``: this receipt belongs elsewhere in the chain (lines were moved);
-- ``foreign``: a receipt of another campaign.
+- ``foreign``: a receipt of another campaign;
+- ``truncated`` (only with ``require_closed``): the chain does not end with the ``campaign.closed``
+  receipt that :meth:`Campaign.destroy` writes, so receipts may be missing at the end.
 
-Receipts missing from the *end* of a file can't be detected from the file alone; ``closed`` says
-whether the chain ends with the ``campaign.closed`` receipt that :meth:`Campaign.destroy` writes.
+Receipts missing from the *end* of a file can't be told from a campaign that never finished by the
+file alone; ``closed`` says whether the chain ends with ``campaign.closed``, and a verifier of a
+finished campaign passes ``require_closed`` to treat a missing one as a broken link.
 """
 
 from __future__ import annotations
@@ -74,7 +77,8 @@ def _parse(raw: str | bytes) -> dict[str, Any] | str:
     return r
 
 
-def verify_lines(lines: Iterable[str | bytes], key: VerifyKey, source: str = "<lines>") -> AuditReport:
+def verify_lines(lines: Iterable[str | bytes], key: VerifyKey, source: str = "<lines>",
+                 require_closed: bool = False) -> AuditReport:
     numbered = [(n, ln) for n, ln in enumerate(lines) if ln.strip()]  # blank lines keep their numbers
     parsed = [_parse(ln) for _, ln in numbered]
     seq_at = {r["seq"]: i for i, r in enumerate(parsed) if isinstance(r, dict)}
@@ -120,17 +124,23 @@ def verify_lines(lines: Iterable[str | bytes], key: VerifyKey, source: str = "<l
         expected = seq + 1
         good += 1
         last_kind = r["kind"]
+    if require_closed and last_kind != "campaign.closed":
+        end = (numbered[-1][0] + 2) if numbered else 1
+        return AuditReport(source=source, ok=False, receipts=good, campaign_id=campaign, key_id=key.key_id,
+                           first_broken=BrokenLink(line=end, seq=expected, kind="truncated",
+                                                   reason=f"the chain ends at seq {expected - 1} without a "
+                                                   "campaign.closed receipt (lines missing at the end)"))
     return AuditReport(source=source, ok=True, receipts=good, campaign_id=campaign, key_id=key.key_id,
                        closed=last_kind == "campaign.closed")
 
 
-def verify_audit_file(path: str | Path, key: VerifyKey) -> AuditReport:
+def verify_audit_file(path: str | Path, key: VerifyKey, require_closed: bool = False) -> AuditReport:
     """Verify an NDJSON audit sink; ``report.first_broken`` names the first broken line."""
     with open(path, "rb") as fh:
-        return verify_lines(fh.read().splitlines(), key, source=str(path))
+        return verify_lines(fh.read().splitlines(), key, source=str(path), require_closed=require_closed)
 
 
-def verify_audit_log(events: EventLog, campaign_id: str, key: VerifyKey) -> AuditReport:
+def verify_audit_log(events: EventLog, campaign_id: str, key: VerifyKey, require_closed: bool = False) -> AuditReport:
     """Verify a campaign's receipts in the durable event log (lines are positions in seq order)."""
     lines = [json.dumps(r) for r in receipts_in_log(events, campaign_id)]
-    return verify_lines(lines, key, source=f"event log of campaign {campaign_id}")
+    return verify_lines(lines, key, source=f"event log of campaign {campaign_id}", require_closed=require_closed)

@@ -83,6 +83,24 @@ def test_an_untouched_chain_verifies_and_is_closed(key, tmp_path):
     assert report.ok and report.receipts == 7 and report.closed and report.campaign_id == "c1"
 
 
+def test_lines_cut_off_the_end_fail_only_a_verifier_that_requires_a_closed_chain(key, tmp_path, capsys,
+                                                                                  monkeypatch):
+    path = tmp_path / "cut.ndjson"
+    write_chain(path, key)
+    assert verify_audit_file(path, key.verify_key(), require_closed=True).ok
+    rewrite(path, lines(path)[:4])  # the last three receipts (closed included) removed
+    lenient = verify_audit_file(path, key.verify_key())
+    assert lenient.ok and not lenient.closed and lenient.receipts == 4
+    strict = verify_audit_file(path, key.verify_key(), require_closed=True)
+    assert not strict.ok and strict.first_broken.kind == "truncated" and strict.first_broken.line == 5
+    assert strict.first_broken.seq == 4 and "ends at seq 3" in strict.first_broken.reason
+    monkeypatch.setenv("FLEET_AUDIT_KEY", key.private_pem().decode())
+    assert cli_main(["verify-audit", str(path)]) == 0
+    assert "no campaign.closed receipt" in capsys.readouterr().out
+    assert cli_main(["verify-audit", str(path), "--require-closed"]) == 4
+    assert "BROKEN at line 5 (seq 4): truncated" in capsys.readouterr().out
+
+
 def test_concurrent_appends_stay_one_linear_chain(key, tmp_path):
     path = tmp_path / "c.ndjson"
     chain = AuditChain("c1", key, None, NdjsonSink(path))
