@@ -273,6 +273,7 @@ class SlotCalls:
                     progress=v.get("progress") or {},
                     recycle_requested=v.get("recycle_requested"),
                     error=v.get("error"),
+                    browser=v.get("browser"),
                 )
             ]
         if p.kind == "drain":

@@ -50,7 +50,7 @@ from fleet_ray.reconcile import (
 )
 from fleet_ray.rollout import Rollout
 from fleet_ray.spec import FleetSpec, PoolSpec, ResolvedPool, validate_spec
-from fleet_ray.status import EventStatus, FleetStatus, PoolStatus, SlotStatus
+from fleet_ray.status import BrowserSlotStatus, EventStatus, FleetStatus, PoolStatus, SlotStatus
 from fleet_ray.store import keys, open_store
 from fleet_ray.store.base import Store
 
@@ -690,6 +690,7 @@ class SupervisorCore:
             or (f"waiting for Ray to start its process ({now - r.created_at:.0f}s)"
                 if r.state is SlotState.STARTING and r.alive_at is None and r.created_at else ""),
             backoff_s=round(max(0.0, r.backoff_until - now), 3),
+            browser=BrowserSlotStatus.from_health(r.browser) if r.browser else None,
         )
 
     def events(self, limit: int = 200) -> list[dict[str, Any]]:

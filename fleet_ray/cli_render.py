@@ -50,6 +50,12 @@ def render_status(st: FleetStatus) -> str:
                 ]
             )
         lines.append(_table(rows))
+        for s in p.slots:
+            if s.browser is not None:
+                b = s.browser
+                proxies = ", ".join(f"{x.id} {x.health}" for x in b.proxies)
+                lines.append(f"  {s.id} browser: pages={b.pages} launches={b.launches} crashes={b.crashes} "
+                             f"chromium_rss={b.rss_mb:.0f}MB" + (f"  proxies: {proxies}" if proxies else ""))
     return "\n".join(lines)
 
 

@@ -77,6 +77,7 @@ class SlotRecord:
     rss_mb: float = 0.0
     phase: str | None = None
     progress: dict[str, Any] = field(default_factory=dict)
+    browser: dict[str, Any] | None = None  # browser slots: last Chromium/proxy/session snapshot
     reason: str = ""
     # health
     health_failures: int = 0
@@ -216,6 +217,7 @@ class HealthReport(Observation):
     progress: dict[str, Any] = field(default_factory=dict)
     recycle_requested: str | None = None
     error: str | None = None
+    browser: dict[str, Any] | None = None  # a browser slot's Chromium/proxy/session snapshot
 
 
 @dataclass(frozen=True)
@@ -319,6 +321,7 @@ def observe(
             rec.checks_ok += 1
             rec.tasks, rec.rss_mb, rec.phase = obs.tasks, obs.rss_mb, obs.phase
             rec.progress = dict(obs.progress)
+            rec.browser = obs.browser
             if obs.recycle_requested:
                 rec.recycle_requested = obs.recycle_requested
         else:
@@ -360,7 +363,7 @@ def finish_stop(table: SlotTable, key: SlotKey, now: float, pool: Any | None, fa
     rec.pid, rec.node_id, rec.ready_at, rec.created_at, rec.alive_at = None, "", None, None, None
     rec.health_failures, rec.health_inflight, rec.config_inflight, rec.checks_ok = 0, False, False, 0
     rec.recycle_requested, rec.drain_deadline, rec.failure_pending, rec.retire = None, None, False, False
-    rec.tasks, rec.rss_mb, rec.phase, rec.progress = 0, 0.0, None, {}
+    rec.tasks, rec.rss_mb, rec.phase, rec.progress, rec.browser = 0, 0.0, None, {}, None
     ev.append(LifecycleEvent("slot.recycled", rec.pool, rec.index, rec.generation, reason, {"failure": failure}))
     if failure:
         escalation = record_failure(rec, now, pool.heal)

@@ -11,6 +11,46 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class BrowserProxyStatus(_Model):
+    id: str = Field(description="Proxy id within the pool.")
+    proxy: str = Field(description="Where the proxy is, credentials redacted.")
+    country: str | None = Field(None, description="Country the proxy declares (identities follow it).")
+    health: str = Field(description="healthy | cooling | quarantined")
+    uses: int = Field(0, description="Browser contexts that used this proxy.")
+    failures: int = Field(0, description="Tasks that failed through this proxy.")
+
+
+class BrowserSlotStatus(_Model):
+    chromium: str | None = Field(None, description="Chromium version the slot drives.")
+    launches: int = Field(0, description="Chromium launches by this slot (1 + browser recycles).")
+    pages: int = Field(0, description="Pages (browser contexts) served by this slot.")
+    pages_since_launch: int = Field(0, description="Pages served by the current Chromium.")
+    crashes: int = Field(0, description="Chromium crashes seen by this slot.")
+    recycles: dict[str, int] = Field(default_factory=dict, description="Chromium recycles by reason kind.")
+    rss_mb: float = Field(0.0, description="Resident memory of Chromium's process tree, MiB.")
+    in_flight: int = Field(0, description="Pages open right now.")
+    proxies: list[BrowserProxyStatus] = Field(default_factory=list, description="The pool's proxies as this slot sees them.")
+    sessions_live: int | None = Field(None, description="Identity sessions kept alive (session mode only).")
+    sessions_retired: int | None = Field(None, description="Identity sessions retired (age, uses, block signals).")
+
+    @classmethod
+    def from_health(cls, snap: dict[str, Any]) -> BrowserSlotStatus:
+        """From a browser slot's health report (``BrowserRuntime.snapshot``), which holds no secrets."""
+        b = snap.get("browser") or {}
+        sessions = snap.get("sessions") or {}
+        return cls(
+            chromium=b.get("version"), launches=int(b.get("launches") or 0), pages=int(b.get("pages") or 0),
+            pages_since_launch=int(b.get("pages_since_launch") or 0), crashes=int(b.get("crashes") or 0),
+            recycles={str(k): int(v) for k, v in (b.get("recycles") or {}).items()},
+            rss_mb=float(snap.get("browser_rss_mb") or 0.0), in_flight=len(snap.get("in_flight") or {}),
+            proxies=[BrowserProxyStatus(id=str(p.get("id")), proxy=str(p.get("proxy")), country=p.get("country"),
+                                        health=str(p.get("health")), uses=int(p.get("uses") or 0),
+                                        failures=int(p.get("failures") or 0))
+                     for p in snap.get("proxies") or []],
+            sessions_live=sessions.get("live"), sessions_retired=sessions.get("retired"),
+        )
+
+
 class SlotStatus(_Model):
     id: str = Field(description="Slot position, 'pool:index'.")
     pool: str = Field(description="Pool the slot belongs to.")
@@ -29,6 +69,7 @@ class SlotStatus(_Model):
     progress: dict[str, Any] = Field(default_factory=dict, description="What the automation reported as progress.")
     reason: str = Field("", description="Why the slot is in its state (pending reason, failure cause).")
     backoff_s: float = Field(0.0, description="Seconds until a failing position is started again.")
+    browser: BrowserSlotStatus | None = Field(None, description="Browser slots: Chromium, pages, proxies (last health check).")
 
 
 class RolloutStatus(_Model):

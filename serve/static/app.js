@@ -8,6 +8,16 @@ const COLORS = ["#2563eb", "#16a34a", "#d97706", "#dc2626", "#7c3aed", "#0891b2"
 const MAX_EVENTS = 200;
 const $ = (id) => document.getElementById(id);
 
+function fmtBrowser(b) {
+  // browser slots: pages served, Chromium launches/crashes/memory, proxy health (no credentials)
+  if (!b) return "-";
+  const bad = b.proxies.filter((p) => p.health !== "healthy").map((p) => `${p.id} ${p.health}`);
+  const proxies = b.proxies.length ? ` · proxies ${b.proxies.length - bad.length}/${b.proxies.length} ok` : "";
+  const title = `Chromium ${b.chromium || "?"}, ${b.launches} launches, ${b.crashes} crashes, ` +
+    `${b.rss_mb.toFixed(0)} MiB` + (bad.length ? `; ${bad.join(", ")}` : "");
+  return `<span title="${esc(title)}">${b.pages} pages · ×${b.launches}${proxies}</span>`;
+}
+
 function esc(v) {
   return String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
@@ -74,6 +84,7 @@ function renderStatus(st) {
         <td>${s.tasks}</td>
         <td class="recycles">${s.recycles}</td>
         <td>${esc(s.phase || "-")}</td>
+        <td class="browser">${fmtBrowser(s.browser)}</td>
         <td class="reason">${esc(s.reason)}</td>
         <td><button type="button" class="recycle" data-action="recycle" data-slot="${esc(s.id)}">Recycle</button></td>
       </tr>`).join("");
@@ -93,8 +104,8 @@ function renderStatus(st) {
         <button type="button" data-action="${p.paused ? "resume" : "pause"}" data-pool="${esc(p.name)}">${p.paused ? "Resume" : "Pause"}</button>
       </div>
       <table><thead><tr><th>slot</th><th>state</th><th>gen</th><th>node</th><th>pid</th><th>uptime</th>
-        <th>tasks</th><th>recycles</th><th>phase</th><th>reason</th><th></th></tr></thead>
-      <tbody>${rows || '<tr><td colspan="11" class="muted">no slots</td></tr>'}</tbody></table>
+        <th>tasks</th><th>recycles</th><th>phase</th><th>browser</th><th>reason</th><th></th></tr></thead>
+      <tbody>${rows || '<tr><td colspan="12" class="muted">no slots</td></tr>'}</tbody></table>
     </div>`;
   }).join("");
 }

@@ -75,9 +75,12 @@ def test_browser_pool_processes_items_through_chromium(fleet, site, tmp_path):
     assert set(by_url) == set(urls)
     assert by_url[f"{site.url}/p3"]["title"] == "Page /p3"
     assert by_url[f"{site.url}/p3"]["links"] == [f"{site.url}/a", f"{site.url}/b"]
-    st = fleet.status()
+    # the status (and so the API, CLI and dashboard) shows each slot's browser from its health checks
+    st = fleet.wait_until(lambda s: sum(x.browser.pages if x.browser else 0 for x in s.pool("crawl").slots) == 16, 60)
     slots = st.pool("crawl").slots
     assert {s.state for s in slots} == {"running"}
+    assert all(s.browser.chromium and s.browser.rss_mb > 20 for s in slots)
+    assert max(s.browser.launches for s in slots) >= 2
     # rss_mb of a browser slot is its whole tree: worker + driver + Chromium
     handle = ray.get_actor(slots[0].actor, namespace=fleet.namespace)
     health = ray.get(handle.health.remote(), timeout=60)
@@ -108,7 +111,10 @@ def test_proxy_credentials_reach_chromium_but_never_status_events_or_errors(flee
     assert sorted(r.value["title"] for r in ok) == ["Page /one", "Page /two"]
     assert {r.path for r in proxy.authenticated("alice")} >= {"/one", "/two"}
     assert not failed[0].ok and "ProxyAuthError" in failed[0].error and "slot bad-proxy:0" in failed[0].error
-    st = fleet.status()
+    st = fleet.wait_until(lambda s: (b := s.pool("bad-proxy").slots[0].browser) is not None
+                          and [p.health for p in b.proxies] == ["quarantined"], 60)
+    assert [p.health for p in st.pool("via-proxy").slots[0].browser.proxies] == ["healthy"]
+    assert "alice" not in st.model_dump_json()
     slot_actor = st.pool("bad-proxy").slots[0].actor
     health = ray.get(ray.get_actor(slot_actor, namespace=fleet.namespace).health.remote(), timeout=60)
     assert health["browser"]["proxies"][0]["health"] == "quarantined"

@@ -248,3 +248,20 @@ def test_groups_from_the_supervisors_own_error_grouping_are_mapped_and_redacted(
     assert g.signature == "TimeoutError at shop.py:42 in fetch" and g.kind == "task.failed"
     assert g.slots == ["web:0", "web:1"] and g.phases == ["load"] and g.count == 7
     assert g.sample == "GET http://***@shop/x timed out"
+
+
+def test_browser_slot_status_from_a_health_snapshot():
+    from fleet_ray.status import BrowserSlotStatus, SlotStatus
+
+    snap = {"browser": {"version": "156.0", "launches": 3, "pages_since_launch": 2, "pages": 42,
+                        "recycles": {"pages": 2}, "crashes": 1, "retiring": False},
+            "browser_rss_mb": 312.4,
+            "proxies": [{"id": "p0", "proxy": "http://10.0.0.5:3128", "country": "DE", "health": "quarantined",
+                         "uses": 9, "successes": 7, "failures": 2, "last_outcome": "proxy_auth"}],
+            "sessions": {"mode": "session", "live": 2, "retired": 5}, "counters": {"ok": 40},
+            "in_flight": {"t1": "goto"}, "artifacts_saved": 0}
+    b = BrowserSlotStatus.from_health(snap)
+    assert (b.chromium, b.launches, b.pages, b.crashes, b.recycles, b.in_flight) == ("156.0", 3, 42, 1, {"pages": 2}, 1)
+    assert b.proxies[0].health == "quarantined" and b.sessions_live == 2 and b.sessions_retired == 5
+    slot = SlotStatus(id="b:0", pool="b", index=0, generation=1, state="running", actor="fleet:b:0:g1", browser=b)
+    assert SlotStatus.model_validate_json(slot.model_dump_json()) == slot
