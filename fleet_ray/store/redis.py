@@ -24,17 +24,22 @@ if v > cur then redis.call('SET', KEYS[1], ARGV[1]); return v end
 return cur
 """
 
-# KEYS[1] = data hash, KEYS[2] = order zset; ARGV = id1, sort1, data1, id2, ...
+# KEYS[1] = data hash, KEYS[2] = order zset, KEYS[3] = Redis Stream; ARGV[1] = the stream's approximate
+# cap, then id1, sort1, data1, id2, ... New entries only (idempotent by id) go to all three: the hash
+# and the zset answer queries in causal (HLC) order, the stream is for live tailing (XREAD) and
+# replay by other tools, in arrival order.
 _LOG_APPEND = """
 local new = 0
-for i = 1, #ARGV, 3 do
+for i = 2, #ARGV, 3 do
   if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 2]) == 1 then
     redis.call('ZADD', KEYS[2], 0, ARGV[i + 1] .. '\\0' .. ARGV[i])
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'id', ARGV[i], 'data', ARGV[i + 2])
     new = new + 1
   end
 end
 return new
 """
+LOG_STREAM_MAXLEN = 100_000
 
 # KEYS[1] = data hash, KEYS[2] = order zset; ARGV[1] = max_len
 _LOG_TRIM = """
@@ -117,14 +122,18 @@ class RedisStore:
     def _log_keys(self, log: str) -> list[str]:
         return [self._k(f"log:{log}:data"), self._k(f"log:{log}:order")]
 
+    def log_stream_key(self, log: str) -> str:
+        """The Redis Stream that mirrors ``log`` in arrival order (``XREAD`` it to tail the log live)."""
+        return self._k(f"log:{log}:stream")
+
     @_translate
     def log_append(self, log: str, entries: list[LogEntry]) -> int:
         if not entries:
             return 0
-        args: list = []
+        args: list = [LOG_STREAM_MAXLEN]
         for e in entries:
             args += [e.id, e.sort_key, bytes(e.data)]
-        return int(self._append(keys=self._log_keys(log), args=args))
+        return int(self._append(keys=[*self._log_keys(log), self.log_stream_key(log)], args=args))
 
     @_translate
     def log_range(self, log, start=None, end=None, limit=None) -> list[LogEntry]:

@@ -29,6 +29,7 @@ def store(request, tmp_path):
         s.delete(*s.keys())
         for log in ("events", "other"):
             s.log_trim(log, 0)
+            s._r.delete(s.log_stream_key(log))
     s.close()
 
 
@@ -75,6 +76,22 @@ def test_log_append_is_idempotent_ordered_and_trimmable(store):
     assert [e.sort_key for e in store.log_range("events")] == ["006", "007", "008", "009"]
     assert store.log_append("events", [entries[0]]) == 1  # trimmed ids may be appended again
     assert store.log_range("other") == []
+
+
+def test_redis_log_is_mirrored_to_a_redis_stream_once_per_event():
+    s = open_store(REDIS_URL, namespace=uuid.uuid4().hex[:8])
+    try:
+        entries = [LogEntry(f"id{i}", f"{9 - i:03d}", f"d{i}".encode()) for i in range(5)]
+        s.log_append("events", entries[:3])
+        s.log_append("events", entries)  # the first three again: not mirrored twice
+        stream = s._r.xrange(s.log_stream_key("events"))
+        assert [(f[b"id"], f[b"data"]) for _, f in stream] == [(f"id{i}".encode(), f"d{i}".encode()) for i in range(5)]
+        # queries stay in causal (sort key) order; the stream keeps arrival order for tailing
+        assert [e.id for e in s.log_range("events")] == [f"id{i}" for i in reversed(range(5))]
+    finally:
+        s.log_trim("events", 0)
+        s._r.delete(s.log_stream_key("events"))
+        s.close()
 
 
 def test_ties_in_sort_key_are_broken_by_id(store):
