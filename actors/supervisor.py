@@ -28,6 +28,7 @@ from fleet_ray.events import Event, EventLog
 from fleet_ray.hlc import HLC
 from fleet_ray.lifecycle import (
     Died,
+    HealthReport,
     LifecycleEvent,
     SlotRecord,
     SlotState,
@@ -62,7 +63,10 @@ log = logging.getLogger(__name__)
 SUPERVISOR_NAME = "fleet:supervisor"
 NODE_REFRESH_S = 1.0
 PACKAGE_CACHE = Path.home() / ".fleet-ray" / "packages"
-PACKAGE_RECHECK_S = 60.0  # re-upload a package's py_modules if Ray garbage-collected them
+PACKAGE_RECHECK_S = 60.0
+# health checks and their reports change nothing a restart needs but task counts: such changes are
+# checkpointed at most this often (every other change is written on the next persist tick)
+ROUTINE_CHECKPOINT_S = 5.0  # re-upload a package's py_modules if Ray garbage-collected them
 
 
 class SupervisorCore:
@@ -89,6 +93,8 @@ class SupervisorCore:
         self.recovered = False
         self._rng = random.Random()
         self._dirty = True
+        self._routine_dirty = False
+        self._checkpoint_at = 0.0
         self._pending_events: list[Event] = []
         self._recent: deque[Event] = deque(maxlen=200)
         self._nodes: list[NodeView] = []
@@ -130,7 +136,10 @@ class SupervisorCore:
             if isinstance(obs, Died):
                 self._release_work(obs.key, obs.generation, obs.cause)
                 self._svc().slot_gone(obs.key, obs.generation, obs.cause, died=True)
-            self._dirty = True
+            if isinstance(obs, HealthReport) and obs.ok:
+                self._routine_dirty = True  # only a task count moved: checkpointed every few seconds
+            else:
+                self._dirty = True
         if not self._nodes:  # first step; afterwards _nodes_loop refreshes them off the step
             self._nodes, self._nodes_at = self.calls.nodes(), now
         placement = {n: placement_problem(p.placement, self._nodes) for n, p in self.desired.items()}
@@ -138,7 +147,10 @@ class SupervisorCore:
         actions = decide(self.desired, self.table, placement, now, paused)
         if actions:
             self._act(actions, now)
-            self._dirty = True
+            if all(isinstance(a, CheckHealth) for a in actions):
+                self._routine_dirty = True
+            else:
+                self._dirty = True
         self._track_rollouts(now)
         self.steps += 1
         self.last_step_ms = (time.perf_counter() - t0) * 1000
@@ -309,6 +321,8 @@ class SupervisorCore:
         }
 
     def _persist_once(self) -> None:
+        if self._routine_dirty and time.monotonic() - self._checkpoint_at >= ROUTINE_CHECKPOINT_S:
+            self._dirty = True
         if self._store_behind:
             # Catching up after an outage: the store may have lost everything (a fresh Redis), so
             # write the generations and the checkpoint again whether or not anything changed since.
@@ -320,7 +334,8 @@ class SupervisorCore:
                 return
         if self._dirty:
             snap = json.dumps(self.checkpoint()).encode()
-            self._dirty = False
+            self._dirty = self._routine_dirty = False
+            self._checkpoint_at = time.monotonic()
             if not self._store_try(lambda s: s.put(keys.SUPERVISOR_CHECKPOINT, snap))[0]:
                 self._dirty = True
         if self._pending_events:

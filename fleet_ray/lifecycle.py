@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -107,8 +107,12 @@ class SlotRecord:
         return slot_id(self.key)
 
     def persisted(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: (d[k].value if isinstance(d[k], SlotState) else d[k]) for k in PERSISTED}
+        # field by field: dataclasses.asdict deep-copies every field (progress, browser snapshots...)
+        # and this runs for every slot at every checkpoint
+        out = {k: getattr(self, k) for k in PERSISTED}
+        out["state"] = self.state.value
+        out["failures"] = list(self.failures)
+        return out
 
     @classmethod
     def restore(cls, data: dict[str, Any]) -> SlotRecord:

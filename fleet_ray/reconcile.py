@@ -113,20 +113,21 @@ def placement_problem(placement: Placement, nodes: Sequence[NodeView]) -> str | 
 SPEC_CHANGED = "pool spec changed (automation, version, kind, placement or concurrency)"
 
 
-def rollout_due(rec: SlotRecord, pool: PoolSpec) -> str | None:
-    """Why the pool's spec needs this running slot replaced (rolled within the pool's budget)."""
-    if rec.shape_hash and rec.shape_hash != pool.slot_shape_hash():
+def rollout_due(rec: SlotRecord, pool: PoolSpec, shape: str | None = None) -> str | None:
+    """Why the pool's spec needs this running slot replaced (rolled within the pool's budget).
+    ``shape`` is ``pool.slot_shape_hash()`` when the caller has it (a hash per slot per step adds up)."""
+    if rec.shape_hash and rec.shape_hash != (shape or pool.slot_shape_hash()):
         return SPEC_CHANGED
     if rec.recycle_requested and rec.recycle_requested.startswith("config change needs a fresh slot"):
         return rec.recycle_requested
     return None
 
 
-def recycle_due(rec: SlotRecord, pool: PoolSpec, now: float) -> str | None:
+def recycle_due(rec: SlotRecord, pool: PoolSpec, now: float, shape: str | None = None) -> str | None:
     """Why a running slot should be replaced now regardless of any rollout budget, or None."""
     if rec.health_failures >= pool.health.failure_threshold:
         return rec.reason or "unhealthy"
-    if rec.recycle_requested and not rollout_due(rec, pool):
+    if rec.recycle_requested and not rollout_due(rec, pool, shape):
         return rec.recycle_requested
     policy = pool.recycle
     if policy.max_tasks is not None and rec.tasks >= policy.max_tasks:
@@ -154,13 +155,14 @@ def decide(
     actions: list[Action] = []
     for name, pool in desired.items():
         problem = placement.get(name)
+        shape, config_hash = pool.slot_shape_hash(), pool.config_hash()  # once per pool, not per slot
         # spec-driven replacements roll: at most max_unavailable wanted positions not serving at once
         serving = sum(
             1
             for i in range(pool.slots)
             if (r := table.get((name, i))) is not None
             and r.state is SlotState.RUNNING
-            and (r.checks_ok > 0 or rollout_due(r, pool) is not None)  # old slots serve until replaced
+            and (r.checks_ok > 0 or rollout_due(r, pool, shape) is not None)  # old slots serve until replaced
         )
         budget = 0 if name in paused_rollouts else pool.rollout.max_unavailable - (pool.slots - serving)
         for index in range(pool.slots):
@@ -185,8 +187,8 @@ def decide(
                     why = f"not ready within {pool.health.start_timeout_s:g}s of its process starting"
                     actions.append(Kill(rec.key, rec.generation, why, failure=True))
             elif rec.state is SlotState.RUNNING:
-                reason = recycle_due(rec, pool, now)
-                rolling = rollout_due(rec, pool) if reason is None else None
+                reason = recycle_due(rec, pool, now, shape)
+                rolling = rollout_due(rec, pool, shape) if reason is None else None
                 if reason is not None:
                     unhealthy = rec.health_failures >= pool.health.failure_threshold
                     actions.append(
@@ -195,8 +197,8 @@ def decide(
                 elif rolling is not None and budget > 0:
                     budget -= 1
                     actions.append(Drain(rec.key, rec.generation, rolling, pool.recycle.drain_timeout_s))
-                elif rolling is None and rec.config_hash != pool.config_hash() and not rec.config_inflight:
-                    actions.append(PushConfig(rec.key, rec.generation, pool.config, pool.config_hash()))
+                elif rolling is None and rec.config_hash != config_hash and not rec.config_inflight:
+                    actions.append(PushConfig(rec.key, rec.generation, pool.config, config_hash))
                 elif now >= rec.next_check_at and not rec.health_inflight:  # incl. slots awaiting their turn
                     actions.append(CheckHealth(rec.key, rec.generation, pool.health.timeout_s))
     for rec in table:
