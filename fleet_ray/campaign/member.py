@@ -194,6 +194,21 @@ class MemberContext:
                 g.fail(f"HTTP {resp.status_code}" + (" (reputation hit)" if hit else ""), resp.status_code)
             return resp
 
+    def page(self, url: str, wait_until: str = "domcontentloaded", timeout_s: float | None = None):
+        """Open ``url`` in Chromium as this member, as one guarded operation (like :meth:`fetch`)::
+
+            with ctx.page("https://shop.example/item/7") as page:   # a Playwright (sync) Page
+                price = page.locator(".price").inner_text()
+
+        The page's context has the member's UA, viewport, locale, timezone, headers, proxy and cookie
+        jar (shared with :attr:`http`); it is closed when the block ends, its cookies kept in the jar.
+        The navigation's status is ``ctx.requests[-1].status``; failure statuses and challenge pages
+        count against the target's breaker. Needs the browser extra (see ``fleet_ray.campaign.browser``).
+        """
+        from fleet_ray.campaign.browser import open_page
+
+        return open_page(self, url, wait_until, timeout_s)
+
     @property
     def http(self) -> httpx.Client:
         """This member's ``httpx.Client`` (cookies persist across its operations on this worker)."""
@@ -223,6 +238,9 @@ class MemberRuntime:
         self._clients: dict[int, tuple[str | None, Any]] = {}
         self._found: dict[str, tuple[bool, Any]] = {}
         self._finding: dict[str, threading.Lock] = {}
+        from fleet_ray.campaign.browser import Browsers
+
+        self.browsers = Browsers()  # Chromium per worker thread, started by the first ctx.page
 
     def emit(self, kind: str, message: str, data: dict[str, Any]) -> None:
         if self.events is None:
@@ -343,4 +361,5 @@ class MemberRuntime:
         for _, client in self._clients.values():
             client.close()
         self._clients.clear()
+        self.browsers.close()
         self.guardrails.close()

@@ -254,3 +254,70 @@ def test_resume_after_driver_sigkill_runs_only_outstanding_targets(ray_cluster, 
     report = verify_audit_file(sink, key.verify_key())
     assert report.ok and report.closed, report
     assert verify_audit_log(events, cid, key.verify_key()).receipts == report.receipts
+
+
+def cookie_site():
+    """A loopback site: ``/page`` shows the Cookie header it got and, for a new visitor, sets
+    ``visit=<n>`` from script; ``/echo`` answers with the Cookie header it got."""
+    from fleet_ray.browser.loopback import SiteServer
+
+    counter = iter(range(1, 1_000_000))
+
+    def handler(path, headers):
+        cookie = headers.get("cookie", "")
+        if path == "/echo":
+            return 200, "text/plain", cookie.encode()
+        script = "" if "visit=" in cookie else f"<script>document.cookie='visit={next(counter)}; path=/'</script>"
+        return 200, "text/html", f"<title>shop</title><body>{cookie}{script}</body>".encode()
+
+    return SiteServer(handler=handler)
+
+
+def test_members_open_pages_in_chromium_with_their_identity_proxy_and_cookie_jar(ray_cluster, ns, key, tmp_path):
+    from fleet_ray.browser.loopback import AuthProxy
+
+    secret = "pw-" + uuid.uuid4().hex
+    site = cookie_site().start()
+    ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
+    try:
+        # Chromium sends nothing for 127.0.0.1 through a proxy: the proxy maps shop.test to the site
+        with AuthProxy("alice", secret, hosts={"shop.test": ("127.0.0.1", site.port)}) as proxy:
+            via = f"http://alice:{secret}@127.0.0.1:{proxy.port}"
+            members = [
+                {"id": "de", "user_agent": ua + " de", "locale": "de-DE", "timezone": "Europe/Berlin",
+                 "viewport": (1280, 720), "proxy": via},
+                {"id": "jp", "user_agent": ua + " jp", "locale": "ja-JP", "timezone": "Asia/Tokyo",
+                 "viewport": (1024, 700), "proxy": via},
+            ]
+            sink = tmp_path / "audit.ndjson"
+            with campaign(ns, key, members=members, audit={"sink": str(sink)}) as c:
+                def task(ctx, _):
+                    with ctx.page("http://shop.test/page") as page:
+                        seen = page.evaluate("() => [navigator.userAgent, navigator.language, "
+                                             "Intl.DateTimeFormat().resolvedOptions().timeZone, innerWidth, "
+                                             "innerHeight, navigator.webdriver, document.title]")
+                        status = ctx.requests[-1].status
+                    with ctx.page("http://shop.test/page") as page:  # the same member again: its cookie
+                        again = page.inner_text("body")
+                    echoed = ctx.fetch("http://shop.test/echo").text  # the page's cookie is in ctx.http's jar
+                    return {"seen": seen, "status": status, "again": again, "echoed": echoed}
+
+                res = c.broadcast(task)
+                assert all(r.ok for r in res), [r.error for r in res]
+                status = c.status().model_dump_json()
+                # the pages were guarded requests: the target's breaker counted them with the fetches
+                breaker = c.guardrails.breaker_state("shop.test", c.config.breaker)
+                assert (breaker.samples, breaker.failures, breaker.tripped) == (6, 0, False)
+        de, jp = res[0].value, res[1].value
+        assert de["seen"] == [ua + " de", "de-DE", "Europe/Berlin", 1280, 720, False, "shop"]
+        assert jp["seen"] == [ua + " jp", "ja-JP", "Asia/Tokyo", 1024, 700, False, "shop"]
+        assert de["status"] == 200 and jp["status"] == 200
+        # each member has its own jar, kept across its pages and shared with its HTTP client
+        assert de["again"].startswith("visit=") and de["again"] == de["echoed"]
+        assert jp["again"].startswith("visit=") and jp["again"] != de["again"]
+        paths = [r.path for r in proxy.authenticated("alice")]
+        assert (paths.count("/page"), paths.count("/echo")) == (4, 2)  # all of it through the member's proxy
+        visible = [sink.read_text(), json.dumps([r.model_dump(mode="json") for r in res], default=str), status]
+        assert all(secret not in text for text in visible)
+    finally:
+        site.stop()

@@ -1,0 +1,204 @@
+"""Campaign members in Chromium: a page with the member's identity, under the guardrails.
+
+``ctx.page(url)`` (see :meth:`MemberContext.page`) opens ``url`` in a fresh browser context built
+from the member's identity — user agent, viewport, locale, timezone, extra headers, its proxy
+(credentials go to Chromium only, never into logs, receipts or errors) and its cookie jar, which it
+shares with ``ctx.http`` (cookies a page sets are there for the member's next fetch or page, and the
+other way round). The navigation is one guarded operation: policy, breaker and the target's
+rate-limit slot apply as for ``ctx.fetch``, and its HTTP status and challenge markers count against
+the target's breaker.
+
+Each worker thread that opens pages keeps one Chromium (Debian's ``/usr/bin/chromium`` by default,
+driven by Playwright's sync API, started through the browser add-on's launcher so it dies with its
+owner; Playwright never downloads a browser). Needs the browser extra: ``pip install
+'fleet-ray[browser]'``. This module imports Playwright lazily and never imports Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from http.cookiejar import Cookie
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+import psutil
+
+from fleet_ray.campaign.proxies import is_reputation_hit
+from fleet_ray.errors import CampaignError, redact_url
+
+if TYPE_CHECKING:
+    from fleet_ray.campaign.member import MemberContext
+
+log = logging.getLogger(__name__)
+DEFAULT_CHROMIUM = os.environ.get("FLEET_CHROMIUM", "/usr/bin/chromium")
+
+
+def playwright_proxy(url: str | None) -> dict[str, str] | None:
+    """``http://user:pw@host:port`` → Playwright's proxy option (credentials in their own fields)."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise CampaignError(f"proxy {redact_url(url)} names no host")
+    server = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    out = {"server": server}
+    if parts.username:
+        out["username"] = unquote(parts.username)
+        out["password"] = unquote(parts.password or "")
+    return out
+
+
+def context_options(identity: Any, proxy: str | None) -> dict[str, Any]:
+    """Playwright ``new_context`` options for a campaign :class:`~fleet_ray.campaign.config.Identity`."""
+    width, height = identity.viewport
+    opts: dict[str, Any] = {
+        "user_agent": identity.user_agent,
+        "viewport": {"width": width, "height": height},
+        "screen": {"width": max(width, 1920), "height": max(height + 80, 1080)},
+        "locale": identity.locale,
+        "timezone_id": identity.timezone,
+    }
+    if identity.headers:
+        opts["extra_http_headers"] = dict(identity.headers)
+    if proxy:
+        opts["proxy"] = playwright_proxy(proxy)
+    return opts
+
+
+def jar_to_playwright(jar: Any, url: str) -> list[dict[str, Any]]:
+    """Cookies of an ``httpx.Cookies`` jar as Playwright cookies (domainless ones bound to ``url``)."""
+    out = []
+    for c in jar.jar:
+        item: dict[str, Any] = {"name": c.name, "value": c.value or ""}
+        if c.domain:
+            item.update(domain=c.domain, path=c.path or "/", secure=bool(c.secure))
+            if c.expires:
+                item["expires"] = float(c.expires)
+        else:
+            item["url"] = url
+        out.append(item)
+    return out
+
+
+def playwright_to_jar(cookies: list[dict[str, Any]], jar: Any) -> None:
+    """Store a context's cookies back into the member's ``httpx.Cookies`` jar."""
+    for c in cookies:
+        expires = c.get("expires")
+        jar.jar.set_cookie(Cookie(
+            version=0, name=c["name"], value=c["value"], port=None, port_specified=False,
+            domain=c["domain"], domain_specified=c["domain"].startswith("."),
+            domain_initial_dot=c["domain"].startswith("."), path=c.get("path") or "/", path_specified=True,
+            secure=bool(c.get("secure")), expires=int(expires) if expires and expires > 0 else None,
+            discard=not (expires and expires > 0), comment=None, comment_url=None,
+            rest={"HttpOnly": ""} if c.get("httpOnly") else {},
+        ))
+
+
+class Browsers:
+    """One Chromium per worker thread that asked for one; all of them go on :meth:`close`."""
+
+    def __init__(self, executable: str = DEFAULT_CHROMIUM, headless: bool = True):
+        self.executable = executable
+        self.headless = headless
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._held: list[tuple[threading.Thread, Any, Any]] = []  # (thread, playwright, browser)
+        self._pids: set[int] = set()  # driver and Chromium processes started by us
+        self._closed = False
+
+    def get(self) -> Any:
+        browser = getattr(self._local, "browser", None)
+        if browser is not None and browser.is_connected():
+            return browser
+        if self._closed:
+            raise CampaignError("the campaign's browsers are closed")
+        try:
+            from playwright.sync_api import sync_playwright
+        except ImportError as exc:
+            raise CampaignError("ctx.page needs the browser extra: pip install 'fleet-ray[browser]'") from exc
+        from fleet_ray.browser.host import BASE_ARGS
+        from fleet_ray.browser.reaper import default_root, write_launcher
+
+        if not os.access(self.executable, os.X_OK):
+            raise CampaignError(f"Chromium not found or not executable at {self.executable}")
+        me = psutil.Process()
+        before = {p.pid for p in me.children(recursive=True)}
+        pw = sync_playwright().start()
+        launcher = write_launcher(default_root())
+        browser = pw.chromium.launch(
+            executable_path=str(launcher), headless=self.headless, args=list(BASE_ARGS),
+            ignore_default_args=["--enable-automation"], env={**os.environ, "FLEET_RAY_CHROMIUM": self.executable},
+            handle_sigint=False, handle_sigterm=False, handle_sighup=False,
+        )
+        with self._lock:
+            with suppress(psutil.Error):
+                self._pids |= {p.pid for p in me.children(recursive=True)} - before
+            self._held.append((threading.current_thread(), pw, browser))
+        self._local.browser = browser
+        return browser
+
+    def close(self) -> None:
+        """Close this thread's browsers properly; kill the processes of the others (Playwright's sync
+        objects belong to the thread that made them)."""
+        with self._lock:
+            self._closed = True
+            held, self._held = self._held, []
+            pids, self._pids = self._pids, set()
+        me = threading.current_thread()
+        for thread, pw, browser in held:
+            if thread is me:
+                with suppress(Exception):
+                    browser.close()
+                with suppress(Exception):
+                    pw.stop()
+        procs = []
+        for pid in pids:
+            with suppress(psutil.Error):
+                procs.append(psutil.Process(pid))
+                procs += procs[-1].children(recursive=True)
+        for p in procs:
+            with suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(procs, timeout=3)
+
+
+@contextmanager
+def open_page(ctx: MemberContext, url: str, wait_until: str = "domcontentloaded",
+              timeout_s: float | None = None) -> Iterator[Any]:
+    """See :meth:`MemberContext.page`."""
+    rt = ctx._rt
+    jar = ctx.http.cookies  # the member's jar (and its client warmed before the guard)
+    browser = rt.browsers.get()
+    context = browser.new_context(**context_options(ctx.identity, ctx.spec.proxy))
+    try:
+        cookies = jar_to_playwright(jar, url)
+        if cookies:
+            context.add_cookies(cookies)
+        page = context.new_page()
+        timeout_ms = (timeout_s or rt.config.request_timeout_s) * 1000
+        with ctx.guard(url, url=url, method="GET") as g:
+            from playwright.sync_api import Error as PlaywrightError
+
+            try:
+                response = page.goto(url, wait_until=wait_until, timeout=timeout_ms)
+            except PlaywrightError as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                g.fail(redact_url(first)[:200])
+                raise CampaignError(f"member {ctx.member}: could not load {redact_url(url)}: "
+                                    f"{redact_url(first)[:200]}") from None
+            status = response.status if response is not None else None
+            g.record.status = status
+            hit = is_reputation_hit(status, None, page.content()[:20_000])
+            g.record.reputation_hit = hit
+            if (status is not None and status in rt.config.breaker.failure_statuses) or hit:
+                g.fail(f"HTTP {status}" + (" (reputation hit)" if hit else ""), status)
+        yield page
+    finally:
+        with suppress(Exception):
+            playwright_to_jar(context.cookies(), jar)
+        with suppress(Exception):
+            context.close()
