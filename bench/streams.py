@@ -1,6 +1,6 @@
 """Benchmark: typed items end to end through a stream vs a single-item ``ray.util.queue.Queue``.
 
-    python -m bench.streams [--items 200000] [--queue-items 4000] [--capacity 100000]
+    python -m bench.streams [--items 200000] [--queue-items 4000] [--acked-items 8000] [--capacity 100000]
 
 1. items/s from K producer actors (K = 1 and 4) through a stream hub to a driver that iterates
    typed models: each item is built and validated as a Pydantic model at the producer
@@ -8,7 +8,10 @@
    the hub, fetched by object ref and validated back into models by :class:`Subscription`;
 2. the same with ``ray.util.queue.Queue``: K producer actors ``put`` one model at a time, the
    driver ``get``\\s one at a time, same run → ``ratio`` (stream / queue, 4 producers each);
-3. a full stream: producers fill a stream of ``--capacity`` items that nobody reads until they
+3. acknowledged emits, as continuous automations make them (``emit`` returns once the hub holds
+   the item): 4 producers emitting one item at a time (``stream_4p_acked1_items_per_s``) and lists of
+   100 (``stream_4p_acked100_items_per_s``, ``ctx.emit_many``);
+4. a full stream: producers fill a stream of ``--capacity`` items that nobody reads until they
    are held back; peak RSS of the hub process and the bytes it holds.
 
 The last stdout line is one JSON object.
@@ -48,8 +51,14 @@ class StreamSource:
         self.codec = Codec(stream, Tick)
         self.producer = StreamProducer(stream, get_hub(NS, stream), producer_id, self.codec, batch_max=2000)
 
-    async def produce(self, start: int, n: int) -> int:
+    async def produce(self, start: int, n: int, acked_batch: int = 0) -> int:
         codec, producer, pid = self.codec, self.producer, self.producer_id
+        if acked_batch:  # each emit returns once the hub holds its items
+            for lo in range(start, start + n, acked_batch):
+                items = [codec.validate(Tick(i=i, producer=pid, value=i * 0.5))
+                         for i in range(lo, min(lo + acked_batch, start + n))]
+                await producer.emit_many(items, wait=True)
+            return n
         for i in range(start, start + n):
             await producer.emit(codec.validate(Tick(i=i, producer=pid, value=i * 0.5)))
         await producer.flush()
@@ -74,7 +83,7 @@ class QueueSource:
         return True
 
 
-def stream_rate(producers: int, items: int, tag: str) -> float:
+def stream_rate(producers: int, items: int, tag: str, acked_batch: int = 0) -> float:
     stream = f"bench.{tag}"
     hub = ensure_hub(NS, stream, capacity=200_000, max_bytes=None, model=model_path(Tick))
     sub = Subscription(hub, stream, group="reader", model=Tick, durable=True)
@@ -82,7 +91,7 @@ def stream_rate(producers: int, items: int, tag: str) -> float:
     ray.get([s.ready.remote() for s in sources])
     per = items // producers
     t0 = time.perf_counter()
-    refs = [s.produce.remote(k * per, per) for k, s in enumerate(sources)]
+    refs = [s.produce.remote(k * per, per, acked_batch) for k, s in enumerate(sources)]
     got = 0
     last_seen: dict[str, int] = {}
     for batch in sub.batches(timeout_s=600):
@@ -168,6 +177,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--items", type=int, default=200_000)
     ap.add_argument("--queue-items", type=int, default=4_000)
+    ap.add_argument("--acked-items", type=int, default=8_000)
     ap.add_argument("--capacity", type=int, default=100_000)
     ap.add_argument("--num-cpus", type=int, default=os.cpu_count())
     args = ap.parse_args()
@@ -186,6 +196,11 @@ def main() -> None:
         result.update(stream_1p_items_per_s=round(s1), stream_4p_items_per_s=round(s4),
                       queue_1p_items_per_s=round(q1), queue_4p_items_per_s=round(q4),
                       ratio=round(s4 / q4, 2), ratio_1p=round(s1 / q1, 2))
+        a1 = stream_rate(4, args.acked_items, "acked1", acked_batch=1)
+        a100 = stream_rate(4, args.acked_items * 10, "acked100", acked_batch=100)
+        print(f"stream, 4 producers, acknowledged emits: {a1:,.0f} items/s one at a time, {a100:,.0f} in lists of 100")
+        result.update(stream_4p_acked1_items_per_s=round(a1), stream_4p_acked100_items_per_s=round(a100),
+                      ratio_acked1=round(a1 / q4, 2))
         full = full_stream(args.capacity)
         print(f"full stream: {full}")
         result.update(full)

@@ -48,6 +48,10 @@ def _routes(path: str, headers: dict[str, str]):
         return (200, "text/html", b"<title>img</title><img src='/pixel.png'>")
     if p == "/pixel.png":
         return (200, "image/png", b"\x89PNG\r\n\x1a\n")
+    if p == "/forbidden":
+        return (403, "text/html", b"<title>Access denied</title>")
+    if p == "/challenge.html":
+        return (200, "text/html", b"<title>Just a moment</title><div class='cf-turnstile'></div>")
     return (200, "text/html", PAGE % p.encode())
 
 
@@ -293,6 +297,31 @@ def test_blocked_and_dead_proxies_are_rotated_away_from(site, tmp_path):
     assert by_label["blocked"]["health"] == "quarantined" and by_label["blocked"]["last_outcome"] == "reputation"
     assert by_label["dead"]["health"] == "quarantined" and by_label["dead"]["last_outcome"] == "connect_failed"
     assert counters["recovery.rotate_identity"] >= 1 and counters["recovery.rotate_proxy"] >= 1
+
+
+def test_a_403_and_a_challenge_page_are_typed_blocks_that_rotate_the_identity(site, tmp_path):
+    from fleet_ray.errors import BlockedError
+
+    async def scenario():
+        rt = _runtime(tmp_path, max_attempts=2)
+        await rt.start()
+        try:
+            out = {}
+            for path in ("/forbidden", "/challenge.html"):
+                try:
+                    await rt.run(_title, f"{site.url}{path}", path)
+                except BlockedError as exc:
+                    out[path] = str(exc)
+            out["ok"] = await rt.run(_title, f"{site.url}/fine", "fine")  # the slot keeps serving
+            return out, dict(rt.counters)
+        finally:
+            await rt.close()
+
+    out, counters = _run(scenario())
+    assert "HTTP 403" in out["/forbidden"] and "2 attempt(s)" in out["/forbidden"]
+    assert "captcha/challenge (.cf-turnstile)" in out["/challenge.html"]
+    assert out["ok"] == "Hello /fine"
+    assert counters["error.BlockedError"] == 4 and counters["recovery.rotate_identity"] == 2
 
 
 def test_blocked_resource_types_never_load(site, tmp_path):
