@@ -231,7 +231,7 @@ def fleet_crawl(fleet, base: str, slot_pids: list[int]) -> tuple[dict[str, str],
     return found, elapsed, (max(r for r, _ in peak.values()), max(p for _, p in peak.values()))
 
 
-def start_fleet(slots: int, concurrency: int, tmp: Path):
+def start_fleet(slots: int, concurrency: int, tmp: Path, trace: str = "retry"):
     import ray
 
     from fleet_ray.actors.launch import start_supervisor
@@ -251,7 +251,7 @@ def start_fleet(slots: int, concurrency: int, tmp: Path):
         "placement": {"resources": {"browser": 1}},
         "health": {"period_s": 2, "timeout_s": 30, "failure_threshold": 5, "start_timeout_s": 300},
         "config": {"same_origin_links": True},
-        "browser": {"artifacts": {"logs_root": str(tmp / "logs")}},
+        "browser": {"artifacts": {"logs_root": str(tmp / "logs"), "trace": trace}},
     }]})
     st = fleet.wait_ready(300)
     return fleet, [s.pid for s in st.pool("crawl").slots]
@@ -269,6 +269,8 @@ def main() -> None:
     ap.add_argument("--sections", type=int, default=24)
     ap.add_argument("--per-section", type=int, default=25)
     ap.add_argument("--repeats", type=int, default=1, help="alternating runs of each crawler (median taken)")
+    ap.add_argument("--trace", choices=["retry", "always", "off"], default="retry",
+                    help="the pool's artifacts.trace (its default: retry)")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -279,7 +281,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-crawl-"))
     fleet = None
     try:
-        fleet, pids = start_fleet(args.slots, args.concurrency, tmp)
+        fleet, pids = start_fleet(args.slots, args.concurrency, tmp, args.trace)
         warm(fleet, base, total * 2)
         plain_runs, fleet_runs, plain_rss, fleet_rss = [], [], [], []
         for _ in range(args.repeats):
@@ -304,6 +306,7 @@ def main() -> None:
             "concurrency_per_slot": args.concurrency,
             "total_concurrency": total,
             "repeats": args.repeats,
+            "trace": args.trace,
             "cpus": os.cpu_count(),
             "fleet_pages_per_s": round(fleet_rate, 2),
             "playwright_pages_per_s": round(plain_rate, 2),

@@ -243,7 +243,12 @@ class BrowserRuntime:
         if session.storage_state:
             opts["storage_state"] = session.storage_state
         art = self.options.artifacts
-        tracing = art.on_failure and art.trace
+        # like Playwright Test's on-first-retry: tracing every attempt costs more than the rest of a
+        # simple page; a task that keeps failing still leaves a trace of the attempt that failed last
+        tracing = art.on_failure and (
+            art.trace == "always"
+            or (art.trace == "retry" and (attempt > 1 or self.options.max_attempts == 1))
+        )
         async with self.host.lease() as browser:
             context = page = None
             console = ConsoleLog(art.max_console_lines)

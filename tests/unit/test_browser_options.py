@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from fleet_ray.browser_options import BrowserOptions, ProxySpec
 from fleet_ray.errors import SpecError
@@ -118,3 +119,12 @@ def test_duplicate_proxies_rejected():
     with pytest.raises(SpecError) as err:
         validate_spec(_spec(proxies=[{"url": "http://h:1"}, {"url": "http://h:1"}]), resolve=_resolve)
     assert "listed twice" in str(err.value)
+
+
+def test_trace_mode_defaults_to_retries_and_reads_booleans():
+    from fleet_ray.browser_options import ArtifactOptions
+
+    assert ArtifactOptions().trace == "retry"
+    assert ArtifactOptions(trace=True).trace == "always" and ArtifactOptions(trace=False).trace == "off"
+    with pytest.raises(ValidationError, match="trace"):
+        ArtifactOptions(trace="sometimes")
