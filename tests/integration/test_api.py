@@ -305,6 +305,37 @@ def test_streams_and_nodes(api, cluster):
     assert placed == ["web:0", "web:1"]
 
 
+def test_a_real_streams_depth_and_rates_and_events_until(api):
+    source = {"name": "src", "automation": "builtin.numbers", "slots": 1, "config": {"count": 400, "every_s": 0.01},
+              "health": {"period_s": 0.3, "timeout_s": 5}}
+    before = time.time()
+    assert api.post("/spec", json={"pools": [echo_pool("web", 2), source]}).status_code == 200
+    try:
+        deadline = time.monotonic() + 90
+        rated = None
+        while True:  # the supervisor polls stream stats about once a second
+            streams = {x["name"]: x for x in api.get("/streams").json()["streams"]}
+            got = streams.get("src.numbers")
+            if got and got["in_rate"] > 0:
+                rated = rated or got
+            if got and got["items_emitted"] == 400 and rated:
+                break
+            assert time.monotonic() < deadline, streams
+            time.sleep(0.5)
+        assert got["depth"] == 400 and got["producers"] == ["src"] and got["out_rate"] == 0  # nobody reads it
+        assert 0 < rated["in_rate"] <= 400 and rated["depth"] <= 400
+        # events in a time range: since/until bound the durable log's answer
+        applied = api.get("/events", params={"kind": "pool.applied", "since": before - 1}).json()["events"]
+        assert any(e["pool"] == "src" for e in applied)
+        cut = min(e["at"] for e in applied if e["pool"] == "src")
+        earlier = api.get("/events", params={"kind": "pool.applied", "since": before - 1, "until": cut - 0.001}).json()
+        assert earlier["events"] == [] or all(e["at"] < cut for e in earlier["events"])
+        assert not any(e["pool"] == "src" for e in earlier["events"])
+    finally:
+        assert api.post("/spec", json={"pools": [echo_pool("web", 2)]}).status_code == 200
+        api.wait(lambda st: pool_of(st, "src") is None, 60, "src removed")
+
+
 def test_metric_history_and_ray_prometheus_export(api):
     def series():
         pools = api.get("/metrics/series").json()["pools"]
@@ -424,6 +455,33 @@ def test_cli_talks_to_the_api(api):
     denied = subprocess.run([sys.executable, "-m", "fleet_ray.cli", "scale", "web", "3"], capture_output=True,
                             text=True, timeout=120, env={**env, "FLEET_API_TOKEN": "wrong"})
     assert denied.returncode != 0 and "token" in denied.stderr
+    assert pool_of(api.status(), "web")["desired"] == 2
+
+
+def test_cli_apply_and_drain_through_the_api_with_a_token_file(api, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "FLEET_API_TOKEN"}
+    env.update(FLEET_API_URL=api.url, FLEET_API_TOKEN_FILE=str(token_file))
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "fleet_ray.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps({"pools": [echo_pool("web", 2), echo_pool("cli", 1)]}))
+    out = cli("apply", str(spec))
+    assert out.returncode == 0, out.stderr
+    api.wait(lambda st: running(st, "cli", 1), 60, "cli pool running")
+    out = cli("drain", "cli")
+    assert out.returncode == 0, out.stderr
+    api.wait(lambda st: pool_of(st, "cli") is not None and pool_of(st, "cli")["slots"] == [], 60, "cli drained")
+    spec.write_text(json.dumps({"pools": [echo_pool("web", 2)]}))
+    assert cli("apply", str(spec)).returncode == 0
+    api.wait(lambda st: pool_of(st, "cli") is None, 60, "cli pool removed")
+    token_file.write_text("wrong\n")
+    refused = cli("drain", "web")
+    assert refused.returncode != 0 and "token" in refused.stderr
     assert pool_of(api.status(), "web")["desired"] == 2
 
 
