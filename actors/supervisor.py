@@ -63,10 +63,10 @@ log = logging.getLogger(__name__)
 SUPERVISOR_NAME = "fleet:supervisor"
 NODE_REFRESH_S = 1.0
 PACKAGE_CACHE = Path.home() / ".fleet-ray" / "packages"
-PACKAGE_RECHECK_S = 60.0
+PACKAGE_RECHECK_S = 60.0  # re-upload a package's py_modules if Ray garbage-collected them
 # health checks and their reports change nothing a restart needs but task counts: such changes are
 # checkpointed at most this often (every other change is written on the next persist tick)
-ROUTINE_CHECKPOINT_S = 5.0  # re-upload a package's py_modules if Ray garbage-collected them
+ROUTINE_CHECKPOINT_S = 5.0
 
 
 class SupervisorCore:
@@ -90,6 +90,7 @@ class SupervisorCore:
         self.started = time.time()
         self.steps = 0
         self.last_step_ms = 0.0
+        self.last_step_cpu_ms = 0.0
         self.recovered = False
         self._rng = random.Random()
         self._dirty = True
@@ -123,7 +124,7 @@ class SupervisorCore:
             await asyncio.sleep(self.tick_s)
 
     def step(self, now: float | None = None) -> None:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         if not self.recovered:
             self._recover()
             if not self.recovered:
@@ -154,6 +155,7 @@ class SupervisorCore:
         self._track_rollouts(now)
         self.steps += 1
         self.last_step_ms = (time.perf_counter() - t0) * 1000
+        self.last_step_cpu_ms = (time.thread_time() - c0) * 1000  # without waits for a CPU or the GIL
         record_step(self, now)  # fleet metrics (Ray metrics + the API's history), sampled ~1/s
 
     # -- acting --------------------------------------------------------------------------------
@@ -321,28 +323,31 @@ class SupervisorCore:
         }
 
     def _persist_once(self) -> None:
+        if not self.recovered:
+            return  # until the checkpoint was read, an empty state must never overwrite it
         if self._routine_dirty and time.monotonic() - self._checkpoint_at >= ROUTINE_CHECKPOINT_S:
             self._dirty = True
+        ok = True
         if self._store_behind:
             # Catching up after an outage: the store may have lost everything (a fresh Redis), so
-            # write the generations and the checkpoint again whether or not anything changed since.
+            # write the generations (never lowering one) and the checkpoint again whatever changed.
             self._store_behind, self._dirty = False, True
-            gens = {keys.generation(*k): str(g).encode() for k, g in self.table.floors().items()}
-            gens.update({keys.generation(r.pool, r.index): str(r.generation).encode()
-                         for r in self.table if r.generation})
-            if gens and not self._store_try(lambda s: s.put_many(gens))[0]:
+            gens = {keys.generation(*k): g for k, g in self.table.floors().items()}
+            gens.update({keys.generation(r.pool, r.index): r.generation for r in self.table if r.generation})
+            if gens and not self._store_try(lambda s: [s.raise_to(k, g) for k, g in gens.items()])[0]:
                 return
         if self._dirty:
+            self._dirty = self._routine_dirty = False  # before the snapshot: later changes make it dirty again
             snap = json.dumps(self.checkpoint()).encode()
-            self._dirty = self._routine_dirty = False
             self._checkpoint_at = time.monotonic()
             if not self._store_try(lambda s: s.put(keys.SUPERVISOR_CHECKPOINT, snap))[0]:
-                self._dirty = True
+                self._dirty, ok = True, False
         if self._pending_events:
             batch, self._pending_events = self._pending_events, []
             if not self._store_try(lambda s: EventLog(s).append(batch))[0]:
                 self._pending_events = batch + self._pending_events
-        if self.store_degraded and not self._store_behind and not self._dirty and not self._pending_events:
+                ok = False
+        if self.store_degraded and ok and not self._store_behind:
             log.warning("store is back; caught up")
             self.store_degraded, self.store_error = False, None
 
@@ -380,7 +385,10 @@ class SupervisorCore:
                 self.table.add(SlotRecord.restore(r))
             for p, i, g in data.get("retired_generations", []):
                 self.table.raise_floor((p, i), g)
-            stored = self._store_call(lambda s: {k: int(s.get(k) or 0) for k in s.keys("gen:")}) or {}
+            ok, stored = self._store_try(lambda s: {k: int(s.get(k) or 0) for k in s.keys("gen:")})
+            if not ok:  # without the write-ahead generations, a restart could reuse one: try again
+                self.table, self.rollouts = SlotTable(), {}
+                return
             for k, v in stored.items():
                 _, pool, idx = k.split(":")
                 gens[(pool, int(idx))] = v
@@ -666,6 +674,7 @@ class SupervisorCore:
             store_degraded=self.store_degraded,
             store_error=self.store_error,
             last_step_ms=round(self.last_step_ms, 3),
+            last_step_cpu_ms=round(self.last_step_cpu_ms, 3),
             steps=self.steps,
             pools=pools,
             events=[
