@@ -115,7 +115,9 @@ class FleetStatus(_Model):
     store: str = Field(description="Store URL, with credentials redacted.")
     store_degraded: bool = Field(description="True while the store can't be written; state is kept in memory.")
     store_error: str | None = Field(None, description="Why the store is degraded (URLs redacted).")
-    last_step_ms: float = Field(description="Duration of the last reconcile step.")
+    last_step_ms: float = Field(description="Duration of the last reconcile step (wall clock, ms).")
+    last_step_cpu_ms: float = Field(0.0, description="CPU time of the last reconcile step (ms): its duration "
+                                    "less the time the supervisor waited for a CPU or for Python's GIL.")
     steps: int = Field(description="Reconcile steps since the supervisor process started.")
     pools: list[PoolStatus] = Field(description="Every pool of the desired state.")
     events: list[EventStatus] = Field(default_factory=list, description="Most recent lifecycle events.")
