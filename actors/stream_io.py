@@ -72,6 +72,7 @@ class StreamProducer:
         self._kick()
         mine = self._queued
         while wait and self.accepted < mine:
+            self._kick()  # a flusher that ended (cancelled, say) is restarted; its batch was put back
             self._acked.clear()
             await self._acked.wait()
 
@@ -85,10 +86,16 @@ class StreamProducer:
             del self._buf[: self.batch_max]
             self._inflight = len(batch)
             self._space.set()
-            await self._send(self.codec.join(batch), len(batch))
-            self.accepted += len(batch)
-            self._inflight = 0
-            self._acked.set()
+            try:
+                await self._send(self.codec.join(batch), len(batch))
+            except BaseException:
+                self._buf[:0] = batch  # not sent: first in line again, order kept
+                raise
+            else:
+                self.accepted += len(batch)
+            finally:
+                self._inflight = 0
+                self._acked.set()  # waiters re-check (and restart the flusher if it ended)
 
     async def _send(self, payload: bytes, n: int) -> None:
         delay = 0.05
