@@ -44,7 +44,8 @@ def playwright_proxy(url: str | None) -> dict[str, str] | None:
     parts = urlsplit(url)
     if not parts.hostname:
         raise CampaignError(f"proxy {redact_url(url)} names no host")
-    server = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # IPv6 keeps its brackets
+    server = f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
     out = {"server": server}
     if parts.username:
         out["username"] = unquote(parts.username)
@@ -75,7 +76,11 @@ def jar_to_playwright(jar: Any, url: str) -> list[dict[str, Any]]:
     for c in jar.jar:
         item: dict[str, Any] = {"name": c.name, "value": c.value or ""}
         if c.domain:
-            item.update(domain=c.domain, path=c.path or "/", secure=bool(c.secure))
+            item.update(domain=c.domain, path=c.path or "/", secure=bool(c.secure),
+                        httpOnly=c.has_nonstandard_attr("HttpOnly"))
+            same_site = c.get_nonstandard_attr("SameSite")
+            if same_site in ("Strict", "Lax", "None"):
+                item["sameSite"] = same_site
             if c.expires:
                 item["expires"] = float(c.expires)
         else:
@@ -94,20 +99,24 @@ def playwright_to_jar(cookies: list[dict[str, Any]], jar: Any) -> None:
             domain_initial_dot=c["domain"].startswith("."), path=c.get("path") or "/", path_specified=True,
             secure=bool(c.get("secure")), expires=int(expires) if expires and expires > 0 else None,
             discard=not (expires and expires > 0), comment=None, comment_url=None,
-            rest={"HttpOnly": ""} if c.get("httpOnly") else {},
+            rest={**({"HttpOnly": ""} if c.get("httpOnly") else {}),
+                  **({"SameSite": c["sameSite"]} if c.get("sameSite") else {})},
         ))
 
 
 class Browsers:
-    """One Chromium per worker thread that asked for one; all of them go on :meth:`close`."""
+    """One Chromium per worker thread that asked for one; all of them go on :meth:`close`.
+
+    Playwright's sync objects belong to the thread that made them, so each thread keeps its own
+    Playwright driver and relaunches Chromium through it when it died."""
 
     def __init__(self, executable: str = DEFAULT_CHROMIUM, headless: bool = True):
         self.executable = executable
         self.headless = headless
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._held: list[tuple[threading.Thread, Any, Any]] = []  # (thread, playwright, browser)
-        self._pids: set[int] = set()  # driver and Chromium processes started by us
+        self._held: list[tuple[threading.Thread, Any]] = []  # (thread, playwright)
+        self._pids: set[int] = set()  # Playwright drivers and the Chromium trees they started
         self._closed = False
 
     def get(self) -> Any:
@@ -116,28 +125,41 @@ class Browsers:
             return browser
         if self._closed:
             raise CampaignError("the campaign's browsers are closed")
-        try:
-            from playwright.sync_api import sync_playwright
-        except ImportError as exc:
-            raise CampaignError("ctx.page needs the browser extra: pip install 'fleet-ray[browser]'") from exc
+        if not os.access(self.executable, os.X_OK):
+            raise CampaignError(f"Chromium not found or not executable at {self.executable}")
+        pw = getattr(self._local, "pw", None)
+        if pw is None:
+            try:
+                from playwright.sync_api import sync_playwright
+            except ImportError as exc:
+                raise CampaignError("ctx.page needs the browser extra: pip install 'fleet-ray[browser]'") from exc
+            before = _children()
+            pw = sync_playwright().start()
+            self._local.pw = pw
+            with self._lock:
+                self._held.append((threading.current_thread(), pw))
+                self._pids |= _children() - before
         from fleet_ray.browser.host import BASE_ARGS
         from fleet_ray.browser.reaper import default_root, write_launcher
 
-        if not os.access(self.executable, os.X_OK):
-            raise CampaignError(f"Chromium not found or not executable at {self.executable}")
-        me = psutil.Process()
-        before = {p.pid for p in me.children(recursive=True)}
-        pw = sync_playwright().start()
-        launcher = write_launcher(default_root())
-        browser = pw.chromium.launch(
-            executable_path=str(launcher), headless=self.headless, args=list(BASE_ARGS),
-            ignore_default_args=["--enable-automation"], env={**os.environ, "FLEET_RAY_CHROMIUM": self.executable},
-            handle_sigint=False, handle_sigterm=False, handle_sighup=False,
-        )
+        before = _children(recursive=True)
+        try:
+            browser = pw.chromium.launch(
+                executable_path=str(write_launcher(default_root())), headless=self.headless, args=list(BASE_ARGS),
+                ignore_default_args=["--enable-automation"],
+                env={**os.environ, "FLEET_RAY_CHROMIUM": self.executable},
+                handle_sigint=False, handle_sigterm=False, handle_sighup=False,
+            )
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CampaignError(f"could not launch {self.executable}: {first[:200]}") from None
         with self._lock:
-            with suppress(psutil.Error):
-                self._pids |= {p.pid for p in me.children(recursive=True)} - before
-            self._held.append((threading.current_thread(), pw, browser))
+            self._pids |= _children(recursive=True) - before
+            closed = self._closed
+        if closed:  # close() ran while this one launched: it must not outlive the campaign
+            with suppress(Exception):
+                browser.close()
+            raise CampaignError("the campaign's browsers are closed")
         self._local.browser = browser
         return browser
 
@@ -149,12 +171,10 @@ class Browsers:
             held, self._held = self._held, []
             pids, self._pids = self._pids, set()
         me = threading.current_thread()
-        for thread, pw, browser in held:
+        for thread, pw in held:
             if thread is me:
                 with suppress(Exception):
-                    browser.close()
-                with suppress(Exception):
-                    pw.stop()
+                    pw.stop()  # closes its browsers, ends its driver
         procs = []
         for pid in pids:
             with suppress(psutil.Error):
@@ -164,6 +184,17 @@ class Browsers:
             with suppress(psutil.Error):
                 p.kill()
         psutil.wait_procs(procs, timeout=3)
+
+
+def _children(recursive: bool = False) -> set[int]:
+    """Pids of this process's Playwright drivers and Chromium processes (what ``Browsers`` starts)."""
+    out = set()
+    for p in psutil.Process().children(recursive=recursive):
+        with suppress(psutil.Error):
+            cmd = " ".join(p.cmdline())
+            if "playwright" in cmd or "chromium" in cmd:
+                out.add(p.pid)
+    return out
 
 
 @contextmanager
@@ -192,7 +223,11 @@ def open_page(ctx: MemberContext, url: str, wait_until: str = "domcontentloaded"
                                     f"{redact_url(first)[:200]}") from None
             status = response.status if response is not None else None
             g.record.status = status
-            hit = is_reputation_hit(status, None, page.content()[:20_000])
+            try:
+                text = page.content()[:20_000]
+            except PlaywrightError:  # the page is navigating again (a script redirect, as challenges do)
+                text = ""
+            hit = is_reputation_hit(status, None, text)
             g.record.reputation_hit = hit
             if (status is not None and status in rt.config.breaker.failure_statuses) or hit:
                 g.fail(f"HTTP {status}" + (" (reputation hit)" if hit else ""), status)

@@ -91,3 +91,31 @@ def test_reputation_hit_rotates_the_member_and_counts_a_demerit():
     assert pool.health()[0].reputation_demerits == 1
     assert is_reputation_hit(429) and is_reputation_hit(200, text="Please solve this CAPTCHA")
     assert is_reputation_hit(None, "CAPTCHA_DETECTED") and not is_reputation_hit(200)
+
+
+def test_campaign_page_options_proxy_and_cookie_round_trip_between_httpx_and_playwright():
+    import httpx
+
+    from fleet_ray.campaign.browser import context_options, jar_to_playwright, playwright_proxy, playwright_to_jar
+    from fleet_ray.campaign.config import Identity
+
+    assert playwright_proxy("http://al%40ice:p%3Ass@10.0.0.5:3128") == {
+        "server": "http://10.0.0.5:3128", "username": "al@ice", "password": "p:ss"}
+    assert playwright_proxy("socks5://[::1]:1080") == {"server": "socks5://[::1]:1080"}
+    assert playwright_proxy(None) is None
+    ident = Identity(user_agent="UA", viewport=(1280, 720), locale="de-DE", timezone="Europe/Berlin",
+                     headers={"X-A": "1"})
+    opts = context_options(ident, "http://u:p@10.0.0.5:3128")
+    assert opts["viewport"] == {"width": 1280, "height": 720} and opts["timezone_id"] == "Europe/Berlin"
+    assert opts["locale"] == "de-DE" and opts["extra_http_headers"] == {"X-A": "1"}
+    assert opts["proxy"]["password"] == "p" and opts["screen"]["width"] >= 1280
+
+    jar = httpx.Cookies()
+    playwright_to_jar([{"name": "sid", "value": "abc", "domain": "shop.test", "path": "/", "expires": -1,
+                        "httpOnly": True, "secure": False, "sameSite": "Strict"}], jar)
+    assert jar.get("sid", domain="shop.test") == "abc"
+    (back,) = jar_to_playwright(jar, "http://shop.test/")
+    assert back == {"name": "sid", "value": "abc", "domain": "shop.test", "path": "/", "secure": False,
+                    "httpOnly": True, "sameSite": "Strict"}
+    plain = httpx.Cookies({"lang": "de"})  # an identity's initial cookies carry no domain
+    assert jar_to_playwright(plain, "http://shop.test/x") == [{"name": "lang", "value": "de", "url": "http://shop.test/x"}]
