@@ -12,7 +12,7 @@ from fleet_ray.errors import redact_url
 MASK = "********"
 # credential-looking keys; a proxy's username counts (providers encode the account and zone in it)
 SECRET_KEY = re.compile(
-    r"pass(word|wd)?|secret|token|api[_-]?key|credential|private[_-]?key|signing|auth|(^|[_-])user(name)?$", re.I
+    r"pass(word|wd)?|secret|token|api[_-]?key|credential|private[_-]?key|signing|auth|user(_?name)?$", re.I
 )
 _URL_CRED = re.compile(rb"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^@/\s\"']+@")
 

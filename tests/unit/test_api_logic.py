@@ -25,7 +25,8 @@ def test_redact_tree_masks_secret_keys_and_url_credentials():
                                                   "upstream": "http://bob:s3cret@10.0.0.1:8080/x",
                                                   "token_refresh": True, "auth": {"user": "u"},
                                                   "proxies": [{"url": "http://p:1", "username": "zone-7"}],
-                                                  "user_agent": "Mozilla/5.0", "users": 3}}]}
+                                                  "user_agent": "Mozilla/5.0", "users": 3, "proxyUser": "z",
+                                                  "user_name": "n"}}]}
     out = redact_tree(spec, "", found)
     cfg = out["pools"][0]["config"]
     assert cfg["proxy_password"] == MASK and cfg["api_key"] == MASK and cfg["timeout"] == 5
@@ -33,8 +34,9 @@ def test_redact_tree_masks_secret_keys_and_url_credentials():
     assert cfg["token_refresh"] is True and cfg["auth"] == {"user": MASK}  # booleans and subtrees stay readable
     assert cfg["proxies"] == [{"url": "http://p:1", "username": MASK}]
     assert cfg["user_agent"] == "Mozilla/5.0" and cfg["users"] == 3
+    assert cfg["proxyUser"] == MASK and cfg["user_name"] == MASK
     assert found == ["pools[0].config.proxy_password", "pools[0].config.api_key", "pools[0].config.auth.user",
-                     "pools[0].config.proxies[0].username"]
+                     "pools[0].config.proxies[0].username", "pools[0].config.proxyUser", "pools[0].config.user_name"]
     assert spec["pools"][0]["config"]["proxy_password"] == "hunter2"  # input untouched
 
 
