@@ -243,8 +243,8 @@ class BrowserRuntime:
         if session.storage_state:
             opts["storage_state"] = session.storage_state
         art = self.options.artifacts
-        # like Playwright Test's on-first-retry: tracing every attempt costs more than the rest of a
-        # simple page; a task that keeps failing still leaves a trace of the attempt that failed last
+        # like Playwright Test's on-first-retry: tracing (DOM snapshots) every attempt is costly; a task
+        # that fails after retries leaves the trace of its last attempt
         tracing = art.on_failure and (
             art.trace == "always"
             or (art.trace == "retry" and (attempt > 1 or self.options.max_attempts == 1))

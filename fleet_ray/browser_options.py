@@ -257,9 +257,10 @@ class ArtifactOptions(_Strict):
     screenshot: bool = True
     trace: Literal["retry", "always", "off"] = Field(
         "retry",
-        description="Record a Playwright trace (kept only on failure): 'retry' records retried attempts and "
-        "the attempt of a task that gets no retry (recording every attempt costs a crawl ~2x on 2 cores); "
-        "'always' every attempt; 'off' never. true/false mean always/off.",
+        description="Record a Playwright trace (kept only on failure): 'retry' records retried attempts, and "
+        "every attempt when max_attempts is 1, so a task that fails after retries leaves the trace of its "
+        "last attempt (a first attempt that fails for good leaves screenshot and console only); 'always' "
+        "every attempt (costly: DOM snapshots on every page); 'off' never. true/false mean always/off.",
     )
     console: bool = True
     max_console_lines: int = Field(500, ge=1)
