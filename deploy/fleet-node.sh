@@ -11,19 +11,20 @@
 #   FLEET_RESOURCES='{"browser": 8}'   this host's resource tags (default: none, or what `ray up`'s
 #                                      node type declares)
 #   FLEET_LABELS='region=eu'           this host's labels
-#   FLEET_REDIS_PORT=6379  FLEET_RAY_PORT=6380  FLEET_VENV=~/fleet
+#   FLEET_REDIS_PORT=6390  FLEET_RAY_PORT=6380  FLEET_VENV=~/fleet   (6390: clear of a distro Redis on 6379)
 #   FLEET_API_PORT=8470, FLEET_NAMESPACE=fleet, ... any fleet-ray setting (the CLI reads them too)
 #   RAY_TMPDIR=...                     where Ray keeps its sessions (default /tmp)
 #
 # The fleet's Redis writes its append-only file under ~/fleet-redis and is shut down (state kept on
 # disk) when this host's Ray head stops, so `ray down` leaves no process behind; the next `ray up`
-# starts it from that file and the supervisor recovers from its checkpoint.
+# starts it from that file and the supervisor recovers from its checkpoint. A Redis on the port that
+# isn't the fleet's own (another data directory) is never touched: the head refuses to start.
 set -euo pipefail
 
 . "$(dirname "$0")/fleet-env.sh"
 
 BIN="${FLEET_VENV:-$HOME/fleet}/bin"
-REDIS_PORT="${FLEET_REDIS_PORT:-6379}"
+REDIS_PORT="${FLEET_REDIS_PORT:-6390}"
 RAY_PORT="${FLEET_RAY_PORT:-6380}"
 tags=()
 if [ -n "${FLEET_RESOURCES:-}" ]; then tags+=("--resources=$FLEET_RESOURCES"); fi
@@ -31,11 +32,19 @@ if [ -n "${FLEET_LABELS:-}" ]; then tags+=("--labels=$FLEET_LABELS"); fi
 
 redis_ping() { "$BIN/python" -c "import redis,sys; redis.Redis(port=int(sys.argv[1]), socket_timeout=1).ping()" \
   "$REDIS_PORT" >/dev/null 2>&1; }
+# the Redis on the port is the fleet's own (its data lives in ~/fleet-redis), not somebody else's
+redis_ours() { "$BIN/python" -c "import redis,sys; r = redis.Redis(port=int(sys.argv[1]), socket_timeout=1)
+sys.exit(r.config_get('dir').get('dir') != sys.argv[2])" "$REDIS_PORT" "$HOME/fleet-redis" >/dev/null 2>&1; }
 
 case "${1:-}" in
   head)
     pkill -u "$(id -u)" -f fleet-redis-watch || true  # a restart keeps the running Redis
     "$BIN/ray" stop >/dev/null
+    if redis_ping && ! redis_ours; then
+      echo "fleet-node: another Redis answers on 127.0.0.1:$REDIS_PORT; set FLEET_REDIS_PORT in" \
+           "~/.fleet-ray/node.env to a free port for the fleet's own Redis" >&2
+      exit 1
+    fi
     if ! redis_ping; then
       mkdir -p "$HOME/fleet-redis"
       redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --appendonly yes \

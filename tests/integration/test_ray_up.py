@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 USER = "fleetup"
 SSHD = "/usr/sbin/sshd"
 SUDOERS = Path("/etc/sudoers.d/fleet-ray-test-fleetup")
+MARK = "--fleet-json--"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -109,6 +110,7 @@ def host(tmp_path):
     yield {"uid": pw.pw_uid, "home": home, "key": key, "sshd_config": sshd_config, "ports": ports}
     kill_user(pw.pw_uid)
     SUDOERS.unlink(missing_ok=True)
+    (ssh_dir / "authorized_keys").unlink(missing_ok=True)  # the user keeps its venv, not a way in
 
 
 def cluster_config(host, tmp_path) -> Path:
@@ -133,11 +135,12 @@ def ray_cli(*args: str, timeout: float = 300, check: bool = True) -> subprocess.
 
 
 def remote_json(cfg: Path, command: str):
-    """Run a command on the head with `ray exec` and decode the JSON document it prints."""
-    out = ray_cli("exec", str(cfg), command, timeout=120)
-    starts = [i for i, line in enumerate(out.stdout.splitlines()) if line.startswith(("{", "["))]
-    assert starts, f"no JSON from {command!r}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    text = "\n".join(out.stdout.splitlines()[starts[0]:])
+    """Run a command on the head with `ray exec` and decode the JSON document it prints (after a marker
+    line, so log lines before it can't be mistaken for it)."""
+    out = ray_cli("exec", str(cfg), f"echo {MARK}; {command}", timeout=120)
+    head, sep, tail = out.stdout.partition(MARK)
+    assert sep, f"no output from {command!r}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    text = tail[tail.index("{"):] if "{" in tail else tail
     return json.JSONDecoder().raw_decode(text)[0]
 
 

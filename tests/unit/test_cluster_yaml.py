@@ -31,7 +31,7 @@ def test_head_runs_persistent_redis_gcs_fault_tolerance_and_the_fleet(name):
     assert cfg["file_mounts"] == {"~/fleet-ray": "."}
     head = (ROOT / "deploy" / "fleet-node.sh").read_text()
     assert "redis-server" in head and "--appendonly yes" in head
-    assert 'RAY_REDIS_ADDRESS="127.0.0.1:$REDIS_PORT"' in head and 'REDIS_PORT="${FLEET_REDIS_PORT:-6379}"' in head
+    assert 'RAY_REDIS_ADDRESS="127.0.0.1:$REDIS_PORT"' in head and 'REDIS_PORT="${FLEET_REDIS_PORT:-6390}"' in head
     assert 'RAY_PORT="${FLEET_RAY_PORT:-6380}"' in head and "--dashboard-host=127.0.0.1" in head
     assert '"$BIN/fleet-ray" --address auto up' in head and 'FLEET_STORE_URL="redis://127.0.0.1:$REDIS_PORT/1"' in head
     assert any("chromium" in c for c in cfg["setup_commands"])
