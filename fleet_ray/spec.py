@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from fleet_ray.browser_options import BrowserOptions
 from fleet_ray.errors import AutomationError, SpecError
@@ -23,6 +31,10 @@ from fleet_ray.streams import StreamOptions, check_wiring, declared, parse_strea
 
 POOL_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 
+
+# validation context key: a spec given by a user (apply), checked strictly; specs the fleet wrote
+# itself (checkpoints, slot starts) are read leniently where versions may differ
+USER_SPEC = "fleet_ray.user_spec"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -152,9 +164,13 @@ class PoolSpec(_Strict):
         return text
 
     @model_validator(mode="after")
-    def _browser_only_for_browser_kind(self) -> PoolSpec:
+    def _browser_only_for_browser_kind(self, info: ValidationInfo) -> PoolSpec:
         if self.kind != "browser" and self.browser != BrowserOptions():
-            raise ValueError("browser options apply only to pools with kind: browser")
+            if info.context and info.context.get(USER_SPEC):
+                raise ValueError("browser options apply only to pools with kind: browser")
+            # a spec this fleet wrote itself (checkpoint, slot start) by another fleet-ray version,
+            # whose browser defaults differ: they mean nothing for this kind, so don't fail recovery
+            self.browser = BrowserOptions()
         return self
 
     def slot_shape_hash(self) -> str:
@@ -242,7 +258,7 @@ def validate_spec(
     """
     raw = data.model_dump() if isinstance(data, FleetSpec) else dict(data)
     try:
-        spec = FleetSpec.model_validate(raw)
+        spec = FleetSpec.model_validate(raw, context={USER_SPEC: True})
     except ValidationError as exc:
         pools = raw.get("pools") if isinstance(raw.get("pools"), list) else []
         raise SpecError(

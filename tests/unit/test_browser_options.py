@@ -128,3 +128,16 @@ def test_trace_mode_defaults_to_retries_and_reads_booleans():
     assert ArtifactOptions(trace=True).trace == "always" and ArtifactOptions(trace=False).trace == "off"
     with pytest.raises(ValidationError, match="trace"):
         ArtifactOptions(trace="sometimes")
+
+
+def test_browser_options_on_a_process_pool_are_rejected_from_users_but_tolerated_from_the_fleets_own_records():
+    pool = {"name": "web", "automation": "builtin.echo", "browser": {"pages_per_browser": 5}}
+
+    def resolve(p):
+        return ResolvedPool(p, batch=True, distribution=None)
+
+    with pytest.raises(SpecError, match="browser options apply only to pools with kind: browser"):
+        validate_spec({"pools": [pool]}, resolve=resolve)
+    # a checkpoint written by another fleet-ray version whose browser defaults differ must still load
+    restored = PoolSpec.model_validate({**pool, "browser": {"artifacts": {"trace": True}}})
+    assert restored.kind == "process" and restored.browser == BrowserOptions()
