@@ -48,9 +48,18 @@ def lower_priority() -> None:
         step = int(os.environ.get("FLEET_SLOT_NICE", "5"))
     except ValueError:
         step = 5
-    if step > 0 and _in_ray_worker():  # never the driver or a test process that builds a SlotCore
+    if step <= 0 or not _in_ray_worker():  # never the driver or a test process that builds a SlotCore
+        return
+    # Linux keeps a nice value per thread and os.nice() changes the calling one only (an actor's
+    # __init__ runs off the main thread): renice every thread; threads started later inherit it
+    target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + step)
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    for tid in tids:
         with contextlib.suppress(OSError):
-            os.nice(step)
+            os.setpriority(os.PRIO_PROCESS, tid, max(target, os.getpriority(os.PRIO_PROCESS, tid)))
 
 
 def _in_ray_worker() -> bool:
