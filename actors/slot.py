@@ -40,35 +40,6 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:2000]
 
 
-def lower_priority() -> None:
-    """Slots (and the Chromium they start, which inherits it) run at a lower CPU priority than the
-    control plane (supervisor, raylet, GCS), so a node saturated by its slots still heals and reports
-    on time. ``FLEET_SLOT_NICE`` (default 5; 0 keeps the worker's priority)."""
-    try:
-        step = int(os.environ.get("FLEET_SLOT_NICE", "5"))
-    except ValueError:
-        step = 5
-    if step <= 0 or not _in_ray_worker():  # never the driver or a test process that builds a SlotCore
-        return
-    # Linux keeps a nice value per thread and os.nice() changes the calling one only (an actor's
-    # __init__ runs off the main thread): renice every thread; threads started later inherit it
-    target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + step)
-    try:
-        tids = [int(t) for t in os.listdir("/proc/self/task")]
-    except OSError:
-        tids = [0]
-    for tid in tids:
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, tid, max(target, os.getpriority(os.PRIO_PROCESS, tid)))
-
-
-def _in_ray_worker() -> bool:
-    try:
-        return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
-    except Exception:
-        return False
-
-
 class SlotCore:
     """The slot's behaviour, independent of Ray's actor decorator (the browser slot extends it)."""
 
@@ -82,7 +53,6 @@ class SlotCore:
         store_url: str | None = None,
     ):
         self.pool = PoolSpec.model_validate(pool)
-        lower_priority()
         node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
         self.identity = SlotIdentity(self.pool.name, index, generation, node_id)
         self.lessee = self.identity.actor_name
