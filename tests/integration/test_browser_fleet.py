@@ -79,7 +79,8 @@ def test_browser_pool_processes_items_through_chromium(fleet, site, tmp_path):
     st = fleet.wait_until(lambda s: sum(x.browser.pages if x.browser else 0 for x in s.pool("crawl").slots) == 16, 60)
     slots = st.pool("crawl").slots
     assert {s.state for s in slots} == {"running"}
-    assert all(s.browser.chromium and s.browser.rss_mb > 20 for s in slots)
+    # (Chromium's memory is not checked per slot here: a slot between browser recycles has none)
+    assert all(s.browser.chromium and s.browser.launches >= 1 and s.browser.crashes == 0 for s in slots)
     assert max(s.browser.launches for s in slots) >= 2
     # rss_mb of a browser slot is its whole tree: worker + driver + Chromium
     handle = ray.get_actor(slots[0].actor, namespace=fleet.namespace)
