@@ -96,7 +96,12 @@ def test_reputation_hit_rotates_the_member_and_counts_a_demerit():
 def test_campaign_page_options_proxy_and_cookie_round_trip_between_httpx_and_playwright():
     import httpx
 
-    from fleet_ray.campaign.browser import context_options, jar_to_playwright, playwright_proxy, playwright_to_jar
+    from fleet_ray.campaign.browser import (
+        context_options,
+        jar_to_playwright,
+        playwright_proxy,
+        playwright_to_jar,
+    )
     from fleet_ray.campaign.config import Identity
 
     assert playwright_proxy("http://al%40ice:p%3Ass@10.0.0.5:3128") == {
