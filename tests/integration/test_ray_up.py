@@ -27,7 +27,7 @@ import psutil
 import pytest
 import yaml
 
-from .conftest import _free_port
+from .conftest import _free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = "fleetup"
@@ -163,15 +163,14 @@ def test_ray_up_runs_the_shipped_setup_and_start_commands_and_ray_down_leaves_no
         ray_cli("rsync-up", str(cfg), str(spec), "~/spec.yaml")
         applied = remote_json(cfg, "fleet-ray apply ~/spec.yaml --json")
         assert applied, applied
-        deadline = time.monotonic() + 180
-        while True:
+        def placed():
             st = remote_json(cfg, "fleet-ray status --json")
             pools = {p["name"]: p for p in st["pools"]}
             eu, gpu = pools.get("eu"), pools.get("gpu")
-            if eu and gpu and eu["counts"].get("running") == 2 and gpu["state"] == "pending":
-                break
-            assert time.monotonic() < deadline, f"fleet not placed in time: {json.dumps(st)[:3000]}"
-            time.sleep(2)
+            return (st, eu, gpu) if eu and gpu and eu["counts"].get("running") == 2 and gpu["state"] == "pending" \
+                else None
+
+        st, eu, gpu = wait_for(placed, timeout_s=180, interval_s=2)
         # slots went where the host's tags allow; the untaggable pool says why it waits
         assert "no node has resource 'gpu_box'" in gpu["reason"]
         assert all(s["pid"] and s["node_id"] for s in eu["slots"])
