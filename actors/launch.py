@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import ray
@@ -10,6 +11,7 @@ from fleet_ray.errors import FleetNotRunning
 from fleet_ray.store import open_store
 
 from .handles import HEAD_RESOURCE
+from .priority import ENV
 from .supervisor import SUPERVISOR_NAME, Supervisor
 
 
@@ -29,6 +31,8 @@ def start_supervisor(
         num_cpus=0,
         resources={HEAD_RESOURCE: 0.001},
         max_concurrency=1000,
+        # the driver's choice of the supervisor's CPU priority travels with it (actors/priority.py)
+        **({"runtime_env": {"env_vars": {ENV: os.environ[ENV]}}} if ENV in os.environ else {}),
     ).remote(store_url, namespace, fleet_name, tick_s)
     deadline = time.monotonic() + timeout_s
     while True:

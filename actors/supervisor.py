@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -57,6 +58,7 @@ from fleet_ray.store.base import Store
 
 from .handles import HEAD_RESOURCE, SlotCalls, parse_actor_name, workqueue_name
 from .metrics import record_step
+from .priority import control_plane_priority, wanted_nice
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ PACKAGE_RECHECK_S = 60.0  # re-upload a package's py_modules if Ray garbage-coll
 # health checks and their reports change nothing a restart needs but task counts: such changes are
 # checkpointed at most this often (every other change is written on the next persist tick)
 ROUTINE_CHECKPOINT_S = 5.0
+STEP_WINDOW = 200  # status reports the median and p95 of the last this many reconcile steps
 
 
 class SupervisorCore:
@@ -91,6 +94,9 @@ class SupervisorCore:
         self.steps = 0
         self.last_step_ms = 0.0
         self.last_step_cpu_ms = 0.0
+        self._step_ms: deque[float] = deque(maxlen=STEP_WINDOW)  # the last steps' wall times
+        self.nice: int | None = None
+        self.nice_problem: str | None = None
         self.recovered = False
         self._rng = random.Random()
         self._dirty = True
@@ -155,6 +161,7 @@ class SupervisorCore:
         self._track_rollouts(now)
         self.steps += 1
         self.last_step_ms = (time.perf_counter() - t0) * 1000
+        self._step_ms.append(self.last_step_ms)
         self.last_step_cpu_ms = (time.thread_time() - c0) * 1000  # without waits for a CPU or the GIL
         record_step(self, now)  # fleet metrics (Ray metrics + the API's history), sampled ~1/s
 
@@ -675,6 +682,10 @@ class SupervisorCore:
             store_error=self.store_error,
             last_step_ms=round(self.last_step_ms, 3),
             last_step_cpu_ms=round(self.last_step_cpu_ms, 3),
+            step_ms_p50=round(_quantile(self._step_ms, 0.5), 3),
+            step_ms_p95=round(_quantile(self._step_ms, 0.95), 3),
+            supervisor_nice=self.nice,
+            supervisor_nice_problem=self.nice_problem,
             steps=self.steps,
             pools=pools,
             events=[
@@ -991,7 +1002,17 @@ class Supervisor(SupervisorCore):
 
     async def __init__(self, store_url: str, namespace: str, fleet_name: str = "fleet", tick_s: float = 0.1):
         SupervisorCore.__init__(self, store_url, namespace, fleet_name, tick_s)
+        # Ray runs workers at nice 15; the supervisor is control plane, like the raylet (actors/priority.py)
+        self.nice, self.nice_problem = control_plane_priority(wanted_nice())
         self.start_background()
+
+
+def _quantile(values, q: float) -> float:
+    """Nearest-rank quantile (0.0 when there are no values yet)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def ensure_fleet_error(exc: BaseException) -> BaseException:

@@ -5,8 +5,10 @@
 1. items/s through a batch pool of K slots doing no-op work vs plain Ray actor calls on K actors
    (one ``actor.f.remote(item)`` per item, round-robin, then ``ray.get``), same run → ``ratio``;
 2. heal latency: SIGKILL a slot's process → its replacement is running (median over repeats);
-3. reconcile step: the supervisor's measured step duration with ``--reconcile-slots`` real slots,
-   and the pure decide+observe step on 1,000 synthetic slots.
+3. reconcile step: the supervisor's measured step duration with ``--reconcile-slots`` real slots
+   (``reconcile_step_ms``: the median of every step in the supervisor's own window of its last 200
+   steps, read over 20 s; ``reconcile_step_sampled_median_ms``: the last step, sampled 4×/s), and the
+   pure decide+observe step on 1,000 synthetic slots.
 
 The last stdout line is one JSON object.
 """
@@ -78,16 +80,24 @@ def heal_latency(fleet, repeats: int) -> list[float]:
 def real_reconcile(fleet, slots: int) -> dict[str, float]:
     fleet.apply({"pools": [{"name": "many", "automation": "builtin.echo", "slots": slots,
                             "health": {"period_s": 2}}]})
-    fleet.wait_ready(900)
-    samples, cpu = [], []
-    deadline = time.monotonic() + 15
+    t0 = time.perf_counter()
+    fleet.wait_ready(1800)
+    ready_s = time.perf_counter() - t0
+    samples, cpu, windows = [], [], []
+    deadline = time.monotonic() + 20
     while time.monotonic() < deadline:  # 4 samples/s: a 200-slot status 20 times a second would load
         st = fleet.status()             # the supervisor it measures
         samples.append(st.last_step_ms)
         cpu.append(st.last_step_cpu_ms)
+        windows.append((st.step_ms_p50, st.step_ms_p95))
         time.sleep(0.25)
-    return {"median_ms": statistics.median(samples), "p95_ms": sorted(samples)[int(len(samples) * 0.95) - 1],
-            "cpu_median_ms": statistics.median(cpu), "cpu_p95_ms": sorted(cpu)[int(len(cpu) * 0.95) - 1]}
+    # the supervisor's own window: every step of the last 200 (~10 s at tick 0.05 s), not samples
+    p50 = statistics.median(w[0] for w in windows[len(windows) // 2:])
+    p95 = statistics.median(w[1] for w in windows[len(windows) // 2:])
+    return {"median_ms": p50, "p95_ms": p95,
+            "sampled_median_ms": statistics.median(samples),
+            "cpu_median_ms": statistics.median(cpu), "cpu_p95_ms": sorted(cpu)[int(len(cpu) * 0.95) - 1],
+            "supervisor_nice": st.supervisor_nice, "ready_s": ready_s}
 
 
 def synthetic_reconcile(slots: int, rounds: int = 50) -> float:
@@ -133,6 +143,9 @@ def main() -> None:
     fleet = FleetClient(start_supervisor(f"sqlite://{tmp.name}/s.db", namespace="bench", tick_s=0.05), "bench")
     result: dict = {"bench": "dispatch", "cpus": args.num_cpus, "slots": args.slots, "items": args.items}
     try:
+        # the pure step first, while the machine is quiet (later the 200 slots' processes share it)
+        result["reconcile_step_ms_synthetic_1000"] = round(synthetic_reconcile(1000), 3)
+        result["reconcile_step_ms_synthetic_200"] = round(synthetic_reconcile(200), 3)
         plain = plain_throughput(args.slots, args.items)
         fleet_ips = fleet_throughput(fleet, args.slots, args.items)
         result.update(plain_items_per_s=round(plain), fleet_items_per_s=round(fleet_ips),
@@ -148,10 +161,10 @@ def main() -> None:
             result.update(reconcile_slots=args.reconcile_slots, reconcile_step_ms=round(rec["median_ms"], 3),
                           reconcile_step_p95_ms=round(rec["p95_ms"], 3),
                           reconcile_step_cpu_ms=round(rec["cpu_median_ms"], 3),
-                          reconcile_step_cpu_p95_ms=round(rec["cpu_p95_ms"], 3))
+                          reconcile_step_cpu_p95_ms=round(rec["cpu_p95_ms"], 3),
+                          reconcile_step_sampled_median_ms=round(rec["sampled_median_ms"], 3),
+                          supervisor_nice=rec["supervisor_nice"], reconcile_slots_ready_s=round(rec["ready_s"], 1))
             print(f"reconcile step with {args.reconcile_slots} real slots: {rec}")
-        result["reconcile_step_ms_synthetic_1000"] = round(synthetic_reconcile(1000), 3)
-        result["reconcile_step_ms_synthetic_200"] = round(synthetic_reconcile(200), 3)
     finally:
         try:
             fleet.down(timeout_s=30)

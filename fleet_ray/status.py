@@ -118,6 +118,11 @@ class FleetStatus(_Model):
     last_step_ms: float = Field(description="Duration of the last reconcile step (wall clock, ms).")
     last_step_cpu_ms: float = Field(0.0, description="CPU time of the last reconcile step (ms): its duration "
                                     "less the time the supervisor waited for a CPU or for Python's GIL.")
+    step_ms_p50: float = Field(0.0, description="Median wall time of the last 200 reconcile steps (ms).")
+    step_ms_p95: float = Field(0.0, description="95th percentile wall time of the last 200 reconcile steps (ms).")
+    supervisor_nice: int | None = Field(None, description="The supervisor process's CPU niceness (Ray starts "
+                                        "workers at 15; the supervisor asks for FLEET_SUPERVISOR_NICE, default 0).")
+    supervisor_nice_problem: str | None = Field(None, description="Why the supervisor could not take that niceness.")
     steps: int = Field(description="Reconcile steps since the supervisor process started.")
     pools: list[PoolStatus] = Field(description="Every pool of the desired state.")
     events: list[EventStatus] = Field(default_factory=list, description="Most recent lifecycle events.")

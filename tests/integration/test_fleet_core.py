@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import psutil
 import pytest
 import ray
 
@@ -195,3 +198,21 @@ def test_crashing_and_unhealthy_automations_are_recycled(fleet):
     assert st.slot("fine:0").generation == 1  # a crashing neighbour takes nothing else down
     assert any(e.kind == "slot.unhealthy" and e.slot == "crash:0" and "crashed on purpose" in e.message
                for e in st.events)
+
+
+def test_supervisor_runs_at_control_plane_priority_above_its_slots(fleet):
+    """Ray starts workers at nice 15; the supervisor takes the raylet's priority back so that a node
+    saturated by slot processes can't starve the loop that supervises them."""
+    fleet.apply({"pools": [echo_pool("prio", 1)]})
+    st = fleet.wait_ready(60)
+    slot_nice = psutil.Process(st.slot("prio:0").pid).nice()
+    sup = psutil.Process(st.supervisor_pid)
+    thread_nice = {os.getpriority(os.PRIO_PROCESS, t.id) for t in sup.threads()}
+    if os.geteuid() == 0:
+        assert st.supervisor_nice == 0 and st.supervisor_nice_problem is None
+        assert thread_nice == {0} and slot_nice > 0  # every thread, Ray's own included
+    else:  # pragma: no cover - CI runs as root
+        assert st.supervisor_nice == slot_nice and "can't set nice" in st.supervisor_nice_problem
+    # the step statistics cover the supervisor's recent steps
+    st = fleet.wait_until(lambda s: s.steps > 20, 30)
+    assert 0 < st.step_ms_p50 <= st.step_ms_p95
