@@ -8,15 +8,15 @@ It is a :class:`~fleet_ray.actors.slot.SlotCore` with a :class:`~fleet_ray.brows
 - each batch item runs as a browser task (fresh context, identity, proxy, recoveries, artifacts)
   named ``<job>-<item>`` so artifacts and errors say which item failed, in which phase;
 - its health report adds the browser's state (pages, recycles, crashes, proxy health, sessions)
-  and its ``rss_mb`` is the whole process tree's (worker + driver + Chromium), so the pool's
-  ``recycle.max_rss_mb`` bounds what the slot really uses;
+  and its ``rss_mb`` is the whole process tree's memory (worker + driver + Chromium, as PSS so
+  pages shared between Chromium's processes count once), so the pool's ``recycle.max_rss_mb``
+  bounds what the slot really uses;
 - drain closes Chromium and the driver; a killed slot's Chromium dies with it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -55,6 +55,7 @@ class BrowserSlotCore(SlotCore):
         super().__init__(pool, index, generation, workqueue, namespace, store_url)
         self.runtime: Any = None
         self._runtime_lock = asyncio.Lock()
+        self._tree_mb = 0.0
 
     async def start(self) -> dict[str, Any]:
         async with self._runtime_lock:
@@ -100,26 +101,30 @@ class BrowserSlotCore(SlotCore):
             TASK_NAME.reset(token)
 
     async def health(self) -> dict[str, Any]:
+        # /proc reads (PSS of a dozen processes) off the loop; super().health() reports the tree's
+        tree_mb, chromium_mb = await asyncio.to_thread(self._measure)
+        self._tree_mb = tree_mb
         report = await super().health()
         if self.runtime is not None:
-            rss = await asyncio.to_thread(self.runtime.host.rss_mb)  # /proc reads off the loop
-            report["browser"] = self.runtime.snapshot(rss)
+            report["browser"] = self.runtime.snapshot(chromium_mb)
             error = self.runtime.host.launch_error
             if error and report.get("ok"):
                 report.update(ok=False, error=f"Chromium could not be relaunched: {error}")
         return report
 
     def rss_mb(self) -> float:
-        total = 0
+        return self._tree_mb  # measured by health() in a thread
+
+    def _measure(self) -> tuple[float, float]:
+        """(the whole tree's memory, Chromium's), MiB, PSS."""
+        from fleet_ray.browser.host import tree_memory_mb
+
         try:
             me = psutil.Process()
-            procs = [me, *me.children(recursive=True)]
+            tree = tree_memory_mb([me, *me.children(recursive=True)])
         except psutil.Error:
-            return 0.0
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
-        return total / 2**20
+            tree = 0.0
+        return tree, (self.runtime.host.rss_mb() if self.runtime is not None else 0.0)
 
     async def _teardown(self) -> None:
         await super()._teardown()
