@@ -305,13 +305,19 @@ class BrowserRuntime:
         if identity is not None:
             await context.add_init_script(init_script(identity.script_config()))
             override = identity.ua_override()
+            seen = [0]
 
             async def on_page(p: Any) -> None:  # popups get the same client hints
                 with contextlib.suppress(Exception):
                     cdp = await context.new_cdp_session(p)
                     await cdp.send("Emulation.setUserAgentOverride", override)
 
-            context.on("page", lambda p: asyncio.ensure_future(on_page(p)))
+            def page_opened(p: Any) -> None:
+                seen[0] += 1
+                if seen[0] > 1:  # the first is the task's own page: _prepare_page sets it up, awaited
+                    asyncio.ensure_future(on_page(p))
+
+            context.on("page", page_opened)
         blocked = set(self.options.block_resources)
         if blocked:
             async def route(r: Any) -> None:
