@@ -186,29 +186,67 @@ class SlotCore:
                 await self.services.automation_crashed(exc)
 
     async def _batch_loop(self) -> None:
+        """Keep up to ``concurrency`` items running, leasing only for free places.
+
+        Leasing just what fits (rather than a batch run to its end) keeps every place busy: no
+        batch tail where a slot waits for its slowest item, and no slot sitting on queued items
+        while another is idle. Results go back with the next lease, or in a ``complete`` call of
+        their own while a lease is long-polling, so none waits for work to arrive.
+        """
         wq = self._wq = ray.get_actor(self._workqueue_name, namespace=self.namespace)
-        sem = asyncio.Semaphore(self.pool.concurrency)
+        conc = self.pool.concurrency
+        sem = asyncio.Semaphore(conc)
+        wake = asyncio.Event()
+        running: set[asyncio.Task] = set()
         results: list[tuple] = []
+        calls: dict[str, tuple[asyncio.Future, list]] = {}  # "lease" / "complete" → (call, results sent)
+
+        def finished(t: asyncio.Task) -> None:
+            running.discard(t)
+            if not t.cancelled():
+                results.append(t.result())  # _run_item returns a failure as a result
+            wake.set()
+
+        def send(kind: str, ref: Any, sent: list) -> None:
+            fut = asyncio.ensure_future(ref)
+            fut.add_done_callback(lambda _f: wake.set())
+            calls[kind] = (fut, sent)
+
         while True:
             stopping = self.ctx.stopping
-            try:
-                items = await wq.lease.remote(
-                    self.lessee,
-                    0 if stopping else self.pool.concurrency * 8,
-                    0 if stopping else LEASE_WAIT_S,
-                    results,
-                )
-            except ray.exceptions.RayActorError:  # the work queue is being replaced
-                if stopping:
-                    return
-                await asyncio.sleep(0.5)
-                wq = self._wq = ray.get_actor(self._workqueue_name, namespace=self.namespace)
-                continue
-            results = []
-            if stopping:
+            room = 0 if stopping else conc - len(running)
+            if "lease" not in calls and (room > 0 or results):
+                # long-poll unless there is something to report: it returns as soon as work arrives
+                # (at once, empty, when the slot drains: see kick); what finishes meanwhile goes back
+                # by complete()
+                wait = 0 if (stopping or results) else LEASE_WAIT_S
+                sent, results = results, []
+                send("lease", wq.lease.remote(self.lessee, room, wait, sent), sent)
+            elif results and "complete" not in calls:
+                sent, results = results, []
+                send("complete", wq.complete.remote(self.lessee, sent), sent)
+            if stopping and not calls and not running and not results:
                 return
-            if items:
-                results = await asyncio.gather(*(self._run_item(sem, it) for it in items))
+            await wake.wait()
+            wake.clear()
+            for kind, (fut, sent) in list(calls.items()):
+                if not fut.done():
+                    continue
+                del calls[kind]
+                try:
+                    value = fut.result()
+                except ray.exceptions.RayActorError:  # the work queue is being replaced: send again
+                    if self.ctx.stopping:
+                        return  # the supervisor hands what this slot held to other slots
+                    results = sent + results
+                    await asyncio.sleep(0.5)
+                    wq = self._wq = ray.get_actor(self._workqueue_name, namespace=self.namespace)
+                    continue
+                if kind == "lease":
+                    for item in value:
+                        t = asyncio.ensure_future(self._run_item(sem, item))
+                        running.add(t)
+                        t.add_done_callback(finished)
 
     async def _run_item(self, sem: asyncio.Semaphore, item: tuple) -> tuple:
         job_id, item_id, payload, _attempt = item
