@@ -8,8 +8,8 @@ It is a :class:`~fleet_ray.actors.slot.SlotCore` with a :class:`~fleet_ray.brows
 - each batch item runs as a browser task (fresh context, identity, proxy, recoveries, artifacts)
   named ``<job>-<item>`` so artifacts and errors say which item failed, in which phase;
 - its health report adds the browser's state (pages, recycles, crashes, proxy health, sessions)
-  and its ``rss_mb`` is the whole process tree's memory (worker + driver + Chromium, as PSS so
-  pages shared between Chromium's processes count once), so the pool's ``recycle.max_rss_mb``
+  and its ``rss_mb`` is the whole process tree's memory (worker + driver + Chromium, with pages
+  shared between Chromium's processes counted once), so the pool's ``recycle.max_rss_mb``
   bounds what the slot really uses;
 - drain closes Chromium and the driver; a killed slot's Chromium dies with it.
 """
@@ -101,7 +101,7 @@ class BrowserSlotCore(SlotCore):
             TASK_NAME.reset(token)
 
     async def health(self) -> dict[str, Any]:
-        # /proc reads (PSS of a dozen processes) off the loop; super().health() reports the tree's
+        # /proc reads of a dozen processes off the loop; super().health() reports the tree's
         tree_mb, chromium_mb = await asyncio.to_thread(self._measure)
         self._tree_mb = tree_mb
         report = await super().health()
@@ -116,7 +116,7 @@ class BrowserSlotCore(SlotCore):
         return self._tree_mb  # measured by health() in a thread
 
     def _measure(self) -> tuple[float, float]:
-        """(the whole tree's memory, Chromium's), MiB, PSS."""
+        """(the whole tree's memory, Chromium's), MiB (see tree_memory_mb)."""
         from fleet_ray.browser.host import tree_memory_mb
 
         try:

@@ -283,7 +283,7 @@ class BrowserOptions(_Strict):
     pages_per_browser: int = Field(200, ge=1, description="Recycle Chromium after this many tasks.")
     max_browser_rss_mb: float | None = Field(
         1500.0, gt=0, description="Recycle Chromium once its process tree uses more memory than this, MiB "
-        "(PSS: pages shared between Chromium's processes count once)."
+        "(pages shared between Chromium's processes count once)."
     )
     launch_timeout_s: float = Field(90.0, gt=0, description="How long Chromium may take to start.")
     navigation_timeout_s: float = Field(30.0, gt=0, description="Default timeout of page navigations.")

@@ -27,7 +27,7 @@ class BrowserSlotStatus(_Model):
     pages_since_launch: int = Field(0, description="Pages served by the current Chromium.")
     crashes: int = Field(0, description="Chromium crashes seen by this slot.")
     recycles: dict[str, int] = Field(default_factory=dict, description="Chromium recycles by reason kind.")
-    rss_mb: float = Field(0.0, description="Memory of Chromium's process tree, MiB (PSS: shared pages count once).")
+    rss_mb: float = Field(0.0, description="Memory of Chromium's process tree, MiB (shared pages count once).")
     in_flight: int = Field(0, description="Pages open right now.")
     proxies: list[BrowserProxyStatus] = Field(default_factory=list, description="The pool's proxies as this slot sees them.")
     sessions_live: int | None = Field(None, description="Identity sessions kept alive (session mode only).")
