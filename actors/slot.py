@@ -19,6 +19,7 @@ import logging
 import os
 import time
 import traceback
+from collections import deque
 from typing import Any
 
 import psutil
@@ -33,6 +34,7 @@ from .slot_io import SlotServices
 
 log = logging.getLogger(__name__)
 
+FAST_ITEM_S = 0.05  # items finishing faster than this on average are prefetched (see _batch_loop)
 LEASE_WAIT_S = 10.0  # long-poll: returns as soon as work arrives, or at once when the slot drains
 
 
@@ -186,26 +188,38 @@ class SlotCore:
                 await self.services.automation_crashed(exc)
 
     async def _batch_loop(self) -> None:
-        """Keep up to ``concurrency`` items running, leasing only for free places.
+        """Keep up to ``concurrency`` items running, leasing for free places.
 
-        Leasing just what fits (rather than a batch run to its end) keeps every place busy: no
-        batch tail where a slot waits for its slowest item, and no slot sitting on queued items
-        while another is idle. Results go back with the next lease, or in a ``complete`` call of
-        their own while a lease is long-polling, so none waits for work to arrive.
+        Leasing what fits (rather than a batch run to its end) keeps every place busy: no batch
+        tail where a slot waits for its slowest item, and no slot sitting on queued items while
+        another is idle. Only items that finish in under FAST_ITEM_S on average are prefetched
+        (up to 7 × concurrency more), where a lease round trip per place would cost more than the
+        item. Results go back with the next lease, or in a ``complete`` call of their own while a
+        lease is long-polling, so none waits for work to arrive.
         """
         wq = self._wq = ray.get_actor(self._workqueue_name, namespace=self.namespace)
         conc = self.pool.concurrency
         sem = asyncio.Semaphore(conc)
         wake = asyncio.Event()
-        running: set[asyncio.Task] = set()
+        running: dict[asyncio.Task, float] = {}  # task → when it started
+        buffered: deque[tuple] = deque()  # prefetched items not started yet
+        avg_s = [FAST_ITEM_S * 10]  # moving average of item durations (slow until measured)
         results: list[tuple] = []
         calls: dict[str, tuple[asyncio.Future, list]] = {}  # "lease" / "complete" → (call, results sent)
 
         def finished(t: asyncio.Task) -> None:
-            running.discard(t)
+            started = running.pop(t, None)
             if not t.cancelled():
                 results.append(t.result())  # _run_item returns a failure as a result
+                if started is not None:
+                    avg_s[0] += 0.1 * (time.monotonic() - started - avg_s[0])
             wake.set()
+
+        def fill() -> None:
+            while buffered and len(running) < conc:
+                t = asyncio.ensure_future(self._run_item(sem, buffered.popleft()))
+                running[t] = time.monotonic()
+                t.add_done_callback(finished)
 
         def send(kind: str, ref: Any, sent: list) -> None:
             fut = asyncio.ensure_future(ref)
@@ -214,18 +228,20 @@ class SlotCore:
 
         while True:
             stopping = self.ctx.stopping
-            room = 0 if stopping else conc - len(running)
+            fill()
+            prefetch = conc * 7 if avg_s[0] < FAST_ITEM_S else 0
+            room = 0 if stopping else conc + prefetch - len(running) - len(buffered)
             if "lease" not in calls and (room > 0 or results):
                 # long-poll unless there is something to report: it returns as soon as work arrives
                 # (at once, empty, when the slot drains: see kick); what finishes meanwhile goes back
                 # by complete()
                 wait = 0 if (stopping or results) else LEASE_WAIT_S
                 sent, results = results, []
-                send("lease", wq.lease.remote(self.lessee, room, wait, sent), sent)
+                send("lease", wq.lease.remote(self.lessee, max(room, 0), wait, sent), sent)
             elif results and "complete" not in calls:
                 sent, results = results, []
                 send("complete", wq.complete.remote(self.lessee, sent), sent)
-            if stopping and not calls and not running and not results:
+            if stopping and not calls and not running and not results and not buffered:
                 return
             await wake.wait()
             wake.clear()
@@ -243,10 +259,7 @@ class SlotCore:
                     wq = self._wq = ray.get_actor(self._workqueue_name, namespace=self.namespace)
                     continue
                 if kind == "lease":
-                    for item in value:
-                        t = asyncio.ensure_future(self._run_item(sem, item))
-                        running.add(t)
-                        t.add_done_callback(finished)
+                    buffered.extend(value)
 
     async def _run_item(self, sem: asyncio.Semaphore, item: tuple) -> tuple:
         job_id, item_id, payload, _attempt = item
