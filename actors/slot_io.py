@@ -178,27 +178,28 @@ class SlotServices:
     # -- the crash bridge's slot half --------------------------------------------------------------
     def _snapshot(self) -> SlotContext:
         ctx = self.ctx
-        tasks = list(self.inflight) or (["run"] if self.slot._workqueue_name is None else [])
         return SlotContext(pool=self.pool.name, index=self.ident.index, generation=self.ident.generation,
-                           pid=os.getpid(), node_id=self.ident.node_id, tasks=tasks[-20:],
+                           pid=os.getpid(), node_id=self.ident.node_id, tasks=self._tasks(),
                            phase=ctx.phase_name if ctx else None, step=ctx.phase_step if ctx else None,
                            error=self.error)
+
+    def _tasks(self) -> list[str]:
+        return list(self.inflight)[-20:] or (["run"] if self.slot._workqueue_name is None else [])
 
     def _signature(self) -> tuple:
         """What the written context depends on, cheap enough to compare on the event loop."""
         ctx = self.ctx
-        tasks = list(self.inflight)[-20:] or (["run"] if self.slot._workqueue_name is None else [])
-        return (tuple(tasks), ctx.phase_name if ctx else None, ctx.phase_step if ctx else None,
+        return (tuple(self._tasks()), ctx.phase_name if ctx else None, ctx.phase_step if ctx else None,
                 self.error is not None)
 
     def _write_context(self, force: bool = False) -> None:
         """Write what this slot is doing (if it changed); runs in a thread or an excepthook."""
         if not self.slot.store_url:
             return
-        snap = self._snapshot()
-        sig = (tuple(snap.tasks), snap.phase, snap.step, snap.error is not None)
+        sig = self._signature()
         if not force and sig == self._ctx_written:
             return
+        snap = self._snapshot()
         try:
             with self._store_lock:
                 if self._store is None:
