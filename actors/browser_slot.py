@@ -11,6 +11,8 @@ It is a :class:`~fleet_ray.actors.slot.SlotCore` with a :class:`~fleet_ray.brows
   and its ``rss_mb`` is the whole process tree's memory (worker + driver + Chromium, with pages
   shared between Chromium's processes counted once), so the pool's ``recycle.max_rss_mb``
   bounds what the slot really uses;
+- unless ``cpu_pinning: off``, the slot takes its share of the host's CPUs and confines its whole
+  process tree to it (see :mod:`fleet_ray.browser.cpus`), re-balanced at each health check;
 - drain closes Chromium and the driver; a killed slot's Chromium dies with it.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import psutil
@@ -56,6 +59,7 @@ class BrowserSlotCore(SlotCore):
         self.runtime: Any = None
         self._runtime_lock = asyncio.Lock()
         self._tree_mb = 0.0
+        self.cpu_share: Any = None  # browser.cpus.CpuShare, unless cpu_pinning is off
 
     async def start(self) -> dict[str, Any]:
         async with self._runtime_lock:
@@ -67,6 +71,12 @@ class BrowserSlotCore(SlotCore):
                 if reaped:
                     log.warning("slot %s: killed %d stale Chromium process(es) on start", self.lessee, reaped)
                 tag = ProcessTag.for_slot(self.namespace, self.pool.name, self.identity.index, self.identity.generation)
+                if self.pool.browser.cpu_pinning == "auto" and hasattr(os, "sched_setaffinity"):
+                    from fleet_ray.browser.cpus import CpuShare
+
+                    # before the driver and Chromium start, so that they inherit the share
+                    self.cpu_share = CpuShare(tag.root, tag.owner)
+                    await asyncio.to_thread(self.cpu_share.apply, [psutil.Process()])
                 runtime = BrowserRuntime(self.pool.browser, self.pool.name, self.identity.index, tag)
                 await runtime.start()
                 self.runtime = runtime
@@ -107,6 +117,8 @@ class BrowserSlotCore(SlotCore):
         report = await super().health()
         if self.runtime is not None:
             report["browser"] = self.runtime.snapshot(chromium_mb)
+            if self.cpu_share is not None:
+                report["browser"]["cpu"] = self.cpu_share.snapshot()
             error = self.runtime.host.launch_error
             if error and report.get("ok"):
                 report.update(ok=False, error=f"Chromium could not be relaunched: {error}")
@@ -116,14 +128,18 @@ class BrowserSlotCore(SlotCore):
         return self._tree_mb  # measured by health() in a thread
 
     def _measure(self) -> tuple[float, float]:
-        """(the whole tree's memory, Chromium's), MiB (see tree_memory_mb)."""
+        """(the whole tree's memory, Chromium's), MiB (see tree_memory_mb); re-pins the tree to
+        this slot's CPU share, which changes as browser slots on the host come and go."""
         from fleet_ray.browser.host import tree_memory_mb
 
         try:
             me = psutil.Process()
-            tree = tree_memory_mb([me, *me.children(recursive=True)])
+            procs = [me, *me.children(recursive=True)]
+            tree = tree_memory_mb(procs)
         except psutil.Error:
-            tree = 0.0
+            procs, tree = [], 0.0
+        if self.cpu_share is not None and procs:
+            self.cpu_share.apply(procs)
         return tree, (self.runtime.host.rss_mb() if self.runtime is not None else 0.0)
 
     async def _teardown(self) -> None:
@@ -134,6 +150,8 @@ class BrowserSlotCore(SlotCore):
             except Exception as exc:
                 log.warning("slot %s: closing Chromium raised %s", self.lessee, exc)
             self.runtime = None
+        if self.cpu_share is not None:
+            await asyncio.to_thread(self.cpu_share.leave)  # the other slots on the host take its CPUs
 
 
 @ray.remote(max_restarts=0)

@@ -245,7 +245,7 @@ def fleet_crawl(fleet, base: str, slot_pids: list[int]) -> tuple[dict[str, str],
     return found, elapsed, (max(r for r, _ in peak.values()), max(p for _, p in peak.values()))
 
 
-def start_fleet(slots: int, concurrency: int, tmp: Path, trace: str = "retry"):
+def start_fleet(slots: int, concurrency: int, tmp: Path, trace: str = "retry", cpu_pinning: str = "auto"):
     import ray
 
     from fleet_ray.actors.launch import start_supervisor
@@ -265,10 +265,21 @@ def start_fleet(slots: int, concurrency: int, tmp: Path, trace: str = "retry"):
         "placement": {"resources": {"browser": 1}},
         "health": {"period_s": 2, "timeout_s": 30, "failure_threshold": 5, "start_timeout_s": 300},
         "config": {"same_origin_links": True},
-        "browser": {"artifacts": {"logs_root": str(tmp / "logs"), "trace": trace}},
+        "browser": {"artifacts": {"logs_root": str(tmp / "logs"), "trace": trace}, "cpu_pinning": cpu_pinning},
     }]})
     st = fleet.wait_ready(300)
     return fleet, [s.pid for s in st.pool("crawl").slots]
+
+
+def slot_cpus(pids: list[int]) -> list[list[int]]:
+    """The CPUs each slot process may run on (its share when cpu_pinning is auto)."""
+    out = []
+    for pid in pids:
+        try:
+            out.append(sorted(os.sched_getaffinity(pid)))
+        except OSError:
+            out.append([])
+    return out
 
 
 def warm(fleet, base: str, n: int) -> None:
@@ -285,6 +296,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="alternating runs of each crawler (median taken)")
     ap.add_argument("--trace", choices=["retry", "always", "off"], default="retry",
                     help="the pool's artifacts.trace (its default: retry)")
+    ap.add_argument("--cpu-pinning", choices=["auto", "off"], default="auto",
+                    help="the pool's browser.cpu_pinning (its default: auto, each slot on its share of the CPUs)")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -295,7 +308,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-crawl-"))
     fleet = None
     try:
-        fleet, pids = start_fleet(args.slots, args.concurrency, tmp, args.trace)
+        fleet, pids = start_fleet(args.slots, args.concurrency, tmp, args.trace, args.cpu_pinning)
         warm(fleet, base, total * 2)
         plain_runs, fleet_runs, plain_rss, fleet_rss = [], [], [], []
         for _ in range(args.repeats):
@@ -321,6 +334,8 @@ def main() -> None:
             "total_concurrency": total,
             "repeats": args.repeats,
             "trace": args.trace,
+            "cpu_pinning": args.cpu_pinning,
+            "slot_cpus": slot_cpus(pids),
             "cpus": os.cpu_count(),
             "fleet_pages_per_s": round(fleet_rate, 2),
             "playwright_pages_per_s": round(plain_rate, 2),

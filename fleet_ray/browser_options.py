@@ -292,6 +292,10 @@ class BrowserOptions(_Strict):
     watchdog_interval_s: float = Field(2.0, gt=0, description="How often the watchdog pings Chromium.")
     ping_timeout_s: float = Field(10.0, gt=0, description="Chromium not answering this long is hung → killed.")
     max_attempts: int = Field(3, ge=1, description="Attempts per item across recoveries (rotate, recycle...).")
+    cpu_pinning: Literal["auto", "off"] = Field(
+        "auto", description="auto: the browser slots on a host split its CPUs and each slot's processes "
+        "(worker, driver, Chromium) run only on its share, re-balanced as slots come and go; off: anywhere."
+    )
     identity: IdentityOptions = Field(default_factory=IdentityOptions)
     sessions: SessionPolicy = Field(default_factory=SessionPolicy)
     proxies: list[ProxySpec] = Field(default_factory=list)

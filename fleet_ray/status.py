@@ -32,6 +32,9 @@ class BrowserSlotStatus(_Model):
     proxies: list[BrowserProxyStatus] = Field(default_factory=list, description="The pool's proxies as this slot sees them.")
     sessions_live: int | None = Field(None, description="Identity sessions kept alive (session mode only).")
     sessions_retired: int | None = Field(None, description="Identity sessions retired (age, uses, block signals).")
+    cpus: list[int] | None = Field(
+        None, description="CPUs the slot's processes run on (its share of the host's; None: not pinned)."
+    )
 
     @classmethod
     def from_health(cls, snap: dict[str, Any]) -> BrowserSlotStatus:
@@ -48,6 +51,7 @@ class BrowserSlotStatus(_Model):
                                         failures=int(p.get("failures") or 0))
                      for p in snap.get("proxies") or []],
             sessions_live=sessions.get("live"), sessions_retired=sessions.get("retired"),
+            cpus=(snap.get("cpu") or {}).get("cpus"),
         )
 
 

@@ -14,7 +14,8 @@ function fmtBrowser(b) {
   const bad = b.proxies.filter((p) => p.health !== "healthy").map((p) => `${p.id} ${p.health}`);
   const proxies = b.proxies.length ? ` · proxies ${b.proxies.length - bad.length}/${b.proxies.length} ok` : "";
   const title = `Chromium ${b.chromium || "?"}, ${b.launches} launches, ${b.crashes} crashes, ` +
-    `${b.rss_mb.toFixed(0)} MiB` + (bad.length ? `; ${bad.join(", ")}` : "");
+    `${b.rss_mb.toFixed(0)} MiB` + (b.cpus ? `, CPUs ${b.cpus.join(",")}` : "") +
+    (bad.length ? `; ${bad.join(", ")}` : "");
   return `<span title="${esc(title)}">${b.pages} pages · ×${b.launches}${proxies}</span>`;
 }
 

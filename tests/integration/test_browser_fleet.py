@@ -11,6 +11,7 @@ import psutil
 import pytest
 import ray
 
+from fleet_ray.browser.cpus import split
 from fleet_ray.browser.loopback import AuthProxy, SiteServer
 from fleet_ray.browser.reaper import default_root, find_tagged
 
@@ -95,6 +96,52 @@ def test_browser_pool_processes_items_through_chromium(fleet, site, tmp_path):
         ray.get(ray.get_actor(s.actor, namespace=fleet.namespace).health.remote(), timeout=60)["browser"]["browser"][
             "launches"] >= 2 for s in slots
     ), "a slot that served more than pages_per_browser pages recycled its Chromium"
+
+
+def tree_cpus(pid: int) -> set[tuple[int, ...]]:
+    """The CPU sets the threads of a slot's whole process tree (worker, driver, Chromium) may use."""
+    root = psutil.Process(pid)
+    out = set()
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            for t in p.threads():
+                try:
+                    out.add(tuple(sorted(os.sched_getaffinity(t.id))))
+                except OSError:
+                    continue  # the thread ended meanwhile
+        except psutil.Error:
+            continue
+    return out
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux CPU affinity")
+def test_browser_slots_split_the_hosts_cpus_and_take_back_a_leaving_slots(fleet, site, tmp_path):
+    host = sorted(os.sched_getaffinity(0))  # the raylets (our children) and so the slots start with these
+    fleet.apply({"pools": [browser_pool("split", 2, tmp_path / "logs")]})
+    fleet.wait_ready(300)
+    expected = sorted(tuple(split(host, 2, i)) for i in range(2))
+
+    def reported(s):  # each slot's share as its health report (status, API, dashboard) shows it
+        slots = s.pool("split").slots
+        return sorted(tuple(x.browser.cpus or ()) for x in slots if x.browser) == expected and len(slots) == 2
+
+    # (slots of earlier tests that are still leaving count until they are gone)
+    st = fleet.wait_until(reported, 120)
+    slots = st.pool("split").slots
+    for s in slots:
+        assert len(chromium_of(fleet.namespace, s.pid)) >= 3
+        assert tree_cpus(s.pid) == {tuple(s.browser.cpus)}, f"slot {s.id}: every thread of its tree on its share"
+    if len(host) >= 2:
+        assert not set(slots[0].browser.cpus) & set(slots[1].browser.cpus)
+    results = fleet.submit("split", [f"{site.url}/c{i}" for i in range(6)]).wait(timeout_s=300)
+    assert sorted(r.value["title"] for r in results) == [f"Page /c{i}" for i in range(6)]
+    # one slot leaves: the other takes the whole host, Chromium's renderers included
+    fleet.apply({"pools": [browser_pool("split", 1, tmp_path / "logs")]})
+    st = fleet.wait_until(lambda s: len(s.pool("split").slots) == 1 and s.pool("split").slots[0].browser
+                          and s.pool("split").slots[0].browser.cpus == host, 120)
+    left = st.pool("split").slots[0]
+    assert fleet.submit("split", [f"{site.url}/after"]).wait(timeout_s=300)[0].ok
+    assert tree_cpus(left.pid) == {tuple(host)}
 
 
 def test_proxy_credentials_reach_chromium_but_never_status_events_or_errors(fleet, site, tmp_path):
