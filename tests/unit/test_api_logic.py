@@ -261,9 +261,12 @@ def test_browser_slot_status_from_a_health_snapshot():
             "proxies": [{"id": "p0", "proxy": "http://10.0.0.5:3128", "country": "DE", "health": "quarantined",
                          "uses": 9, "successes": 7, "failures": 2, "last_outcome": "proxy_auth"}],
             "sessions": {"mode": "session", "live": 2, "retired": 5}, "counters": {"ok": 40},
-            "in_flight": {"t1": "goto"}, "artifacts_saved": 0}
+            "in_flight": {"t1": "goto"}, "artifacts_saved": 0,
+            "cpu": {"cpus": [2, 3], "host_cpus": 8, "browser_slots": 4, "problem": None}}
     b = BrowserSlotStatus.from_health(snap)
     assert (b.chromium, b.launches, b.pages, b.crashes, b.recycles, b.in_flight) == ("156.0", 3, 42, 1, {"pages": 2}, 1)
     assert b.proxies[0].health == "quarantined" and b.sessions_live == 2 and b.sessions_retired == 5
+    assert b.cpus == [2, 3]
+    assert BrowserSlotStatus.from_health({k: v for k, v in snap.items() if k != "cpu"}).cpus is None  # not pinned
     slot = SlotStatus(id="b:0", pool="b", index=0, generation=1, state="running", actor="fleet:b:0:g1", browser=b)
     assert SlotStatus.model_validate_json(slot.model_dump_json()) == slot
