@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -106,8 +107,11 @@ class Context:
         self._on_progress = on_progress
         self._stop = asyncio.Event()
         self.recycle_reason: str | None = None
-        self.phase_name: str | None = None
-        self.phase_step: str | None = None
+        # the phase (and step) of each task in flight: concurrent items each have their own
+        self._phase: contextvars.ContextVar[_Phase | None] = contextvars.ContextVar(f"fleet_phase_{id(self)}",
+                                                                                   default=None)
+        self._phases: dict[int, _Phase] = {}  # every phase open now, in the order they were entered
+        self._loose_step: str | None = None  # a step recorded outside any phase
         self.progress: dict[str, Any] = {}
 
     # -- lifecycle hooks ---------------------------------------------------------------------
@@ -143,14 +147,35 @@ class Context:
             self._on_progress(dict(self.progress))
 
     # -- phases ------------------------------------------------------------------------------
+    @property
+    def phase_name(self) -> str | None:
+        """The current phase: this task's, or (asked from outside any phase, as a health check
+        does) the phase entered last among those still open."""
+        state = self._current_phase()
+        return state.name if state else None
+
+    @property
+    def phase_step(self) -> str | None:
+        """The current sub-step of :attr:`phase_name`'s phase."""
+        state = self._current_phase()
+        return state.step if state else self._loose_step
+
+    def _current_phase(self) -> _Phase | None:
+        state = self._phase.get()
+        if state is None and self._phases:
+            state = next(reversed(self._phases.values()))
+        return state
+
     @contextlib.asynccontextmanager
     async def phase(self, name: str, timeout: float | None = None) -> AsyncIterator[Context]:
         """Run a named step with an optional timeout; the slot always knows the current phase.
 
-        A timeout raises :class:`PhaseTimeout` naming the phase and the slot.
+        A timeout raises :class:`PhaseTimeout` naming the phase and the slot. Items processed
+        concurrently each have their own phase and step.
         """
-        outer, outer_step = self.phase_name, self.phase_step
-        self.phase_name, self.phase_step = name, None
+        state = _Phase(name)
+        token = self._phase.set(state)
+        self._phases[id(state)] = state
         try:
             if timeout is None:
                 yield self
@@ -163,14 +188,20 @@ class Context:
                         raise
                     raise PhaseTimeout(name, timeout, self.slot.slot_id) from exc
         except BaseException as exc:
-            mark_phase(exc, name, self.phase_step)
+            mark_phase(exc, name, state.step)
             raise
         finally:
-            self.phase_name, self.phase_step = outer, outer_step
+            self._phases.pop(id(state), None)
+            with contextlib.suppress(ValueError):  # closed from another context (a finalizer)
+                self._phase.reset(token)
 
     def step(self, description: str) -> None:
-        """Record the current sub-step of the current phase."""
-        self.phase_step = description
+        """Record the current sub-step of this task's current phase."""
+        state = self._phase.get()
+        if state is not None:
+            state.step = description
+        else:
+            self._loose_step = description
 
     # -- typed output streams (see fleet_ray.streams) ------------------------------------------
     async def emit(self, stream: str, item: Any) -> None:
@@ -208,6 +239,14 @@ class Context:
 
             raise StreamError("this context has no streams (it runs outside a slot; see fleet_ray.streams.InProcessStreams)")
         return io
+
+
+class _Phase:
+    __slots__ = ("name", "step")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.step: str | None = None
 
 
 def mark_phase(exc: BaseException, phase: str, step: str | None) -> None:

@@ -98,6 +98,42 @@ def test_context_phase_timeout_names_the_phase_and_slot():
     assert err.value.phase == "login" and ctx.phase_name is None
 
 
+def test_concurrent_items_each_keep_their_own_phase_and_step():
+    class Cfg(BaseModel):
+        pass
+
+    ctx = Context(SlotIdentity("web", 0, 1), Cfg())
+    seen = {}
+
+    async def item(name: str, phase: str, step: str, entered: asyncio.Event, go: asyncio.Event, fail: bool):
+        async with ctx.phase(phase):
+            ctx.step(step)
+            entered.set()
+            await go.wait()
+            seen[name] = (ctx.phase_name, ctx.phase_step)
+            if fail:
+                raise RuntimeError(name)
+
+    async def main():
+        a_in, b_in, go = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        a = asyncio.create_task(item("a", "login", "typing password", a_in, go, True))
+        await a_in.wait()
+        b = asyncio.create_task(item("b", "search", "goto results", b_in, go, False))
+        await b_in.wait()
+        # a health check asks from outside any item: the phase entered last of those open
+        outside = (ctx.phase_name, ctx.phase_step)
+        go.set()
+        err = (await asyncio.gather(a, b, return_exceptions=True))[0]
+        return outside, err
+
+    outside, err = asyncio.run(main())
+    assert outside == ("search", "goto results")
+    assert seen == {"a": ("login", "typing password"), "b": ("search", "goto results")}
+    # a failure names its own item's phase and step, not the one another item set meanwhile
+    assert (err.fleet_phase, err.fleet_step) == ("login", "typing password")
+    assert (ctx.phase_name, ctx.phase_step) == (None, None)
+
+
 def test_context_hooks_reach_the_slot():
     seen = {}
 
