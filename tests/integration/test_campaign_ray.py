@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import uuid
 
 import pytest
@@ -23,7 +22,7 @@ from fleet_ray.campaign.audit import receipts_in_log
 from fleet_ray.events import EventLog
 from fleet_ray.store import open_store
 
-from .conftest import REDIS_URL
+from .conftest import REDIS_URL, wait_for
 from .test_campaign_guardrails_ray import HttpTarget, start_cluster
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tasks defined here run on workers
@@ -146,10 +145,7 @@ def test_destroy_waits_for_in_flight_members_then_writes_nothing(ray_cluster, ns
     t = threading.Thread(target=lambda: out.setdefault("res", c.broadcast(task)))
     t.start()
     rc = redis.Redis.from_url(REDIS_URL)
-    deadline = time.monotonic() + 60
-    while int(rc.get(counter) or 0) < 4:
-        assert time.monotonic() < deadline, "members never started"
-        time.sleep(0.02)
+    wait_for(lambda: int(rc.get(counter) or 0) >= 4, 60, 0.02)  # the four members are in flight
     c.destroy()
     size = sink.stat().st_size
     t.join(30)
@@ -227,17 +223,16 @@ def test_resume_after_driver_sigkill_runs_only_outstanding_targets(ray_cluster, 
         return {r["payload"]["target"] for r in receipts_in_log(events, cid) if r["kind"] == "campaign.member.complete"}
 
     first = subprocess.Popen([*argv, "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while len(completed()) < 8:
+    def progressed() -> bool:
         assert first.poll() is None, first.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline, "the first driver made no progress"
-        time.sleep(0.05)
+        return len(completed()) >= 8
+
+    wait_for(progressed, 120, 0.05)
     first.send_signal(signal.SIGKILL)
     first.wait(30)
-    deadline = time.monotonic() + 60  # Ray reaps the dead driver's member workers (they die with it)
-    while [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(f"campaign:{cid}:")]:
-        assert time.monotonic() < deadline, "the killed driver's workers outlived it"
-        time.sleep(0.05)
+    # Ray reaps the dead driver's member workers (they die with it)
+    wait_for(lambda: not [a for a in ray.util.list_named_actors(all_namespaces=True)
+                          if a["name"].startswith(f"campaign:{cid}:")], 60, 0.05)
     done_before = completed()
     assert 8 <= len(done_before) < 24
     seen_before = len(target.paths)
