@@ -1,4 +1,4 @@
-"""Real servers on 127.0.0.1 for tests, demos and benchmarks: a site server and an authenticating proxy.
+"""Real servers on 127.0.0.1 for tests, demos and benchmarks: a site server and two kinds of proxy.
 
 :class:`AuthProxy` is a small HTTP proxy (absolute-URI forwarding and ``CONNECT`` tunnels) that
 demands ``Proxy-Authorization: Basic`` and answers 407 otherwise. It only ever connects to loopback:
@@ -6,6 +6,10 @@ host names are mapped through ``hosts`` (e.g. ``{"shop.test": ("127.0.0.1", 8123
 ``http://shop.test/`` is reachable *only* through the proxy - which proves the traffic went through it.
 It records every request (user, method, host) and can be told to answer with a status (``block``)
 to play an exit IP that a site blocks.
+
+:class:`Socks5Proxy` is a SOCKS5 proxy (RFC 1928, ``CONNECT``, no authentication: Chromium has
+no SOCKS authentication, so pools reject socks5 proxies with credentials). Chromium sends it host
+names, not addresses, so the same ``hosts`` mapping proves the traffic went through it.
 
 :class:`SiteServer` serves a dict of routes (path → (status, content type, body)) from a thread.
 """
@@ -33,14 +37,12 @@ class ProxyRecord:
     status: int
 
 
-@dataclass
-class AuthProxy:
-    username: str
-    password: str
-    hosts: dict[str, tuple[str, int]] = field(default_factory=dict)
-    block: int | None = None  # answer every authenticated request with this status
-    records: list[ProxyRecord] = field(default_factory=list)
-    port: int = 0
+class _ProxyServer:
+    """An asyncio server on 127.0.0.1, in a thread of its own, that only ever connects to loopback."""
+
+    hosts: dict[str, tuple[str, int]]
+    records: list[ProxyRecord]
+    port: int
 
     def __post_init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -48,9 +50,8 @@ class AuthProxy:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
 
-    # -- lifecycle ------------------------------------------------------------------------------------
-    def start(self) -> AuthProxy:
-        self._thread = threading.Thread(target=self._run, name=f"auth-proxy-{id(self)}", daemon=True)
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name=f"{type(self).__name__}-{id(self)}", daemon=True)
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("proxy did not start")
@@ -62,18 +63,11 @@ class AuthProxy:
         if self._thread is not None:
             self._thread.join(5)
 
-    def __enter__(self) -> AuthProxy:
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def authenticated(self, user: str | None = None) -> list[ProxyRecord]:
-        return [r for r in self.records if r.user is not None and (user is None or r.user == user)]
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -88,6 +82,33 @@ class AuthProxy:
             loop.run_until_complete(self._server.wait_closed())
             loop.close()
 
+    def _target(self, host: str, port: int) -> tuple[str, int] | None:
+        if host in self.hosts:
+            return self.hosts[host]
+        if host in ("127.0.0.1", "localhost"):
+            return ("127.0.0.1", port)
+        return None  # never leave loopback
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class AuthProxy(_ProxyServer):
+    username: str
+    password: str
+    hosts: dict[str, tuple[str, int]] = field(default_factory=dict)
+    block: int | None = None  # answer every authenticated request with this status
+    records: list[ProxyRecord] = field(default_factory=list)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def authenticated(self, user: str | None = None) -> list[ProxyRecord]:
+        return [r for r in self.records if r.user is not None and (user is None or r.user == user)]
+
     # -- protocol -------------------------------------------------------------------------------------
     def _check_auth(self, headers: dict[str, str]) -> str | None:
         value = headers.get("proxy-authorization", "")
@@ -98,13 +119,6 @@ class AuthProxy:
         except ValueError:
             return None
         return user if (user, pw) == (self.username, self.password) else None
-
-    def _target(self, host: str, port: int) -> tuple[str, int] | None:
-        if host in self.hosts:
-            return self.hosts[host]
-        if host in ("127.0.0.1", "localhost"):
-            return ("127.0.0.1", port)
-        return None  # never leave loopback
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -179,6 +193,61 @@ class AuthProxy:
                 up_w.write(await reader.readexactly(length))
             await up_w.drain()
         await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
+
+
+@dataclass
+class Socks5Proxy(_ProxyServer):
+    """SOCKS5 ``CONNECT`` without authentication (see the module's docstring); records each
+    connection as ``ProxyRecord(None, "CONNECT", host, "", status)`` with 200, 502 or 407."""
+
+    hosts: dict[str, tuple[str, int]] = field(default_factory=dict)
+    records: list[ProxyRecord] = field(default_factory=list)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"socks5://127.0.0.1:{self.port}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            ver, n = await asyncio.wait_for(reader.readexactly(2), 30)
+            methods = await reader.readexactly(n)
+            if ver != 5 or 0 not in methods:  # 0: no authentication
+                self.records.append(ProxyRecord(None, "CONNECT", "", "", 407))
+                writer.write(b"\x05\xff")
+                await _close(writer)
+                return
+            writer.write(b"\x05\x00")
+            ver, cmd, _rsv, atyp = await reader.readexactly(4)
+            if atyp == 1:
+                host = ".".join(str(b) for b in await reader.readexactly(4))
+            elif atyp == 3:
+                host = (await reader.readexactly((await reader.readexactly(1))[0])).decode("idna")
+            elif atyp == 4:
+                raw = await reader.readexactly(16)
+                host = ":".join(raw[i : i + 2].hex() for i in range(0, 16, 2))
+            else:
+                raise ValueError(f"address type {atyp}")
+            port = int.from_bytes(await reader.readexactly(2), "big")
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, ValueError, UnicodeError):
+            await _close(writer)
+            return
+        dest = self._target(host, port) if cmd == 1 else None
+        up = None
+        if dest is not None:
+            with contextlib.suppress(OSError, TimeoutError):
+                up = await asyncio.wait_for(asyncio.open_connection(*dest), 10)
+        if up is None:
+            self.records.append(ProxyRecord(None, "CONNECT", host, "", 502))
+            # 0x07 command not supported, 0x02 not allowed (off loopback), 0x05 connection refused
+            code = 7 if cmd != 1 else (2 if dest is None else 5)
+            writer.write(bytes([5, code, 0, 1, 0, 0, 0, 0, 0, 0]))
+            await _close(writer)
+            return
+        self.records.append(ProxyRecord(None, "CONNECT", host, "", 200))
+        writer.write(bytes([5, 0, 0, 1, 127, 0, 0, 1, 0, 0]))
+        await writer.drain()
+        await asyncio.gather(_pipe(reader, up[1]), _pipe(up[0], writer))
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from fleet_ray.automation import NoConfig, PhaseTimeout, SlotIdentity
 from fleet_ray.browser.automation import BrowserSlotContext
-from fleet_ray.browser.loopback import AuthProxy, SiteServer
+from fleet_ray.browser.loopback import AuthProxy, SiteServer, Socks5Proxy
 from fleet_ray.browser.reaper import ProcessTag
 from fleet_ray.browser.runtime import CURRENT_TASK, BrowserRuntime
 from fleet_ray.browser_options import BrowserOptions
@@ -297,6 +297,35 @@ def test_blocked_and_dead_proxies_are_rotated_away_from(site, tmp_path):
     assert by_label["blocked"]["health"] == "quarantined" and by_label["blocked"]["last_outcome"] == "reputation"
     assert by_label["dead"]["health"] == "quarantined" and by_label["dead"]["last_outcome"] == "connect_failed"
     assert counters["recovery.rotate_identity"] >= 1 and counters["recovery.rotate_proxy"] >= 1
+
+
+def test_socks5_proxies_carry_the_traffic_and_a_dead_one_is_a_typed_proxy_error(site, tmp_path):
+    hosts = {"shop.test": ("127.0.0.1", site.port)}
+    with Socks5Proxy(hosts=hosts) as socks, Socks5Proxy(hosts=hosts) as doomed:
+        dead_url = doomed.url
+    with socks:
+        async def scenario():
+            rt = _runtime(
+                tmp_path,
+                proxies=[{"url": dead_url, "label": "dead"}, {"url": socks.url, "label": "socks"}],
+                proxy_policy={"failure_threshold": 1, "cooldown_s": 300, "quarantine_after": 1},
+            )
+            await rt.start()
+            try:
+                titles = [await rt.run(_title, f"http://shop.test/s{i}", f"t{i}") for i in range(3)]
+                return titles, {p["proxy"]: p for p in rt.proxies.snapshot()}, dict(rt.counters)
+            finally:
+                await rt.close()
+
+        titles, proxies, counters = _run(scenario())
+    # shop.test resolves only inside the proxy: Chromium sent it the name, the proxy connected
+    assert titles == ["Hello /s0", "Hello /s1", "Hello /s2"]
+    assert sum(1 for r in socks.records if (r.host, r.status) == ("shop.test", 200)) >= 3
+    assert {p for p, _h in site.requests} >= {"/s0", "/s1", "/s2"}
+    assert proxies["socks"]["health"] == "healthy" and proxies["socks"]["successes"] == 3
+    # the least-used proxy is drawn next, so the dead one was tried: a typed error, rotated away from
+    assert counters["error.ProxyError"] >= 1 and counters["recovery.rotate_proxy"] >= 1
+    assert proxies["dead"]["health"] == "quarantined" and proxies["dead"]["last_outcome"] == "connect_failed"
 
 
 def test_a_403_and_a_challenge_page_are_typed_blocks_that_rotate_the_identity(site, tmp_path):
