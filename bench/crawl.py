@@ -1,6 +1,7 @@
 """Benchmark: crawl a generated local site with a browser pool vs a plain Playwright script.
 
     python -m bench.crawl [--slots 2] [--concurrency 4] [--sections 24] [--per-section 25] [--repeats 1]
+                          [--cpu-pinning auto|off] [--trace retry|always|off]
 
 A site of ``1 + sections + sections * per_section`` linked pages (625 by default) is generated and
 served on 127.0.0.1 by a separate process. Both crawlers do the same breadth-first crawl, level by
@@ -9,9 +10,12 @@ level, extracting each page's title and same-origin links, and must find every p
 - **fleet**: a browser pool of ``--slots`` slots (``browser.page-info``, concurrency ``--concurrency``
   per slot) on a local Ray cluster, items submitted through the fleet client. Each page gets what a
   browser slot always gives it: a fresh context with a generated identity, the stealth init script,
-  client hints over CDP and Playwright tracing kept for failures.
+  client hints over CDP and failure artifacts (tracing of retried attempts). With the default
+  ``cpu_pinning: auto`` each slot's process tree runs on its own share of the CPUs
+  (``slot_cpus`` in the output); ``--cpu-pinning off`` leaves placement to the OS.
 - **playwright**: one plain single-process Playwright script, one Chromium, the same total
-  concurrency (slots × concurrency), a fresh context per page, Chromium's own defaults.
+  concurrency (slots × concurrency), a fresh context per page, Chromium's own defaults, placed
+  by the OS as such a script is.
 
 Browser start-up is outside the timed part for both. Peak memory per slot is the slot's whole
 process tree (worker + Playwright driver + Chromium) sampled during the crawl, as RSS every 0.5 s
@@ -271,6 +275,16 @@ def start_fleet(slots: int, concurrency: int, tmp: Path, trace: str = "retry", c
     return fleet, [s.pid for s in st.pool("crawl").slots]
 
 
+def worker_rss_mb(pids: list[int]) -> list[float]:
+    out = []
+    for pid in pids:
+        try:
+            out.append(round(psutil.Process(pid).memory_info().rss / 2**20, 1))
+        except psutil.Error:
+            out.append(0.0)
+    return out
+
+
 def slot_cpus(pids: list[int]) -> list[list[int]]:
     """The CPUs each slot process may run on (its share when cpu_pinning is auto)."""
     out = []
@@ -311,6 +325,7 @@ def main() -> None:
         fleet, pids = start_fleet(args.slots, args.concurrency, tmp, args.trace, args.cpu_pinning)
         warm(fleet, base, total * 2)
         plain_runs, fleet_runs, plain_rss, fleet_rss = [], [], [], []
+        worker_before = worker_rss_mb(pids)
         for _ in range(args.repeats):
             found, dt, rss = asyncio.run(plain_crawl(base, total))
             check(found, base, args.sections, args.per_section)
@@ -325,6 +340,7 @@ def main() -> None:
             print(f"fleet:      {len(found)} pages in {dt:.1f}s ({len(found) / dt:.1f}/s), peak rss/pss per slot "
                   f"{rss[0]:.0f}/{rss[1]:.0f} MiB", file=sys.stderr)
         pages = 1 + args.sections + args.sections * args.per_section
+        worker_after = worker_rss_mb(pids)
         fleet_rate, plain_rate = statistics.median(fleet_runs), statistics.median(plain_runs)
         result = {
             "bench": "crawl",
@@ -344,6 +360,11 @@ def main() -> None:
             "peak_pss_mb_per_slot": round(max(p for _, p in fleet_rss), 1),
             "playwright_peak_rss_mb": round(max(r for r, _ in plain_rss), 1),
             "playwright_peak_pss_mb": round(max(p for _, p in plain_rss), 1),
+            # the slot processes' own memory (Python, no Chromium) before and after every fleet run:
+            # what a leak per page would grow (Chromium itself is recycled every pages_per_browser)
+            "slot_worker_rss_mb_before": worker_before,
+            "slot_worker_rss_mb_after": worker_after,
+            "pages_per_slot": round(pages * args.repeats / args.slots),
             "fleet_runs_pages_per_s": [round(x, 2) for x in fleet_runs],
             "playwright_runs_pages_per_s": [round(x, 2) for x in plain_runs],
         }

@@ -55,7 +55,8 @@ def render_status(st: FleetStatus) -> str:
                 b = s.browser
                 proxies = ", ".join(f"{x.id} {x.health}" for x in b.proxies)
                 lines.append(f"  {s.id} browser: pages={b.pages} launches={b.launches} crashes={b.crashes} "
-                             f"chromium_rss={b.rss_mb:.0f}MB" + (f"  proxies: {proxies}" if proxies else ""))
+                             f"chromium_rss={b.rss_mb:.0f}MB" + (f" cpus={','.join(map(str, b.cpus))}" if b.cpus else "")
+                             + (f"  proxies: {proxies}" if proxies else ""))
     return "\n".join(lines)
 
 

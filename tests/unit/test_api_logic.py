@@ -270,3 +270,13 @@ def test_browser_slot_status_from_a_health_snapshot():
     assert BrowserSlotStatus.from_health({k: v for k, v in snap.items() if k != "cpu"}).cpus is None  # not pinned
     slot = SlotStatus(id="b:0", pool="b", index=0, generation=1, state="running", actor="fleet:b:0:g1", browser=b)
     assert SlotStatus.model_validate_json(slot.model_dump_json()) == slot
+    # the CLI's status shows the browser line, credentials-free, with the slot's CPUs
+    from fleet_ray.cli_render import render_status
+    from fleet_ray.status import FleetStatus, PoolStatus
+
+    pool = PoolStatus(name="b", automation="browser.page-info", kind="browser", batch=True, desired=1, state="ok",
+                      slots=[slot])
+    fleet = FleetStatus(fleet="f", namespace="ns", supervisor_pid=1, supervisor_started=0.0, store="sqlite://x",
+                        store_degraded=False, last_step_ms=1.0, steps=1, pools=[pool])
+    line = next(x for x in render_status(fleet).splitlines() if "browser:" in x)
+    assert "pages=42 launches=3 crashes=1 chromium_rss=312MB cpus=2,3  proxies: p0 quarantined" in line
