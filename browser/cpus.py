@@ -102,29 +102,20 @@ class CpuShare:
                 tmp.write_text(json.dumps(table))
                 tmp.replace(path)
 
-    def join(self) -> list[int]:
-        """Become a member (idempotent); returns this slot's share."""
+    def share(self) -> list[int]:
+        """This slot's share; joins the table first if it is not a member (its first call, or the
+        table was lost), so it is safe to call on every health check."""
         with self._locked() as table:
             if self.owner not in table["members"]:
                 table["members"][self.owner] = table["next"]
                 table["next"] += 1
-            return self._share(table)
+            order = sorted(table["members"], key=lambda o: (table["members"][o], o))
+            self.members = len(order)
+            return split(self.cpus, len(order), order.index(self.owner))
 
     def leave(self) -> None:
         with contextlib.suppress(OSError), self._locked() as table:
             table["members"].pop(self.owner, None)
-
-    def share(self) -> list[int]:
-        with self._locked() as table:
-            if self.owner not in table["members"]:  # the table was lost: join again
-                table["members"][self.owner] = table["next"]
-                table["next"] += 1
-            return self._share(table)
-
-    def _share(self, table: dict) -> list[int]:
-        order = sorted(table["members"], key=lambda o: (table["members"][o], o))
-        self.members = len(order)
-        return split(self.cpus, len(order), order.index(self.owner))
 
     def apply(self, procs: list[psutil.Process]) -> list[int]:
         """Read this slot's share and confine ``procs`` (every thread) to it; returns the share.
@@ -133,7 +124,7 @@ class CpuShare:
         optimisation, a slot that cannot pin keeps serving.
         """
         try:
-            cpus = self.share() if self.current is not None else self.join()
+            cpus = self.share()
             set_tree_affinity(procs, cpus)
         except Exception as exc:  # noqa: BLE001 - see the docstring
             if self.problem is None:

@@ -56,13 +56,12 @@ def test_slots_split_the_host_and_a_dead_slots_cpus_go_back_to_the_others(tmp_pa
     a = CpuShare(tmp_path, ProcessTag.for_slot("ns", "crawl", 0, 1, root=tmp_path).owner, cpus)
     other = sleeper()
     b = CpuShare(tmp_path, owner_of(other, 1), cpus)
-    assert a.join() == [0, 1, 2, 3]
-    assert b.join() == [2, 3]
-    assert a.share() == [0, 1] and a.members == 2
-    assert a.join() == [0, 1]  # idempotent: joining again keeps the place
+    assert a.share() == [0, 1, 2, 3]
+    assert b.share() == [2, 3]
+    assert a.share() == [0, 1] and a.members == 2  # asking again keeps a's place: no second membership
     third = sleeper()
     c = CpuShare(tmp_path, owner_of(third, 2), cpus)
-    assert c.join() == [2, 3] and b.share() == [1]  # join order: a, b, c
+    assert c.share() == [2, 3] and b.share() == [1]  # join order: a, b, c
     # c's process dies without leaving: the next reader drops it and b gets its CPUs back
     third.kill()
     third.wait(10)
