@@ -140,7 +140,9 @@ class BrowserSlotCore(SlotCore):
             procs, tree = [], 0.0
         if self.cpu_share is not None and procs:
             self.cpu_share.apply(procs)
-        return tree, (self.runtime.host.rss_mb() if self.runtime is not None else 0.0)
+        if self.runtime is None or not procs:
+            return tree, 0.0
+        return tree, self.runtime.host.rss_mb(among=procs[1:])  # Chromium is among our descendants
 
     async def _teardown(self) -> None:
         await super()._teardown()

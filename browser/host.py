@@ -89,19 +89,21 @@ class BrowserHost:
     def recycles(self) -> int:
         return sum(self.recycle_reasons.values())
 
-    def processes(self) -> list[psutil.Process]:
-        """Chromium processes of the current browser (all of its process tree)."""
+    def processes(self, among: list[psutil.Process] | None = None) -> list[psutil.Process]:
+        """Chromium processes of the current browser (all of its process tree), found among this
+        process's descendants (``among``, when the caller listed them already)."""
         prefix = str(self.tag.owner_dir / f"b{self.launches}")
         out = []
-        for p in psutil.Process().children(recursive=True):
+        for p in psutil.Process().children(recursive=True) if among is None else among:
             with contextlib.suppress(psutil.Error):
                 if any(a.startswith("--user-data-dir=" + prefix) for a in p.cmdline()):
                     out.append(p)
         return out
 
-    def rss_mb(self) -> float:
-        """Memory of Chromium's process tree, MiB (see :func:`tree_memory_mb`)."""
-        return tree_memory_mb(self.processes())
+    def rss_mb(self, among: list[psutil.Process] | None = None) -> float:
+        """Memory of Chromium's process tree, MiB (see :func:`tree_memory_mb`; ``among`` as for
+        :meth:`processes`)."""
+        return tree_memory_mb(self.processes(among))
 
     async def _launch(self) -> None:
         from playwright.async_api import Error as PlaywrightError
