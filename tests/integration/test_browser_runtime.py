@@ -301,9 +301,9 @@ def test_blocked_and_dead_proxies_are_rotated_away_from(site, tmp_path):
 
 def test_socks5_proxies_carry_the_traffic_and_a_dead_one_is_a_typed_proxy_error(site, tmp_path):
     hosts = {"shop.test": ("127.0.0.1", site.port)}
-    with Socks5Proxy(hosts=hosts) as socks, Socks5Proxy(hosts=hosts) as doomed:
-        dead_url = doomed.url
-    with socks:
+    with Socks5Proxy(hosts=hosts) as socks:
+        with Socks5Proxy(hosts=hosts) as doomed:  # its port (not socks's) has no listener once it stops
+            dead_url = doomed.url
         async def scenario():
             rt = _runtime(
                 tmp_path,
