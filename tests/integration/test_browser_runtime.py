@@ -97,6 +97,14 @@ def _alive(procs):
     return out
 
 
+def _cmdline(p) -> str:
+    """A process's command line; "" once it ended (a closed context's renderer can end as we look)."""
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def _wait(predicate, timeout_s=15.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -442,7 +450,7 @@ def test_hung_pages_and_a_hung_browser_are_detected(site, tmp_path):
                 await rt.run(_title, f"{site.url}/hang.html", "hang")
             ok = await rt.run(_title, f"{site.url}/fine", "fine")
             launches = rt.host.launches
-            main = [p for p in rt.host.processes() if "--type=" not in " ".join(p.cmdline())]
+            main = [p for p in rt.host.processes() if _cmdline(p) and "--type=" not in _cmdline(p)]
             os.kill(main[0].pid, signal.SIGSTOP)  # Chromium stops answering
             deadline = time.monotonic() + 20
             while rt.host.launches == launches and time.monotonic() < deadline:
