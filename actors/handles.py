@@ -1,7 +1,7 @@
 """Every Ray call the supervisor makes to slot actors and the cluster, in one thin wrapper.
 
-The supervisor's deciding code (:mod:`fleet_ray.reconcile`, :mod:`fleet_ray.lifecycle`) never imports
-Ray; it receives :class:`~fleet_ray.lifecycle.Observation` values from :meth:`SlotCalls.poll` and gives
+The supervisor's deciding code (:mod:`fleet_ray.control.reconcile`, :mod:`fleet_ray.control.lifecycle`) never imports
+Ray; it receives :class:`~fleet_ray.control.lifecycle.Observation` values from :meth:`SlotCalls.poll` and gives
 actions back, which the supervisor carries out through the methods here. Polling never blocks:
 ``ray.wait(..., timeout=0)`` over every outstanding call.
 """
@@ -18,7 +18,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from fleet_ray.automation import actor_name
-from fleet_ray.lifecycle import (
+from fleet_ray.control.lifecycle import (
     Alive,
     ConfigResult,
     Died,
@@ -30,8 +30,8 @@ from fleet_ray.lifecycle import (
     SlotKey,
     StartFailed,
 )
-from fleet_ray.reconcile import NodeView
-from fleet_ray.spec import PoolSpec
+from fleet_ray.control.reconcile import NodeView
+from fleet_ray.spec.models import PoolSpec
 
 log = logging.getLogger(__name__)
 

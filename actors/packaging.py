@@ -11,8 +11,8 @@ import ray
 def resolve_in_env(pool: dict[str, Any]) -> dict[str, Any]:
     """Find the pool's automation (entry point, version pin) and validate its config, inside the
     runtime env that carries the pool's package. Raises SpecError / AutomationError like locally."""
-    from fleet_ray.discovery import resolve_pool
-    from fleet_ray.spec import PoolSpec
+    from fleet_ray.spec.discovery import resolve_pool
+    from fleet_ray.spec.models import PoolSpec
 
     r = resolve_pool(PoolSpec.model_validate(pool))
     return {"batch": r.batch, "distribution": r.distribution, "installed_version": r.installed_version}

@@ -9,7 +9,7 @@ died or was killed. It:
   hubs' stats once a second for ``api_streams`` and turns new back-pressure episodes into
   ``stream.backpressure`` events; re-registers groups when a hub restarted;
 - hands the stream leases of a dead or killed consumer slot back to its group;
-- completes the crash bridge: reads what the slot wrote (:mod:`fleet_ray.crashes`), fills in the
+- completes the crash bridge: reads what the slot wrote (:mod:`fleet_ray.observe.crashes`), fills in the
   death, appends the one record per generation, emits ``slot.crashed``; at start it sweeps slot
   contexts left by slots that died while no supervisor watched;
 - takes the slots' events (``ingest``): merges their HLC timestamps (clamped to wall + max skew),
@@ -29,13 +29,13 @@ from typing import Any
 
 import ray
 
-from fleet_ray.crashes import merge_crash, read_slot_context, record_crash
-from fleet_ray.errors_grouping import ErrorGroups, FailureRecord, cause_signature
-from fleet_ray.events import Event, EventLog
-from fleet_ray.eventtypes import SlotCrashed, SlotHealed, StreamBackpressure, TypedEvent
-from fleet_ray.notify import NotifyConfig, Reporter, config_from_env
+from fleet_ray.observe.crashes import merge_crash, read_slot_context, record_crash
+from fleet_ray.observe.events import Event, EventLog
+from fleet_ray.observe.grouping import ErrorGroups, FailureRecord, cause_signature
+from fleet_ray.observe.kinds import SlotCrashed, SlotHealed, StreamBackpressure, TypedEvent
+from fleet_ray.observe.notify import NotifyConfig, Reporter, config_from_env
 from fleet_ray.store import keys
-from fleet_ray.streams import StreamOptions, declared, model_path
+from fleet_ray.streams.declare import StreamOptions, declared, model_path
 
 from .stream_hub import HUB_PREFIX, ensure_hub
 from .stream_sink import SINK_PREFIX
@@ -169,7 +169,7 @@ class FleetServices:
 
     async def _boot(self) -> None:
         if not self.streams and self.sup.spec.pools:  # a restarted supervisor: find the streams again
-            from fleet_ray.spec import validate_spec
+            from fleet_ray.spec.models import validate_spec
 
             try:
                 spec, resolved = await asyncio.to_thread(validate_spec, self.sup.spec)

@@ -26,9 +26,9 @@ import psutil
 import ray
 
 from fleet_ray.automation import Context, SlotIdentity
-from fleet_ray.discovery import find, validate_config
 from fleet_ray.errors import SpecError
-from fleet_ray.spec import PoolSpec
+from fleet_ray.spec.discovery import find, validate_config
+from fleet_ray.spec.models import PoolSpec
 
 from .slot_io import SlotServices
 

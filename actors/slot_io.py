@@ -28,11 +28,12 @@ from typing import Any
 import ray
 
 from fleet_ray.automation import BatchAutomation
-from fleet_ray.client import SUPERVISOR_NAME
-from fleet_ray.crashes import CrashError, SlotContext
+from fleet_ray.client.fleet import SUPERVISOR_NAME
 from fleet_ray.errors import StreamError, StreamItemInvalid, redact_url
-from fleet_ray.errors_grouping import fingerprint, short_message, user_modules_of
-from fleet_ray.eventtypes import (
+from fleet_ray.observe.crashes import CrashError, SlotContext
+from fleet_ray.observe.grouping import fingerprint, short_message, user_modules_of
+from fleet_ray.observe.hlc import HLC
+from fleet_ray.observe.kinds import (
     AutomationErrored,
     StreamItemRejected,
     TaskFailed,
@@ -40,9 +41,8 @@ from fleet_ray.eventtypes import (
     TaskStarted,
     TypedEvent,
 )
-from fleet_ray.hlc import HLC
 from fleet_ray.store import open_store
-from fleet_ray.streams import Codec, StreamOptions, declared, model_path, stream_name
+from fleet_ray.streams.declare import Codec, StreamOptions, declared, model_path, stream_name
 
 from .stream_hub import ensure_hub, get_hub
 from .stream_io import StreamProducer, StreamReader

@@ -25,7 +25,7 @@ from typing import Any
 
 from ray.exceptions import RayActorError
 
-from fleet_ray.streams import Codec
+from fleet_ray.streams.declare import Codec
 
 log = logging.getLogger(__name__)
 

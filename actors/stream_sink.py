@@ -2,7 +2,7 @@
 
 It reads as the durable consumer group ``sink:<name>`` and acknowledges a batch only after the
 sink wrote it; restarted by Ray, it first hands back what its previous incarnation had leased, so
-nothing is skipped (at-least-once; see :mod:`fleet_ray.stream_sinks`).
+nothing is skipped (at-least-once; see :mod:`fleet_ray.streams.sinks`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 import ray
 
 from fleet_ray.errors import StreamError
-from fleet_ray.stream_sinks import open_sink, parse_sink_spec
-from fleet_ray.streams import Codec
+from fleet_ray.streams.declare import Codec
+from fleet_ray.streams.sinks import open_sink, parse_sink_spec
 
 from .handles import HEAD_RESOURCE
 from .stream_hub import get_hub

@@ -1,7 +1,7 @@
 """The supervisor: a named, detached actor on the head node that reconciles pools of slot actors.
 
 Its loop, every ``tick_s``: **observe** (poll outstanding slot calls, never blocking) → **decide**
-(:func:`fleet_ray.reconcile.decide`, pure) → **act** (through :class:`~fleet_ray.actors.handles.SlotCalls`)
+(:func:`fleet_ray.control.reconcile.decide`, pure) → **act** (through :class:`~fleet_ray.actors.handles.SlotCalls`)
 → **checkpoint** (in the background, coalesced, to the store). If its process is killed, Ray restarts
 it; it reloads the checkpoint, adopts the live slot actors by name, kills anything it does not own
 and carries on with generations continuing. If the store can't be written it keeps running on its
@@ -23,11 +23,9 @@ from typing import Any
 
 import ray
 
-from fleet_ray import rollout
-from fleet_ray.errors import FleetError, JobError, StoreError, UnknownPool, UnknownSlot
-from fleet_ray.events import Event, EventLog
-from fleet_ray.hlc import HLC
-from fleet_ray.lifecycle import (
+from fleet_ray.api.status import BrowserSlotStatus, EventStatus, FleetStatus, PoolStatus, SlotStatus
+from fleet_ray.control import rollout
+from fleet_ray.control.lifecycle import (
     Died,
     HealthReport,
     LifecycleEvent,
@@ -38,7 +36,7 @@ from fleet_ray.lifecycle import (
     observe,
     parse_slot_id,
 )
-from fleet_ray.reconcile import (
+from fleet_ray.control.reconcile import (
     CheckHealth,
     Drain,
     Forget,
@@ -50,9 +48,11 @@ from fleet_ray.reconcile import (
     decide,
     placement_problem,
 )
-from fleet_ray.rollout import Rollout
-from fleet_ray.spec import FleetSpec, PoolSpec, ResolvedPool, validate_spec
-from fleet_ray.status import BrowserSlotStatus, EventStatus, FleetStatus, PoolStatus, SlotStatus
+from fleet_ray.control.rollout import Rollout
+from fleet_ray.errors import FleetError, JobError, StoreError, UnknownPool, UnknownSlot
+from fleet_ray.observe.events import Event, EventLog
+from fleet_ray.observe.hlc import HLC
+from fleet_ray.spec.models import FleetSpec, PoolSpec, ResolvedPool, validate_spec
 from fleet_ray.store import keys, open_store
 from fleet_ray.store.base import Store
 
@@ -499,7 +499,7 @@ class SupervisorCore:
             return None
         cached = self._package_envs.get(pool.package)
         if cached is None or time.monotonic() - cached[0] > PACKAGE_RECHECK_S:
-            from fleet_ray.packages import unpack
+            from fleet_ray.spec.packages import unpack
 
             from .packaging import runtime_env_for
 
@@ -530,8 +530,8 @@ class SupervisorCore:
         return out
 
     def _resolver(self, remote: dict[str, Any]):
-        from fleet_ray.discovery import resolve_pool
         from fleet_ray.errors import SpecError
+        from fleet_ray.spec.discovery import resolve_pool
 
         def resolve(pool: PoolSpec) -> ResolvedPool:
             if not pool.package:
@@ -895,7 +895,7 @@ class SupervisorCore:
                 "consumers": sorted(entry.consumers), "options": entry.options.model_dump()}
 
     async def add_sink(self, stream: str, spec: dict[str, Any], name: str = "default") -> dict[str, Any]:
-        """Start a sink actor copying ``stream`` to JSONL or a Redis Stream (fleet_ray.stream_sinks).
+        """Start a sink actor copying ``stream`` to JSONL or a Redis Stream (fleet_ray.streams.sinks).
         Its consumer group exists when this returns, so it gets every item retained from now on."""
         from .stream_sink import sink_actor_name, start_sink
 
@@ -912,19 +912,19 @@ class SupervisorCore:
         """Failures grouped by (exception type, first frame in user code), most recently seen first.
 
         Each: ``{key, error_type, frame, count, kinds, pools, slots, phases, first_seen, last_seen,
-        sample}`` (times in epoch seconds; see fleet_ray.errors_grouping.ErrorGroup)."""
+        sample}`` (times in epoch seconds; see fleet_ray.observe.grouping.ErrorGroup)."""
         return self._svc().errors.dump(pool=pool, since=since)
 
     async def crashes(self, pool: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """Crash records (one per crashed slot generation), oldest first (fleet_ray.crashes.CrashRecord)."""
-        from fleet_ray.crashes import list_crashes
+        """Crash records (one per crashed slot generation), oldest first (fleet_ray.observe.crashes.CrashRecord)."""
+        from fleet_ray.observe.crashes import list_crashes
 
         found = await asyncio.to_thread(self._store_call, lambda s: list_crashes(s, pool, limit))
         return [r.model_dump(mode="json") for r in found or []]
 
     def configure_notifiers(self, config: dict[str, Any]) -> dict[str, Any]:
-        """Replace the error notifiers (fleet_ray.notify.NotifyConfig; tokens stay in memory only)."""
-        from fleet_ray.notify import NotifyConfig, Reporter
+        """Replace the error notifiers (fleet_ray.observe.notify.NotifyConfig; tokens stay in memory only)."""
+        from fleet_ray.observe.notify import NotifyConfig, Reporter
 
         svc = self._svc()
         cfg = NotifyConfig.model_validate(config)
@@ -944,7 +944,7 @@ class SupervisorCore:
                           timeout_s: float = 10.0) -> dict[str, Any]:
         """Long-poll: events newer than cursor ``after`` ([physical, counter, id]); waits up to
         ``timeout_s`` for the first. Returns ``{"events": [...], "cursor": [...]}``."""
-        from fleet_ray.events import _kind_matches
+        from fleet_ray.observe.events import _kind_matches
 
         cursor = tuple(after) if after else None
         if cursor is None and self._recent:
@@ -964,7 +964,7 @@ class SupervisorCore:
         return {"events": [e.model_dump(mode="json") for e in found], "cursor": list(cursor) if cursor else None}
 
     async def _ledger(self, run_id: str, fn) -> Any:
-        from fleet_ray.resume import RunLedger
+        from fleet_ray.client.runs import RunLedger
 
         def work() -> Any:
             store = self.__dict__.get("_run_store")
@@ -978,7 +978,7 @@ class SupervisorCore:
         return (await self._ledger(run_id, lambda led: led.state())).model_dump(mode="json")
 
     async def run_record(self, run_id: str, records: list[dict[str, Any]]) -> int:
-        from fleet_ray.resume import RunRecord
+        from fleet_ray.client.runs import RunRecord
 
         recs = [RunRecord.model_validate(r) for r in records]
         return await self._ledger(run_id, lambda led: led.record(recs))
@@ -990,7 +990,7 @@ class SupervisorCore:
         return [r.model_dump(mode="json") for r in await self._ledger(run_id, lambda led: led.results())]
 
     def run_resumed(self, pool: str, run_id: str, total: int, skipped: int, adopted: int, submitted: int) -> None:
-        from fleet_ray.eventtypes import RunResumed
+        from fleet_ray.observe.kinds import RunResumed
 
         self._svc().emit(RunResumed, pool=pool, run_id=run_id, total=total, skipped=skipped, adopted=adopted,
                          submitted=submitted, message=f"run {run_id}: {skipped} of {total} already done")

@@ -120,7 +120,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from fleet_ray.actors.launch import start_supervisor
-    from fleet_ray.client import FleetClient
+    from fleet_ray.client.fleet import FleetClient
     from fleet_ray.serve.deploy import start_api, stop_api
     from fleet_ray.serve.testing import free_port, wait_ready
 

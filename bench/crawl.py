@@ -253,7 +253,7 @@ def start_fleet(slots: int, concurrency: int, tmp: Path, trace: str = "retry", c
     import ray
 
     from fleet_ray.actors.launch import start_supervisor
-    from fleet_ray.client import FleetClient
+    from fleet_ray.client.fleet import FleetClient
 
     namespace = f"bench-crawl-{uuid.uuid4().hex[:6]}"
     ray.init(address="local", namespace=namespace, include_dashboard=False, logging_level="WARNING",

@@ -102,9 +102,9 @@ def real_reconcile(fleet, slots: int) -> dict[str, float]:
 
 def synthetic_reconcile(slots: int, rounds: int = 50) -> float:
     """decide() + observe() over ``slots`` running records, the supervisor's CPU work per step."""
-    from fleet_ray.lifecycle import HealthReport, Ready, SlotRecord, SlotState, SlotTable, observe
-    from fleet_ray.reconcile import NodeView, decide, placement_problem
-    from fleet_ray.spec import PoolSpec
+    from fleet_ray.control.lifecycle import HealthReport, Ready, SlotRecord, SlotState, SlotTable, observe
+    from fleet_ray.control.reconcile import NodeView, decide, placement_problem
+    from fleet_ray.spec.models import PoolSpec
 
     pool = PoolSpec(name="p", automation="builtin.echo", slots=slots)
     table = SlotTable()
@@ -135,7 +135,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from fleet_ray.actors.launch import start_supervisor
-    from fleet_ray.client import FleetClient
+    from fleet_ray.client.fleet import FleetClient
 
     tmp = tempfile.TemporaryDirectory()
     ray.init(address="local", num_cpus=args.num_cpus, namespace="bench", include_dashboard=False,

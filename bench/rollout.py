@@ -29,8 +29,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from fleet_ray.actors.launch import start_supervisor
-    from fleet_ray.client import FleetClient
-    from fleet_ray.packages import publish
+    from fleet_ray.client.fleet import FleetClient
+    from fleet_ray.spec.packages import publish
     from fleet_ray.store import open_store
     from tests.integration.test_rollout import make_project
 

@@ -31,8 +31,8 @@ from ray.util.queue import Queue
 
 from fleet_ray.actors.stream_hub import ensure_hub, get_hub
 from fleet_ray.actors.stream_io import StreamProducer
-from fleet_ray.streams import Codec, model_path
-from fleet_ray.subscription import Subscription
+from fleet_ray.client.subscription import Subscription
+from fleet_ray.streams.declare import Codec, model_path
 
 NS = "bench-streams"
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fleet_ray.browser_options import ArtifactOptions
 from fleet_ray.errors import redact_url
+from fleet_ray.spec.browser_options import ArtifactOptions
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import psutil
 
-from fleet_ray.browser_options import BrowserOptions
 from fleet_ray.errors import BrowserLaunchError
+from fleet_ray.spec.browser_options import BrowserOptions
 
 from .reaper import OWNER_ENV, ProcessTag, kill_processes, write_launcher
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from fleet_ray.browser_options import COUNTRIES, IdentityOptions, OsName
+from fleet_ray.spec.browser_options import COUNTRIES, IdentityOptions, OsName
 
 UA_OS_TOKEN = {
     "windows": "Windows NT 10.0; Win64; x64",

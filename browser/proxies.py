@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from fleet_ray.browser_options import ProxyPolicy, ProxySpec
+from fleet_ray.spec.browser_options import ProxyPolicy, ProxySpec
 
 
 class ProxyHealth(StrEnum):

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from fleet_ray.automation import PhaseTimeout
-from fleet_ray.browser_options import BrowserOptions
 from fleet_ray.errors import (
     AutomationError,
     BlockedError,
@@ -38,6 +37,7 @@ from fleet_ray.errors import (
     Recovery,
     redact_url,
 )
+from fleet_ray.spec.browser_options import BrowserOptions
 
 from .artifacts import ArtifactWriter, ConsoleLog
 from .host import BrowserHost

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleet_ray.browser_options import SessionPolicy
 from fleet_ray.errors import ProxyError
+from fleet_ray.spec.browser_options import SessionPolicy
 
 from .identity import Identity, IdentityFactory
 from .proxies import ProxyPool, ProxyState

@@ -6,6 +6,7 @@ The public surface (pinned by ``tests/unit/test_public_api.py``)::
                            connect, validate_spec, ...)
 """
 
+from fleet_ray.api.status import FleetStatus, PoolStatus, SlotStatus
 from fleet_ray.automation import (
     Automation,
     BatchAutomation,
@@ -15,7 +16,7 @@ from fleet_ray.automation import (
     PhaseTimeout,
     SlotIdentity,
 )
-from fleet_ray.crashes import CrashRecord
+from fleet_ray.client.runs import RunReport
 from fleet_ray.errors import (
     AutomationError,
     AutomationNotFound,
@@ -33,12 +34,12 @@ from fleet_ray.errors import (
     UnknownPool,
     UnknownSlot,
 )
-from fleet_ray.errors_grouping import ErrorGroup
-from fleet_ray.events import Event, EventLog
-from fleet_ray.eventtypes import TypedEvent
-from fleet_ray.notify import Notifier, NotifyConfig, TelegramNotifier, WebhookNotifier
-from fleet_ray.resume import RunReport
-from fleet_ray.spec import (
+from fleet_ray.observe.crashes import CrashRecord
+from fleet_ray.observe.events import Event, EventLog
+from fleet_ray.observe.grouping import ErrorGroup
+from fleet_ray.observe.kinds import TypedEvent
+from fleet_ray.observe.notify import Notifier, NotifyConfig, TelegramNotifier, WebhookNotifier
+from fleet_ray.spec.models import (
     FleetSpec,
     HealPolicy,
     HealthCheck,
@@ -47,16 +48,15 @@ from fleet_ray.spec import (
     RecyclePolicy,
     validate_spec,
 )
-from fleet_ray.status import FleetStatus, PoolStatus, SlotStatus
-from fleet_ray.stream_sinks import JsonlSinkSpec, RedisSinkSpec, replay_redis
-from fleet_ray.streams import InProcessStreams, StreamOptions
+from fleet_ray.streams.declare import InProcessStreams, StreamOptions
+from fleet_ray.streams.sinks import JsonlSinkSpec, RedisSinkSpec, replay_redis
 
 __version__ = "0.1.0"
 
 
 def connect(address: str | None = None, namespace: str = "fleet"):
-    """Attach to a running fleet (see :func:`fleet_ray.client.connect`). Imports Ray lazily."""
-    from fleet_ray.client import connect as _connect
+    """Attach to a running fleet (see :func:`fleet_ray.client.fleet.connect`). Imports Ray lazily."""
+    from fleet_ray.client.fleet import connect as _connect
 
     return _connect(address, namespace)
 

@@ -203,7 +203,7 @@ class Context:
         else:
             self._loose_step = description
 
-    # -- typed output streams (see fleet_ray.streams) ------------------------------------------
+    # -- typed output streams (see fleet_ray.streams.declare) ------------------------------------------
     async def emit(self, stream: str, item: Any) -> None:
         """Send ``item`` to the declared output ``stream``, validated against its model here.
 
@@ -237,7 +237,7 @@ class Context:
         if io is None:
             from fleet_ray.errors import StreamError
 
-            raise StreamError("this context has no streams (it runs outside a slot; see fleet_ray.streams.InProcessStreams)")
+            raise StreamError("this context has no streams (it runs outside a slot; see fleet_ray.streams.declare.InProcessStreams)")
         return io
 
 
@@ -266,7 +266,7 @@ class Automation(Generic[ConfigT]):
     """
 
     Config: ClassVar[type[BaseModel]] = NoConfig
-    #: typed output streams, name → model (``await ctx.emit(name, item)``); see fleet_ray.streams
+    #: typed output streams, name → model (``await ctx.emit(name, item)``); see fleet_ray.streams.declare
     outputs: ClassVar[dict[str, type[BaseModel]]] = {}
     #: typed input streams, name → model (``async for x in ctx.read(name)``), wired by the spec
     inputs: ClassVar[dict[str, type[BaseModel]]] = {}

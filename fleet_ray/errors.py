@@ -387,7 +387,7 @@ class BrowserHung(BrowserError):
     recovery = Recovery.RECYCLE_BROWSER
 
 
-# --- typed output streams and notifications (fleet_ray.streams, fleet_ray.notify) ---------------
+# --- typed output streams and notifications (fleet_ray.streams.declare, fleet_ray.observe.notify) ---------------
 
 
 class StreamError(FleetError):

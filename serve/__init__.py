@@ -8,5 +8,5 @@
 - ``static/`` — the dashboard (plain HTML/JS/CSS, no build step).
 
 Endpoints live under ``/api/v1`` (``/docs`` and ``/openapi.json`` describe them); see
-:mod:`fleet_ray.api_models` for the response shapes and :mod:`fleet_ray.api_client` for a client.
+:mod:`fleet_ray.api.models` for the response shapes and :mod:`fleet_ray.client.http` for a client.
 """

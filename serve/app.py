@@ -2,7 +2,7 @@
 
 Built by :func:`create_app` (the Serve deployment in :mod:`fleet_ray.serve.deploy` calls it on its
 replica). Read endpoints live here; control endpoints in :mod:`fleet_ray.serve.control`. Every error
-is JSON of one shape (:class:`fleet_ray.api_models.ErrorResponse`)::
+is JSON of one shape (:class:`fleet_ray.api.models.ErrorResponse`)::
 
     {"error": {"code": "not_found", "message": "no pool named 'x'", "details": []}}
 """
@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import fleet_ray
-from fleet_ray.api_models import (
+from fleet_ray.api.models import (
     BreakersPage,
     ErrorGroups,
     ErrorResponse,
@@ -32,8 +32,8 @@ from fleet_ray.api_models import (
     StreamOut,
     StreamsPage,
 )
+from fleet_ray.api.status import FleetStatus, PoolStatus, SlotStatus
 from fleet_ray.errors import FleetError, FleetNotRunning, SpecError, UnknownPool, UnknownSlot
-from fleet_ray.status import FleetStatus, PoolStatus, SlotStatus
 
 from .auth import ApiConfig, TokenCheck
 from .backend import Backend

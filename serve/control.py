@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI
 
-from fleet_ray.api_models import (
+from fleet_ray.api.models import (
     ApplyResult,
     BreakerOut,
     PoolChange,
@@ -36,7 +36,7 @@ def add_control_routes(app: FastAPI, backend: Backend, require_token: Any, error
               tags=["control"])
     async def apply(
         spec: Annotated[dict[str, Any], Body(description="A FleetSpec: {'name': ..., 'pools': [...]}; see "
-                                              "fleet_ray.spec. Validated as a whole by the supervisor.")],
+                                              "fleet_ray.spec.models. Validated as a whole by the supervisor.")],
     ) -> ApplyResult:
         """Make ``spec`` the desired state. A bad spec is answered 422 naming each bad field
         (``pools.web.slots``) and changes nothing."""

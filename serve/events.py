@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fleet_ray.api_models import EventOut
+from fleet_ray.api.models import EventOut
 from fleet_ray.errors import redact_url
 
 from .redact import redact_tree

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from fleet_ray.api_models import ErrorGroup
+from fleet_ray.api.models import ErrorGroup
 from fleet_ray.errors import redact_url
 
 MASK = "********"

@@ -8,7 +8,7 @@
         results = c.broadcast(lambda ctx, _: ctx.fetch("https://example.com/").status_code)
 
 Pure logic (rate-limit math, breaker window, policy, proxies, audit signing and verification,
-coordinator semantics) never imports Ray; :mod:`fleet_ray.campaign.ray_exec` holds every Ray call.
+coordinator semantics) never imports Ray; :mod:`fleet_ray.actors.campaign_workers` holds every Ray call.
 """
 
 from fleet_ray.campaign.breaker import BreakerState, BreakerTrip
@@ -23,12 +23,12 @@ from fleet_ray.campaign.config import (
     target_host,
     validate_config,
 )
-from fleet_ray.campaign.keys import SigningKey, VerifyKey, load_signing_key, load_verify_key
 from fleet_ray.campaign.member import MemberContext
 from fleet_ray.campaign.operator import breaker_status, reset_breaker, verify_audit
 from fleet_ray.campaign.policy import PolicyDecision, PolicyRequest, deny_targets
 from fleet_ray.campaign.proxies import ProxyHealth
 from fleet_ray.campaign.results import CampaignStatus, MemberResult
+from fleet_ray.campaign.signing import SigningKey, VerifyKey, load_signing_key, load_verify_key
 from fleet_ray.campaign.verify import AuditReport, BrokenLink, verify_audit_file, verify_audit_log
 
 __all__ = [

@@ -9,7 +9,7 @@ A receipt is one JSON object::
 ``parent_sig`` is the previous receipt's signature, so the campaign is one linear chain. Appends are
 serialised by a lock (the chain-tail mutex) in the driver, which alone holds the key; members send
 their outcomes back and never sign. Receipts are buffered and flushed in order, first to the durable
-event log (:class:`fleet_ray.events.EventLog`, one event per receipt, id ``<campaign>:<seq>``, so a
+event log (:class:`fleet_ray.observe.events.EventLog`, one event per receipt, id ``<campaign>:<seq>``, so a
 retried flush is idempotent) and then to the optional NDJSON sink. After :meth:`AuditChain.close`
 nothing more is written.
 """
@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleet_ray.campaign.keys import SigningKey
+from fleet_ray.campaign.signing import SigningKey
 from fleet_ray.errors import CampaignClosed, CampaignError
-from fleet_ray.events import Event, EventLog
-from fleet_ray.hlc import HLC
+from fleet_ray.observe.events import Event, EventLog
+from fleet_ray.observe.hlc import HLC
 
 log = logging.getLogger(__name__)
 

@@ -30,11 +30,11 @@ from fleet_ray.campaign.config import CampaignConfig, Identity, target_host, val
 from fleet_ray.campaign.coordinators import Coordinators
 from fleet_ray.campaign.engine import Executor, LocalExecutor, Work
 from fleet_ray.campaign.guardrails import MemoryGuardrails, open_guardrails
-from fleet_ray.campaign.keys import SigningKey, load_signing_key
 from fleet_ray.campaign.member import MemberRuntime
 from fleet_ray.campaign.policy import Policy, PolicyRequest, capabilities, evaluate
 from fleet_ray.campaign.proxies import ProxyPool
 from fleet_ray.campaign.results import AuditStatus, CampaignStatus, MemberResult, OpOutcome, OpSpec, to_result
+from fleet_ray.campaign.signing import SigningKey, load_signing_key
 from fleet_ray.errors import (
     AuditKeyError,
     CampaignClosed,
@@ -46,7 +46,7 @@ from fleet_ray.errors import (
     PolicyDenied,
     redact_url,
 )
-from fleet_ray.events import EventLog
+from fleet_ray.observe.events import EventLog
 from fleet_ray.store import open_store
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ class Campaign(Coordinators):
         if kind == "local":
             rt = MemberRuntime(self.campaign_id, self.config, self.guardrails, self.events, self.policy, identities)
             return LocalExecutor(rt, min(threads or self.config.active_concurrency, 512))
-        from fleet_ray.campaign.ray_exec import RayExecutor
+        from fleet_ray.actors.campaign_workers import RayExecutor
 
         return RayExecutor(self.campaign_id, self.config, self.store_url, self.namespace, self.policy, identities)
 

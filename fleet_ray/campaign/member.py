@@ -37,8 +37,8 @@ from fleet_ray.campaign.proxies import is_reputation_hit, proxy_id
 from fleet_ray.campaign.ratelimit import effective_rate
 from fleet_ray.campaign.results import OpOutcome, OpSpec, RequestRecord, failure
 from fleet_ray.errors import CircuitOpen, DiscoveryFailed, GuardrailRefused, MemberCancelled, RateLimited
-from fleet_ray.events import Event, EventLog
-from fleet_ray.hlc import HLC
+from fleet_ray.observe.events import Event, EventLog
+from fleet_ray.observe.hlc import HLC
 
 log = logging.getLogger(__name__)
 LATE_RETRIES = 3  # slots given up for lateness before a request goes out anyway
@@ -203,9 +203,9 @@ class MemberContext:
         The page's context has the member's UA, viewport, locale, timezone, headers, proxy and cookie
         jar (shared with :attr:`http`); it is closed when the block ends, its cookies kept in the jar.
         The navigation's status is ``ctx.requests[-1].status``; failure statuses and challenge pages
-        count against the target's breaker. Needs the browser extra (see ``fleet_ray.campaign.browser``).
+        count against the target's breaker. Needs the browser extra (see ``fleet_ray.browser.campaign``).
         """
-        from fleet_ray.campaign.browser import open_page
+        from fleet_ray.browser.campaign import open_page
 
         return open_page(self, url, wait_until, timeout_s)
 
@@ -238,7 +238,7 @@ class MemberRuntime:
         self._clients: dict[int, tuple[str | None, Any]] = {}
         self._found: dict[str, tuple[bool, Any]] = {}
         self._finding: dict[str, threading.Lock] = {}
-        from fleet_ray.campaign.browser import Browsers
+        from fleet_ray.browser.campaign import Browsers
 
         self.browsers = Browsers()  # Chromium per worker thread, started by the first ctx.page
 

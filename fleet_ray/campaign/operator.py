@@ -17,10 +17,10 @@ from pathlib import Path
 from fleet_ray.campaign.breaker import BreakerState
 from fleet_ray.campaign.config import BreakerConfig, target_host
 from fleet_ray.campaign.guardrails import open_guardrails
-from fleet_ray.campaign.keys import load_verify_key
+from fleet_ray.campaign.signing import load_verify_key
 from fleet_ray.campaign.verify import AuditReport, verify_audit_file
-from fleet_ray.events import Event, EventLog
-from fleet_ray.hlc import HLC
+from fleet_ray.observe.events import Event, EventLog
+from fleet_ray.observe.hlc import HLC
 from fleet_ray.store import open_store
 
 

@@ -30,9 +30,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from fleet_ray.campaign.audit import SIGNED_FIELDS, receipts_in_log, signing_bytes
-from fleet_ray.campaign.keys import VerifyKey
+from fleet_ray.campaign.signing import VerifyKey
 from fleet_ray.errors import AuditChainBroken
-from fleet_ray.events import EventLog
+from fleet_ray.observe.events import EventLog
 
 
 class BrokenLink(BaseModel):

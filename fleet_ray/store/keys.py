@@ -21,7 +21,7 @@ def job_done(job_id: str) -> str:
     return f"job:{job_id}:done"
 
 
-# -- crash bridge, resumable runs (fleet_ray.crashes, fleet_ray.resume) ------------------------------
+# -- crash bridge, resumable runs (fleet_ray.observe.crashes, fleet_ray.client.runs) ------------------------------
 CRASH_LOG = "crashes"  # one entry per crashed slot generation, id = "<pool>:<index>:g<generation>"
 
 

@@ -71,7 +71,7 @@ def redis_url():
 def fleet(cluster, tmp_path):
     """A supervisor in its own namespace on an embedded store; torn down after the test."""
     from fleet_ray.actors.launch import start_supervisor
-    from fleet_ray.client import FleetClient
+    from fleet_ray.client.fleet import FleetClient
 
     ns = f"t-{uuid.uuid4().hex[:8]}"
     sup = start_supervisor(f"sqlite://{tmp_path}/store.db", namespace=ns, tick_s=0.05)

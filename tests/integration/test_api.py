@@ -79,7 +79,7 @@ def api(cluster, tmp_path_factory):
     from ray import serve
 
     from fleet_ray.actors.launch import start_supervisor
-    from fleet_ray.client import FleetClient
+    from fleet_ray.client.fleet import FleetClient
     from fleet_ray.serve.deploy import start_api, stop_api
     from fleet_ray.serve.testing import free_port, wait_ready
 
@@ -428,7 +428,7 @@ def test_cli_talks_to_the_api(api):
     env = {**os.environ, "FLEET_API_URL": api.url, "FLEET_API_TOKEN": TOKEN}
 
     def cli(*args, check=True):
-        p = subprocess.run([sys.executable, "-m", "fleet_ray.cli", *args], env=env, capture_output=True, text=True,
+        p = subprocess.run([sys.executable, "-m", "fleet_ray.cli.main", *args], env=env, capture_output=True, text=True,
                            timeout=120)
         assert not check or p.returncode == 0, p.stderr
         return p
@@ -447,7 +447,7 @@ def test_cli_talks_to_the_api(api):
     assert followed.count("\n") >= 5
     bad = cli("scale", "nope", "3", check=False)
     assert bad.returncode != 0 and "nope" in bad.stderr
-    denied = subprocess.run([sys.executable, "-m", "fleet_ray.cli", "scale", "web", "3"], capture_output=True,
+    denied = subprocess.run([sys.executable, "-m", "fleet_ray.cli.main", "scale", "web", "3"], capture_output=True,
                             text=True, timeout=120, env={**env, "FLEET_API_TOKEN": "wrong"})
     assert denied.returncode != 0 and "token" in denied.stderr
     assert pool_of(api.status(), "web")["desired"] == 2
@@ -460,7 +460,7 @@ def test_cli_apply_and_drain_through_the_api_with_a_token_file(api, tmp_path):
     env.update(FLEET_API_URL=api.url, FLEET_API_TOKEN_FILE=str(token_file))
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "fleet_ray.cli", *args], env=env, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "fleet_ray.cli.main", *args], env=env, capture_output=True,
                               text=True, timeout=120)
 
     spec = tmp_path / "spec.yaml"
@@ -522,7 +522,7 @@ def test_cli_up_starts_supervisor_and_api_and_down_removes_them(api, cluster, tm
     ns = f"up-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "FLEET_API_TOKEN": TOKEN, "FLEET_STORE_URL": f"sqlite://{tmp_path}/store.db"}
     env.pop("FLEET_API_URL", None)
-    base = [sys.executable, "-m", "fleet_ray.cli", "--address", cluster.address, "--namespace", ns]
+    base = [sys.executable, "-m", "fleet_ray.cli.main", "--address", cluster.address, "--namespace", ns]
     port = str(httpx.URL(api.url).port)
     up = subprocess.run([*base, "up", "--api-port", port], env=env, capture_output=True, text=True, timeout=180)
     assert up.returncode == 0, up.stderr

@@ -21,8 +21,8 @@ from fleet_ray.browser.automation import BrowserSlotContext
 from fleet_ray.browser.loopback import AuthProxy, SiteServer, Socks5Proxy
 from fleet_ray.browser.reaper import ProcessTag
 from fleet_ray.browser.runtime import CURRENT_TASK, BrowserRuntime
-from fleet_ray.browser_options import BrowserOptions
 from fleet_ray.errors import AutomationError, BrowserHung, ProxyAuthError
+from fleet_ray.spec.browser_options import BrowserOptions
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 

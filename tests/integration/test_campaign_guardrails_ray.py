@@ -195,7 +195,7 @@ def test_faster_configured_rate_is_shared_not_multiplied_by_members(ray_cluster,
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fleet_ray.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "fleet_ray.cli.main", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_breaker_trips_at_threshold_refuses_stays_tripped_and_resets_only_by_operator(ray_cluster, ns, target):

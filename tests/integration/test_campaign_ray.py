@@ -19,7 +19,7 @@ import redis
 
 from fleet_ray.campaign import Campaign, SigningKey, verify_audit_file, verify_audit_log
 from fleet_ray.campaign.audit import receipts_in_log
-from fleet_ray.events import EventLog
+from fleet_ray.observe.events import EventLog
 from fleet_ray.store import open_store
 
 from .conftest import REDIS_URL, wait_for
@@ -161,7 +161,7 @@ def test_destroy_waits_for_in_flight_members_then_writes_nothing(ray_cluster, ns
 
 
 def test_audit_file_tampering_is_caught_by_the_cli_at_the_right_line(ray_cluster, ns, key, tmp_path, capsys):
-    from fleet_ray.cli import main as cli_main
+    from fleet_ray.cli.main import main as cli_main
 
     sink = tmp_path / "audit.ndjson"
     with campaign(ns, key, members=4, audit={"sink": sink}) as c:

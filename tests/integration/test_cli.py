@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def cli(*args: str, address: str | None = None, ns: str | None = None, check: bool = True,
         stdin: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "fleet_ray.cli"]
+    cmd = [sys.executable, "-m", "fleet_ray.cli.main"]
     if address:
         cmd += ["--address", address]
     if ns:

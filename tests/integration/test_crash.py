@@ -8,7 +8,7 @@ import time
 import psutil
 import pytest
 
-from fleet_ray.crashes import read_slot_context
+from fleet_ray.observe.crashes import read_slot_context
 from fleet_ray.store import open_store
 
 from .conftest import sigkill, wait_for
@@ -78,7 +78,7 @@ def test_a_crash_seen_by_the_slot_and_by_the_supervisor_is_reported_once(fleet):
     wait_for(lambda: not psutil.pid_exists(slot.pid), 30)
     rec = wait_for(lambda: crashes_of(fleet, 1), 60)[0]
     assert rec["sources"] == ["slot", "thread", "supervisor"]
-    assert rec["error_type"] == "RuntimeError" and rec["frame"].startswith("fleet_ray.stream_builtin.Probe._explode:")
+    assert rec["error_type"] == "RuntimeError" and rec["frame"].startswith("fleet_ray.builtins.streams.Probe._explode:")
     assert "probe thread crashed on item 'boom'" in rec["cause"] and rec["task"] == "bothjob:0"
     fleet.wait_until(lambda s: s.slot("probe:0").generation >= 2, 60)
     assert len(crashes_of(fleet, 1)) == 1 and len(crashed_events(fleet, 1)) == 1
@@ -99,8 +99,8 @@ def test_ten_alike_failures_make_one_group_and_one_notification(fleet):
         results = fleet.submit("probe", bad + ["good"]).wait(timeout_s=120)
         assert sorted(r.ok for r in results) == [False] * 10 + [True]
         group = wait_for(lambda: [g for g in fleet.error_groups("probe") if g["count"] == 10], 30)[0]
-        assert group["error_type"] == "fleet_ray.stream_builtin.ProbeError"
-        assert group["frame"].startswith("fleet_ray.stream_builtin.check_item:")  # the innermost user frame
+        assert group["error_type"] == "fleet_ray.builtins.streams.ProbeError"
+        assert group["frame"].startswith("fleet_ray.builtins.streams.check_item:")  # the innermost user frame
         assert group["phases"] == ["validate"] and set(group["slots"]) <= {"probe:0", "probe:1"}
         wait_for(lambda: len(inbox.requests) >= 1, 30)
         deadline = time.monotonic() + 3  # longer than the window: a second message would show here
@@ -108,7 +108,7 @@ def test_ten_alike_failures_make_one_group_and_one_notification(fleet):
             assert len(inbox.requests) == 1
             time.sleep(0.1)
         _, body = inbox.requests[0]
-        assert body["kind"] == "new" and "ProbeError @ fleet_ray.stream_builtin.check_item" in body["text"]
+        assert body["kind"] == "new" and "ProbeError @ fleet_ray.builtins.streams.check_item" in body["text"]
         failed = [e for e in fleet.events(500) if e["kind"] == "task.failed"]
         assert len(failed) == 10 and {e["data"]["phase"] for e in failed} == {"validate"}
     finally:

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from fleet_ray.events import EventLog
-from fleet_ray.eventtypes import SlotDied, SlotHealed, SlotReady, TaskFailed, TaskFinished, TaskStarted
+from fleet_ray.observe.events import EventLog
+from fleet_ray.observe.kinds import SlotDied, SlotHealed, SlotReady, TaskFailed, TaskFinished, TaskStarted
 from fleet_ray.store import open_store
 
 from .conftest import sigkill, wait_for
@@ -30,7 +30,7 @@ def cluster():
 def redis_fleet(cluster, redis_url):
     """A fleet whose store (checkpoint, event log, crash records) is the real Redis, db 15."""
     from fleet_ray.actors.launch import start_supervisor
-    from fleet_ray.client import FleetClient
+    from fleet_ray.client.fleet import FleetClient
 
     ns = f"ev-{uuid.uuid4().hex[:8]}"
     client = FleetClient(start_supervisor(redis_url, namespace=ns, tick_s=0.05), ns)
@@ -60,7 +60,7 @@ def test_lifecycle_and_task_events_land_typed_in_the_durable_log_in_causal_order
     assert [type(e) for e in tasks].count(TaskStarted) == 3 and [type(e) for e in tasks].count(TaskFinished) == 2
     failed = [e for e in tasks if isinstance(e, TaskFailed)]
     assert len(failed) == 1 and failed[0].task == "j:2" and failed[0].phase == "parse"
-    assert failed[0].error_type == "fleet_ray.stream_builtin.ProbeError"
+    assert failed[0].error_type == "fleet_ray.builtins.streams.ProbeError"
 
     follower: list = []
     cursor = fleet.event_cursor()

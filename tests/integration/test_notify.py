@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from fleet_ray.errors import NotifyError
-from fleet_ray.errors_grouping import ErrorGroups, FailureRecord
-from fleet_ray.notify import Notification, NotifyConfig, Reporter, TelegramNotifier, WebhookNotifier
+from fleet_ray.observe.grouping import ErrorGroups, FailureRecord
+from fleet_ray.observe.notify import Notification, NotifyConfig, Reporter, TelegramNotifier, WebhookNotifier
 
 TOKEN = "123456:SECRET-bot-token"
 

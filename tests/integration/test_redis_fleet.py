@@ -9,7 +9,7 @@ import pytest
 import ray
 
 from fleet_ray.actors.launch import start_supervisor
-from fleet_ray.client import FleetClient
+from fleet_ray.client.fleet import FleetClient
 from fleet_ray.errors import StoreUnavailable
 from fleet_ray.store import keys
 from fleet_ray.store.redis import RedisStore

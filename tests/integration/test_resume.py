@@ -30,7 +30,7 @@ def cluster():
 DRIVER = textwrap.dedent("""
     import json, sys
     import ray
-    from fleet_ray.client import FleetClient, SUPERVISOR_NAME
+    from fleet_ray.client.fleet import FleetClient, SUPERVISOR_NAME
 
     address, namespace, run_id = sys.argv[1:4]
     ray.init(address=address, namespace=namespace, logging_level="WARNING", log_to_driver=False)

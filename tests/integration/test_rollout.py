@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fleet_ray.errors import SpecError
-from fleet_ray.packages import publish
+from fleet_ray.spec.packages import publish
 from fleet_ray.store import open_store
 
 from .conftest import make_cluster

@@ -12,10 +12,10 @@ import psutil
 import pytest
 import ray
 
-from fleet_ray.client import _call
+from fleet_ray.builtins.streams import Doubled, Number
+from fleet_ray.client.fleet import _call
 from fleet_ray.errors import SpecError
-from fleet_ray.stream_builtin import Doubled, Number
-from fleet_ray.stream_sinks import JsonlSinkSpec, RedisSinkSpec, replay_redis
+from fleet_ray.streams.sinks import JsonlSinkSpec, RedisSinkSpec, replay_redis
 
 from .conftest import make_cluster, sigkill, wait_for
 

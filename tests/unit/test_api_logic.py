@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from fleet_ray.api_client import ApiClient, ApiRequestError
+from fleet_ray.client.http import ApiClient, ApiRequestError
 from fleet_ray.errors import FleetNotRunning, SpecError, UnknownPool, UnknownSlot
 from fleet_ray.serve.auth import ApiConfig, TokenCheck, token_digest
 from fleet_ray.serve.events import BadCursor, event_out, follow, format_cursor, parse_cursor
@@ -253,7 +253,7 @@ def test_groups_from_the_supervisors_own_error_grouping_are_mapped_and_redacted(
 
 
 def test_browser_slot_status_from_a_health_snapshot():
-    from fleet_ray.status import BrowserSlotStatus, SlotStatus
+    from fleet_ray.api.status import BrowserSlotStatus, SlotStatus
 
     snap = {"browser": {"version": "156.0", "launches": 3, "pages_since_launch": 2, "pages": 42,
                         "recycles": {"pages": 2}, "crashes": 1, "retiring": False},
@@ -271,8 +271,8 @@ def test_browser_slot_status_from_a_health_snapshot():
     slot = SlotStatus(id="b:0", pool="b", index=0, generation=1, state="running", actor="fleet:b:0:g1", browser=b)
     assert SlotStatus.model_validate_json(slot.model_dump_json()) == slot
     # the CLI's status shows the browser line, credentials-free, with the slot's CPUs
-    from fleet_ray.cli_render import render_status
-    from fleet_ray.status import FleetStatus, PoolStatus
+    from fleet_ray.api.status import FleetStatus, PoolStatus
+    from fleet_ray.cli.render import render_status
 
     pool = PoolStatus(name="b", automation="browser.page-info", kind="browser", batch=True, desired=1, state="ok",
                       slots=[slot])

@@ -16,7 +16,7 @@ from fleet_ray.browser.identity import (
     parse_engine_version,
 )
 from fleet_ray.browser.stealth import init_script
-from fleet_ray.browser_options import COUNTRIES, IdentityOptions
+from fleet_ray.spec.browser_options import COUNTRIES, IdentityOptions
 
 ENGINE = "156.0.8078.79"
 

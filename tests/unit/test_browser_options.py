@@ -7,9 +7,9 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from fleet_ray.browser_options import BrowserOptions, ProxySpec
 from fleet_ray.errors import SpecError
-from fleet_ray.spec import PoolSpec, ResolvedPool, validate_spec
+from fleet_ray.spec.browser_options import BrowserOptions, ProxySpec
+from fleet_ray.spec.models import PoolSpec, ResolvedPool, validate_spec
 
 SECRET = "hunter2-Zq9"
 
@@ -122,7 +122,7 @@ def test_duplicate_proxies_rejected():
 
 
 def test_trace_mode_defaults_to_retries_and_reads_booleans():
-    from fleet_ray.browser_options import ArtifactOptions
+    from fleet_ray.spec.browser_options import ArtifactOptions
 
     assert ArtifactOptions().trace == "retry"
     assert ArtifactOptions(trace=True).trace == "always" and ArtifactOptions(trace=False).trace == "off"

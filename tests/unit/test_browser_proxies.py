@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from fleet_ray.browser.proxies import Outcome, ProxyHealth, ProxyPool
-from fleet_ray.browser_options import ProxyPolicy, ProxySpec
+from fleet_ray.spec.browser_options import ProxyPolicy, ProxySpec
 from fleet_ray.testing import FakeClock
 
 POLICY = ProxyPolicy(failure_threshold=2, cooldown_s=30, quarantine_after=2, quarantine_window_s=600, quarantine_s=900)

@@ -10,8 +10,8 @@ import pytest
 from fleet_ray.browser.identity import IdentityFactory
 from fleet_ray.browser.proxies import Outcome, ProxyPool
 from fleet_ray.browser.sessions import SessionManager
-from fleet_ray.browser_options import IdentityOptions, ProxyPolicy, ProxySpec, SessionPolicy
 from fleet_ray.errors import ProxyError
+from fleet_ray.spec.browser_options import IdentityOptions, ProxyPolicy, ProxySpec, SessionPolicy
 from fleet_ray.testing import FakeClock
 
 ENGINE = "156.0.8078.79"

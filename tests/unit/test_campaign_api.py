@@ -15,7 +15,7 @@ def test_campaign_api_is_exported_from_fleet_ray():
 
 
 def test_pure_campaign_modules_do_not_import_ray():
-    code = ("import sys, fleet_ray.campaign, fleet_ray.campaign.cli; from fleet_ray import Campaign; "
+    code = ("import sys, fleet_ray.campaign, fleet_ray.cli.campaign; from fleet_ray import Campaign; "
             "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -11,11 +11,11 @@ import threading
 import pytest
 
 from fleet_ray.campaign.audit import AuditChain, NdjsonSink, receipts_in_log, sync_sink
-from fleet_ray.campaign.keys import SigningKey, VerifyKey, load_signing_key, load_verify_key
+from fleet_ray.campaign.signing import SigningKey, VerifyKey, load_signing_key, load_verify_key
 from fleet_ray.campaign.verify import verify_audit_file, verify_audit_log
-from fleet_ray.cli import main as cli_main
+from fleet_ray.cli.main import main as cli_main
 from fleet_ray.errors import AuditChainBroken, AuditKeyError, CampaignClosed
-from fleet_ray.events import EventLog
+from fleet_ray.observe.events import EventLog
 from fleet_ray.testing import MemoryStore
 
 

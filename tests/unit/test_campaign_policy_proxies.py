@@ -96,7 +96,7 @@ def test_reputation_hit_rotates_the_member_and_counts_a_demerit():
 def test_campaign_page_options_proxy_and_cookie_round_trip_between_httpx_and_playwright():
     import httpx
 
-    from fleet_ray.campaign.browser import (
+    from fleet_ray.browser.campaign import (
         context_options,
         jar_to_playwright,
         playwright_proxy,

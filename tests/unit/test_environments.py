@@ -1,7 +1,7 @@
 import pytest
 
-from fleet_ray.environments import diff, environments, resolve
 from fleet_ray.errors import SpecError
+from fleet_ray.spec.environments import diff, environments, resolve
 
 SPEC = {
     "name": "prices",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from fleet_ray.events import Event, EventLog
-from fleet_ray.eventtypes import (
+from fleet_ray.observe.events import Event, EventLog
+from fleet_ray.observe.hlc import HLC
+from fleet_ray.observe.kinds import (
     EVENT_TYPES,
     SlotDied,
     SlotReady,
@@ -14,7 +15,6 @@ from fleet_ray.eventtypes import (
     TaskFailed,
     typed,
 )
-from fleet_ray.hlc import HLC
 from fleet_ray.testing import FakeClock, MemoryStore
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from fleet_ray.crashes import CrashError, SlotContext, list_crashes, merge_crash, record_crash
-from fleet_ray.errors_grouping import ErrorGroups, FailureRecord, cause_signature, fingerprint
+from fleet_ray.observe.crashes import CrashError, SlotContext, list_crashes, merge_crash, record_crash
+from fleet_ray.observe.grouping import ErrorGroups, FailureRecord, cause_signature, fingerprint
 from fleet_ray.store import keys
 from fleet_ray.testing import MemoryStore
 

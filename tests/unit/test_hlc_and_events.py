@@ -1,5 +1,5 @@
-from fleet_ray.events import Event, EventLog
-from fleet_ray.hlc import HLC, HLCTimestamp
+from fleet_ray.observe.events import Event, EventLog
+from fleet_ray.observe.hlc import HLC, HLCTimestamp
 from fleet_ray.testing import FakeClock, MemoryStore
 
 

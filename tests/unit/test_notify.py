@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from fleet_ray.errors import NotifyError
-from fleet_ray.errors_grouping import ErrorGroups, FailureRecord
-from fleet_ray.notify import NotifyConfig, Reporter, TelegramNotifier, config_from_env
+from fleet_ray.observe.grouping import ErrorGroups, FailureRecord
+from fleet_ray.observe.notify import NotifyConfig, Reporter, TelegramNotifier, config_from_env
 from fleet_ray.testing import FakeClock
 
 

@@ -22,6 +22,6 @@ def test_importing_fleet_ray_does_not_import_ray():
     import subprocess
     import sys
 
-    code = "import sys, fleet_ray, fleet_ray.spec, fleet_ray.reconcile, fleet_ray.lifecycle; print('ray' in sys.modules)"
+    code = "import sys, fleet_ray, fleet_ray.spec.models, fleet_ray.control.reconcile, fleet_ray.control.lifecycle; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

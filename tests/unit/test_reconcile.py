@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleet_ray.lifecycle import (
+from fleet_ray.control.lifecycle import (
     Alive,
     ConfigResult,
     Died,
@@ -16,7 +16,7 @@ from fleet_ray.lifecycle import (
     finish_stop,
     observe,
 )
-from fleet_ray.reconcile import (
+from fleet_ray.control.reconcile import (
     CheckHealth,
     Drain,
     Forget,
@@ -28,7 +28,7 @@ from fleet_ray.reconcile import (
     decide,
     placement_problem,
 )
-from fleet_ray.spec import Placement, PoolSpec
+from fleet_ray.spec.models import Placement, PoolSpec
 from fleet_ray.testing import FakeClock
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleet_ray.resume import RunLedger, RunRecord, RunState, plan_resume
+from fleet_ray.client.runs import RunLedger, RunRecord, RunState, plan_resume
 from fleet_ray.testing import MemoryStore
 
 IDS = [f"i{n}" for n in range(6)]

@@ -8,9 +8,9 @@ import pytest
 from pydantic import BaseModel
 
 from fleet_ray.automation import BatchAutomation, Context, PhaseTimeout, SlotIdentity
-from fleet_ray.discovery import find
 from fleet_ray.errors import AutomationNotFound, AutomationVersionMismatch, SpecError
-from fleet_ray.spec import validate_spec
+from fleet_ray.spec.discovery import find
+from fleet_ray.spec.models import validate_spec
 
 
 def test_valid_spec_resolves_every_pool():

@@ -10,10 +10,10 @@ from pydantic import BaseModel, ConfigDict
 
 from fleet_ray.actors.stream_hub import StreamHubCore
 from fleet_ray.automation import Context, NoConfig, SlotIdentity
+from fleet_ray.builtins.streams import Doubled, Number, NumberSource, Relay
 from fleet_ray.errors import SpecError, StreamError, StreamItemInvalid
-from fleet_ray.spec import PoolSpec, ResolvedPool, validate_spec
-from fleet_ray.stream_builtin import Doubled, Number, NumberSource, Relay
-from fleet_ray.streams import Codec, InProcessStreams, compatibility_problem
+from fleet_ray.spec.models import PoolSpec, ResolvedPool, validate_spec
+from fleet_ray.streams.declare import Codec, InProcessStreams, compatibility_problem
 from fleet_ray.testing import FakeClock
 
 

@@ -18,7 +18,7 @@ LOCAL_HEAD_PORT = 6380  # Ray's default 6379 is usually Redis
 
 
 def _client(args: argparse.Namespace):
-    from fleet_ray.client import connect
+    from fleet_ray.client.fleet import connect
 
     return connect(args.address, args.namespace)
 
@@ -26,7 +26,7 @@ def _client(args: argparse.Namespace):
 def _api(args: argparse.Namespace):
     """The control-plane API client when an API is running: ``--api-url`` / FLEET_API_URL, else the
     default local port if a fleet-ray API for this namespace answers there; None otherwise."""
-    from fleet_ray.api_client import ApiClient, default_api_url, probe, resolve_token
+    from fleet_ray.client.http import ApiClient, default_api_url, probe, resolve_token
 
     if getattr(args, "no_api", False):
         return None
@@ -43,7 +43,7 @@ def _control(args: argparse.Namespace):
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fleet_ray.demo import run_demo
+    from fleet_ray.cli.demo import run_demo
 
     summary = run_demo(pages=args.pages, slots=args.slots, live=sys.stdout.isatty())
     if args.json:
@@ -75,7 +75,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             stdout=subprocess.DEVNULL,
         )
     from fleet_ray.actors.launch import start_supervisor
-    from fleet_ray.client import init_ray
+    from fleet_ray.client.fleet import init_ray
 
     init_ray(args.address, args.namespace)
     sup = start_supervisor(store_url, namespace=args.namespace, tick_s=settings.tick_s)
@@ -84,7 +84,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     print(f"supervisor up (pid {pid}, namespace {args.namespace!r}, store {redact_url(store_url)})")
     if not args.no_serve:
-        from fleet_ray.api_client import ensure_token_file
+        from fleet_ray.client.http import ensure_token_file
         from fleet_ray.serve.deploy import start_api
 
         token_file = settings.api_token_file or (None if settings.api_token else ensure_token_file())
@@ -97,8 +97,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from fleet_ray import environments
-    from fleet_ray.spec import load_spec_file
+    from fleet_ray.spec import environments
+    from fleet_ray.spec.models import load_spec_file
 
     spec = environments.resolve(load_spec_file(args.spec), args.env)
     api = _api(args)
@@ -117,7 +117,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from fleet_ray.cli_render import render_status
+    from fleet_ray.cli.render import render_status
 
     st = _control(args).status()
     print(st.model_dump_json(indent=2) if args.json else render_status(st))
@@ -148,7 +148,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
     if api is not None:
         api.drain(args.pool)
     else:
-        from fleet_ray.client import _call
+        from fleet_ray.client.fleet import _call
 
         _call(_client(args).supervisor.api_drain.remote(args.pool))
     print(f"pool {args.pool}: draining (paused, slots drain; `fleet-ray resume {args.pool}` brings them back)")
@@ -209,7 +209,7 @@ def _read_items(path: str) -> list[Any]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from fleet_ray.cli_render import progress_line
+    from fleet_ray.cli.render import progress_line
 
     items = _read_items(args.items)
     job = _client(args).submit(args.pool, items)
@@ -234,7 +234,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Store a wheel in the fleet's store, where every node's slots can get it."""
-    from fleet_ray.packages import publish
+    from fleet_ray.spec.packages import publish
     from fleet_ray.store import open_store
 
     store = open_store(args.store or Settings().store_url, args.namespace)
@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--out", help="write results (JSON lines) here")
     sb.set_defaults(fn=cmd_submit)
 
-    from fleet_ray.campaign.cli import register as register_campaign_commands
+    from fleet_ray.cli.campaign import register as register_campaign_commands
 
     register_campaign_commands(sub)  # verify-audit, breaker status|reset
     return p

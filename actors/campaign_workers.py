@@ -35,7 +35,7 @@ def _worker_class() -> Any:
                      policy: Policy | None, identities: dict[int, Identity]):
             from fleet_ray.campaign.guardrails import open_guardrails
             from fleet_ray.campaign.member import MemberRuntime
-            from fleet_ray.events import EventLog
+            from fleet_ray.observe.events import EventLog
             from fleet_ray.store import open_store
 
             node = ray.get_runtime_context().get_node_id()
@@ -93,7 +93,7 @@ class RayExecutor:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         if not ray.is_initialized():
-            from fleet_ray.client import init_ray
+            from fleet_ray.client.fleet import init_ray
 
             init_ray()
         nodes = eligible_nodes(config.placement)

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from fleet_ray.errors import NotifyError
-from fleet_ray.errors_grouping import ErrorGroup
+from fleet_ray.observe.grouping import ErrorGroup
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from fleet_ray.streams import Codec
+from fleet_ray.streams.declare import Codec
 
 
 @dataclass

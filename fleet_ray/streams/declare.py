@@ -19,7 +19,7 @@ and a spec wires a consumer's input to a producer's output by stream name ``<poo
       - {name: scrape, automation: acme.scrape, slots: 4}
       - {name: price, automation: acme.price, slots: 2, inputs: {products: scrape.products}}
 
-:func:`check_wiring` runs inside :func:`fleet_ray.spec.validate_spec`: an unknown stream, an input
+:func:`check_wiring` runs inside :func:`fleet_ray.spec.models.validate_spec`: an unknown stream, an input
 the automation doesn't declare, or models that don't fit each other reject the whole spec before
 anything changes. Items travel as JSON arrays of model dumps (:class:`Codec`), a batch at a time;
 the transport (a stream hub actor holding object refs) lives in ``fleet_ray.actors.stream_hub``.
@@ -162,7 +162,7 @@ def compatibility_problem(producer: type[BaseModel], consumer: type[BaseModel]) 
 def check_wiring(pools: list[Any], decls: Mapping[str, tuple[dict, dict]]) -> list[dict[str, str]]:
     """Problems with the stream wiring of a spec, as ``{"loc", "msg"}`` (empty if it is sound).
 
-    ``pools`` are :class:`~fleet_ray.spec.PoolSpec`; ``decls`` maps a pool name to its automation's
+    ``pools`` are :class:`~fleet_ray.spec.models.PoolSpec`; ``decls`` maps a pool name to its automation's
     ``(outputs, inputs)`` declarations.
     """
     errors: list[dict[str, str]] = []

@@ -2,7 +2,7 @@
 
 ::
 
-    from fleet_ray.api_client import ApiClient
+    from fleet_ray.client.http import ApiClient
     api = ApiClient("http://127.0.0.1:8470", token=resolve_token())
     print(api.status().pools)
     api.scale("web", 4)
@@ -26,9 +26,9 @@ from typing import Any
 
 import httpx
 
+from fleet_ray.api.status import FleetStatus, PoolStatus, SlotStatus
 from fleet_ray.errors import FleetError, FleetNotRunning, SpecError, UnknownPool, UnknownSlot
 from fleet_ray.settings import DEFAULT_HOME, Settings
-from fleet_ray.status import FleetStatus, PoolStatus, SlotStatus
 
 DEFAULT_TOKEN_FILE = DEFAULT_HOME / "api-token"
 API = "/api/v1"

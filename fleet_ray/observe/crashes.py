@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet_ray.errors_grouping import FailureRecord, cause_signature, short_message
+from fleet_ray.observe.grouping import FailureRecord, cause_signature, short_message
 from fleet_ray.store import keys
 from fleet_ray.store.base import LogEntry, Store
 

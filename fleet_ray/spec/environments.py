@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fleet_ray.errors import SpecError
-from fleet_ray.spec import FleetSpec
+from fleet_ray.spec.models import FleetSpec
 
 
 def _merge(base: Any, override: Any) -> Any:

@@ -1,7 +1,7 @@
 """Lifecycle events: typed, HLC-stamped, appended idempotently to the store's event log.
 
 :class:`Event` is the envelope every event travels in (``kind`` + free ``data``); the typed model of
-each kind lives in :mod:`fleet_ray.eventtypes` (``SlotDied``, ``TaskFailed``, ``StreamBackpressure``,
+each kind lives in :mod:`fleet_ray.observe.kinds` (``SlotDied``, ``TaskFailed``, ``StreamBackpressure``,
 ...). :class:`EventLog` takes either, dedupes by ``id``, answers queries in causal (HLC) order by
 kind, origin, pool, slot and time range, caps its size, and can be followed live (:meth:`EventLog.follow`).
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet_ray.hlc import HLCTimestamp
+from fleet_ray.observe.hlc import HLCTimestamp
 from fleet_ray.store import keys
 from fleet_ray.store.base import LogEntry, Store
 
@@ -91,8 +91,8 @@ class EventLog:
         return out
 
     def query_typed(self, **filters: Any) -> list[Any]:
-        """Like :meth:`query`, each event as its kind's model (:func:`fleet_ray.eventtypes.typed`)."""
-        from fleet_ray.eventtypes import typed
+        """Like :meth:`query`, each event as its kind's model (:func:`fleet_ray.observe.kinds.typed`)."""
+        from fleet_ray.observe.kinds import typed
 
         return [typed(e) for e in self.query(**filters)]
 

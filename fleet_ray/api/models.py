@@ -1,6 +1,6 @@
 """What the control-plane HTTP API (``fleet_ray.serve``) takes and returns.
 
-Fleet, pool and slot status reuse :mod:`fleet_ray.status`; this module holds everything else the API
+Fleet, pool and slot status reuse :mod:`fleet_ray.api.status`; this module holds everything else the API
 speaks: events, grouped errors, streams, nodes, metric history, control requests/results and the one
 error shape every failure uses::
 

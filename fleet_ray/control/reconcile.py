@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet_ray.lifecycle import SlotKey, SlotRecord, SlotState, SlotTable
-from fleet_ray.spec import Placement, PoolSpec
+from fleet_ray.control.lifecycle import SlotKey, SlotRecord, SlotState, SlotTable
+from fleet_ray.spec.models import Placement, PoolSpec
 
 
 @dataclass(frozen=True)

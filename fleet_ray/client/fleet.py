@@ -22,9 +22,9 @@ from typing import Any
 import ray
 from pydantic import BaseModel, ConfigDict
 
+from fleet_ray.api.status import FleetStatus
 from fleet_ray.errors import FleetError, FleetNotRunning, JobError
-from fleet_ray.spec import FleetSpec, PoolSpec, ResolvedPool, load_spec_file, validate_spec
-from fleet_ray.status import FleetStatus
+from fleet_ray.spec.models import FleetSpec, PoolSpec, ResolvedPool, load_spec_file, validate_spec
 
 SUPERVISOR_NAME = "fleet:supervisor"
 SUBMIT_CHUNK = 5_000
@@ -47,7 +47,7 @@ def _resolve_locally(pool: PoolSpec) -> ResolvedPool:
     supervisor checks inside the package's runtime env."""
     if pool.package:
         return ResolvedPool(spec=pool, batch=False, distribution=None, installed_version=None)
-    from fleet_ray.discovery import resolve_pool
+    from fleet_ray.spec.discovery import resolve_pool
 
     return resolve_pool(pool)
 
@@ -171,7 +171,7 @@ class FleetClient:
                run_id: str | None = None, retry_failed: bool = False) -> Any:
         """Queue items for a batch pool; returns a :class:`Job` to follow.
 
-        With ``run_id`` the job is a resumable run (:class:`fleet_ray.resume.Run`): results are
+        With ``run_id`` the job is a resumable run (:class:`fleet_ray.client.runs.Run`): results are
         recorded durably, and submitting the same run again processes only what is not done yet.
         Give stable ``ids`` when the item list may change order between attempts (default: position).
         """
@@ -183,7 +183,7 @@ class FleetClient:
         if len(id_list) != len(items):
             raise JobError("ids must have one entry per item")
         if run_id is not None:
-            from fleet_ray.resume import Run
+            from fleet_ray.client.runs import Run
 
             item_of = dict(zip(id_list, items, strict=True))
             if len(item_of) != len(items):
@@ -207,20 +207,20 @@ class FleetClient:
 
     def run(self, pool: str, items: Iterable[Any], run_id: str, ids: Iterable[str] | None = None,
             timeout_s: float | None = None, retry_failed: bool = False) -> Any:
-        """Run a resumable batch to the end; returns its :class:`fleet_ray.resume.RunReport`
+        """Run a resumable batch to the end; returns its :class:`fleet_ray.client.runs.RunReport`
         (``skipped``: items an earlier attempt of ``run_id`` already finished)."""
         return self.submit(pool, items, ids=ids, run_id=run_id, retry_failed=retry_failed).wait(timeout_s)
 
     # -- streams, events, crashes, grouped errors ------------------------------------------------
     def subscribe(self, stream: str, group: str | None = None, model: type | None = None, durable: bool = False,
                   start: str = "earliest") -> Any:
-        """Read a stream (``"<pool>.<output>"``) as typed models (:class:`fleet_ray.subscription.Subscription`).
+        """Read a stream (``"<pool>.<output>"``) as typed models (:class:`fleet_ray.client.subscription.Subscription`).
 
         ``model`` defaults to the producer's declared model, imported by its path here (pass it
         when the producer's package is not installed in the driver). ``group`` defaults to a group
         of its own (every item); drivers sharing a group split the items."""
-        from fleet_ray.streams import import_model
-        from fleet_ray.subscription import Subscription
+        from fleet_ray.client.subscription import Subscription
+        from fleet_ray.streams.declare import import_model
 
         info = _call(self.supervisor.stream_info.remote(stream))
         hub = ray.get_actor(info["hub"], namespace=self.namespace)
@@ -233,15 +233,15 @@ class FleetClient:
 
     def add_sink(self, stream: str, spec: Any, name: str = "default") -> dict[str, Any]:
         """Copy ``stream`` into a sink (``JsonlSinkSpec`` / ``RedisSinkSpec`` or their dicts) by a sink actor."""
-        from fleet_ray.stream_sinks import parse_sink_spec
+        from fleet_ray.streams.sinks import parse_sink_spec
 
         return _call(self.supervisor.add_sink.remote(stream, parse_sink_spec(spec).model_dump(), name))
 
     def follow_events(self, kinds: list[str] | None = None, pool: str | None = None,
                       timeout_s: float | None = None, after: list | None = None) -> Iterator[Any]:
         """Live events (after cursor ``after``, default: from now on), each as its typed model
-        (:mod:`fleet_ray.eventtypes`). ``event_cursor()`` gives a cursor for "now"."""
-        from fleet_ray.eventtypes import typed
+        (:mod:`fleet_ray.observe.kinds`). ``event_cursor()`` gives a cursor for "now"."""
+        from fleet_ray.observe.kinds import typed
 
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         cursor = after
@@ -263,7 +263,7 @@ class FleetClient:
         return _call(self.supervisor.crashes.remote(pool, limit))
 
     def configure_notifiers(self, config: dict[str, Any]) -> dict[str, Any]:
-        """Webhook / Telegram error notifications (fleet_ray.notify.NotifyConfig); returns them without secrets."""
+        """Webhook / Telegram error notifications (fleet_ray.observe.notify.NotifyConfig); returns them without secrets."""
         return _call(self.supervisor.configure_notifiers.remote(config))
 
     def down(self, timeout_s: float = 30.0) -> dict[str, Any]:

@@ -25,9 +25,9 @@ from pydantic import (
     model_validator,
 )
 
-from fleet_ray.browser_options import BrowserOptions
 from fleet_ray.errors import AutomationError, SpecError
-from fleet_ray.streams import StreamOptions, check_wiring, declared, parse_stream_ref
+from fleet_ray.spec.browser_options import BrowserOptions
+from fleet_ray.streams.declare import StreamOptions, check_wiring, declared, parse_stream_ref
 
 POOL_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 
@@ -254,7 +254,7 @@ def validate_spec(
     """Validate a whole spec. Raises :class:`SpecError` listing every problem, naming pool and field.
 
     ``resolve`` finds a pool's automation and validates its config; it defaults to entry-point
-    discovery (:func:`fleet_ray.discovery.resolve_pool`). Tests pass their own.
+    discovery (:func:`fleet_ray.spec.discovery.resolve_pool`). Tests pass their own.
     """
     raw = data.model_dump() if isinstance(data, FleetSpec) else dict(data)
     try:
@@ -265,7 +265,7 @@ def validate_spec(
             [{"loc": _loc(tuple(e["loc"]), pools) or "spec", "msg": e["msg"]} for e in exc.errors()]
         ) from None
     if resolve is None:
-        from fleet_ray.discovery import resolve_pool as resolve
+        from fleet_ray.spec.discovery import resolve_pool as resolve
     errors: list[dict[str, Any]] = []
     resolved: dict[str, ResolvedPool] = {}
     for pool in spec.pools:
@@ -282,7 +282,7 @@ def validate_spec(
 
 
 def _stream_wiring_errors(spec: FleetSpec, resolved: dict[str, ResolvedPool]) -> list[dict[str, Any]]:
-    """Inputs wired to streams that exist and carry a compatible model (see :mod:`fleet_ray.streams`)."""
+    """Inputs wired to streams that exist and carry a compatible model (see :mod:`fleet_ray.streams.declare`)."""
     decls: dict[str, tuple[dict, dict]] = {}
     errors: list[dict[str, Any]] = []
     for name, r in resolved.items():

@@ -1,4 +1,4 @@
-"""One Pydantic model per event kind, around the generic :class:`~fleet_ray.events.Event` envelope.
+"""One Pydantic model per event kind, around the generic :class:`~fleet_ray.observe.events.Event` envelope.
 
 The log stores the envelope (``kind`` + ``data``); a typed model is the same event with its
 ``data`` as checked fields::
@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet_ray.events import Event
-from fleet_ray.hlc import HLC, HLCTimestamp
+from fleet_ray.observe.events import Event
+from fleet_ray.observe.hlc import HLC, HLCTimestamp
 
 ENVELOPE = ("id", "physical", "counter", "origin", "pool", "slot", "generation", "message")
 
@@ -119,7 +119,7 @@ class SlotHealEscalated(TypedEvent):
 
 
 class SlotCrashed(TypedEvent):
-    """The one crash record of a dead slot generation (see fleet_ray.crashes)."""
+    """The one crash record of a dead slot generation (see fleet_ray.observe.crashes)."""
 
     KIND = "slot.crashed"
     crash_id: str

@@ -1,6 +1,6 @@
 """Rollouts: what happens when a spec change needs fresh slots (a new version, package, placement…).
 
-The rolling itself is in :func:`fleet_ray.reconcile.decide` (at most ``rollout.max_unavailable``
+The rolling itself is in :func:`fleet_ray.control.reconcile.decide` (at most ``rollout.max_unavailable``
 positions at a time, each replacement gated on a passed health check). This module keeps the
 rollout's record — from where to where, progress, failures — and decides when it is complete or
 must be rolled back. Pure: no Ray, time passed in.
@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from fleet_ray.lifecycle import SlotRecord, SlotState
-from fleet_ray.spec import PoolSpec
-from fleet_ray.status import RolloutStatus
+from fleet_ray.api.status import RolloutStatus
+from fleet_ray.control.lifecycle import SlotRecord, SlotState
+from fleet_ray.spec.models import PoolSpec
 
 PROGRESSING, PAUSED, COMPLETE, ROLLED_BACK = "progressing", "paused", "complete", "rolled_back"
 

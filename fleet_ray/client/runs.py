@@ -174,7 +174,7 @@ class Run:
 
     def results(self, timeout_s: float | None = None, poll_s: float = 1.0) -> Iterator[Any]:
         """Yield each result of this attempt once, after it was recorded durably."""
-        from fleet_ray.client import ItemResult
+        from fleet_ray.client.fleet import ItemResult
 
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while self._expected - self._finished:

@@ -23,7 +23,7 @@ from fleet_ray.errors import (
     AutomationVersionMismatch,
     SpecError,
 )
-from fleet_ray.spec import PoolSpec, ResolvedPool
+from fleet_ray.spec.models import PoolSpec, ResolvedPool
 
 GROUP = "fleet_ray.automations"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleet_ray.status import FleetStatus
+from fleet_ray.api.status import FleetStatus
 
 
 def _table(rows: list[list[str]]) -> str:

@@ -1,4 +1,4 @@
-"""``fleet-ray verify-audit`` and ``fleet-ray breaker status|reset`` (registered by fleet_ray.cli).
+"""``fleet-ray verify-audit`` and ``fleet-ray breaker status|reset`` (registered by fleet_ray.cli.main).
 
 Exit codes: 0 ok; 4 the audit chain is broken (the first broken line is printed); 1 other errors.
 """
