@@ -18,9 +18,10 @@ from fleet_ray.campaign.config import CampaignConfig, Identity
 from fleet_ray.campaign.policy import Policy
 from fleet_ray.campaign.results import OpOutcome, OpSpec, failure
 from fleet_ray.errors import CampaignError, MemberCancelled
+from fleet_ray.names import HEAD_RESOURCE
+from fleet_ray.ray_boundary import task_cause
 
 log = logging.getLogger(__name__)
-HEAD_RESOURCE = "node:__internal_head__"
 _WORKER_CLS: Any = None
 
 
@@ -156,8 +157,7 @@ class RayExecutor:
                 out.append((ref, OpOutcome(op_id=spec.op_id, member=spec.member, ok=False, error_type="WorkerLost",
                                            error=f"the member's worker died: {type(exc).__name__}")))
             except ray.exceptions.RayTaskError as exc:
-                cause = exc.cause if exc.cause is not None else exc
-                out.append((ref, failure(spec, cause)))
+                out.append((ref, failure(spec, task_cause(exc))))
         return out
 
     def cancel(self, specs: list[OpSpec]) -> None:

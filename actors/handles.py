@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayActorError
 
-from fleet_ray.automation import actor_name
 from fleet_ray.control.lifecycle import (
     Alive,
     ConfigResult,
@@ -31,37 +30,12 @@ from fleet_ray.control.lifecycle import (
     StartFailed,
 )
 from fleet_ray.control.reconcile import NodeView
+from fleet_ray.names import HEAD_RESOURCE, parse_slot_actor_name, slot_actor_name, workqueue_name
+from fleet_ray.ray_boundary import is_actor_death, short_cause
 from fleet_ray.spec.models import PoolSpec
 
 log = logging.getLogger(__name__)
 
-HEAD_RESOURCE = "node:__internal_head__"
-FLEET_PREFIX = "fleet:"
-
-
-def short_cause(exc: BaseException) -> str:
-    """One readable line for an error that came back from a remote call."""
-    if isinstance(exc, RayTaskError) and exc.cause is not None:
-        cause = exc.cause
-        return f"{type(cause).__name__}: {cause}".splitlines()[0][:500]
-    text = str(exc).strip().splitlines()
-    first = next((line for line in text if line.strip()), type(exc).__name__)
-    return f"{type(exc).__name__}: {first}"[:500]
-
-
-def parse_actor_name(name: str) -> tuple[str, int, int] | None:
-    """``fleet:<pool>:<index>:g<generation>`` → (pool, index, generation)."""
-    parts = name.split(":")
-    if len(parts) != 4 or parts[0] != "fleet" or not parts[2].isdigit() or not parts[3].startswith("g"):
-        return None
-    try:
-        return parts[1], int(parts[2]), int(parts[3][1:])
-    except ValueError:
-        return None
-
-
-def workqueue_name(pool: str) -> str:
-    return f"fleet:{pool}:work"
 
 
 @dataclass
@@ -111,7 +85,7 @@ class SlotCalls:
             if entry.get("namespace") != self.namespace:
                 continue
             name = entry["name"]
-            if parse_actor_name(name) is None:
+            if parse_slot_actor_name(name) is None:
                 continue
             try:
                 found[name] = ray.get_actor(name, namespace=self.namespace)
@@ -128,7 +102,7 @@ class SlotCalls:
 
         cls = browser_slot_class() if pool.kind == "browser" else SlotActor
         opts: dict[str, Any] = {
-            "name": actor_name(key[0], key[1], generation),
+            "name": slot_actor_name(key[0], key[1], generation),
             "namespace": self.namespace,
             "lifetime": "detached",
             "max_restarts": 0,
@@ -228,7 +202,7 @@ class SlotCalls:
             try:
                 value = future.result(timeout=0)
             except RayActorError as exc:
-                if p.kind == "start" and not _is_death(exc):
+                if p.kind == "start" and not is_actor_death(exc):
                     out.append(StartFailed(p.key, p.generation, short_cause(exc)))
                 else:
                     out.append(Died(p.key, p.generation, short_cause(exc)))
@@ -283,10 +257,6 @@ class SlotCalls:
         if p.kind == "config":
             return [ConfigResult(p.key, p.generation, v["applied"], p.extra, v.get("error"))]
         return []  # watch returned: the slot stopped on purpose
-
-
-def _is_death(exc: BaseException) -> bool:
-    return isinstance(exc, RayActorError) and not isinstance(exc, RayTaskError)
 
 
 def wait_until(predicate, timeout_s: float, interval_s: float = 0.05) -> bool:

@@ -8,11 +8,11 @@ import time
 import ray
 
 from fleet_ray.errors import FleetNotRunning
+from fleet_ray.names import HEAD_RESOURCE, SUPERVISOR_NAME
 from fleet_ray.store import open_store
 
-from .handles import HEAD_RESOURCE
 from .priority import ENV
-from .supervisor import SUPERVISOR_NAME, Supervisor
+from .supervisor import Supervisor
 
 
 def start_supervisor(

@@ -29,6 +29,7 @@ from typing import Any
 
 import ray
 
+from fleet_ray.names import HUB_PREFIX, SINK_PREFIX, slot_actor_name
 from fleet_ray.observe.crashes import merge_crash, read_slot_context, record_crash
 from fleet_ray.observe.events import Event, EventLog
 from fleet_ray.observe.grouping import ErrorGroups, FailureRecord, cause_signature
@@ -37,8 +38,7 @@ from fleet_ray.observe.notify import NotifyConfig, Reporter, config_from_env
 from fleet_ray.store import keys
 from fleet_ray.streams.declare import StreamOptions, declared, model_path
 
-from .stream_hub import HUB_PREFIX, ensure_hub
-from .stream_sink import SINK_PREFIX
+from .stream_hub import ensure_hub
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +134,12 @@ class FleetServices:
     def slot_gone(self, key: tuple[str, int], generation: int, cause: str, died: bool) -> None:
         """A slot generation died (``died``) or was killed: hand back its stream leases and queue
         the crash bridge's check (done off the step, in :meth:`tick`)."""
-        from fleet_ray.automation import actor_name
 
         rec = self.sup.table.get(key)
         seen = {"pid": rec.pid, "node_id": rec.node_id, "phase": rec.phase} if rec is not None else {}
         self._gone.append((key, generation, cause, died, seen))
         pool = self.sup.desired.get(key[0])
-        consumer = actor_name(key[0], key[1], generation)
+        consumer = slot_actor_name(key[0], key[1], generation)
         for ref in (pool.inputs.values() if pool is not None else ()):
             entry = self.streams.get(ref)
             if entry is not None:

@@ -28,8 +28,8 @@ from typing import Any
 import ray
 
 from fleet_ray.automation import BatchAutomation
-from fleet_ray.client.fleet import SUPERVISOR_NAME
 from fleet_ray.errors import StreamError, StreamItemInvalid, redact_url
+from fleet_ray.names import SUPERVISOR_NAME
 from fleet_ray.observe.crashes import CrashError, SlotContext
 from fleet_ray.observe.grouping import fingerprint, short_message, user_modules_of
 from fleet_ray.observe.hlc import HLC

@@ -31,9 +31,8 @@ from typing import Any
 
 import ray
 
-from .handles import HEAD_RESOURCE
+from fleet_ray.names import HEAD_RESOURCE, hub_name
 
-HUB_PREFIX = "fleet:stream:"
 EXPIRE_EVERY_S = 1.0
 
 
@@ -44,10 +43,6 @@ def _rss_mb() -> float:
         return psutil.Process().memory_info().rss / 2**20
     except Exception:  # pragma: no cover - psutil is a dependency; never fail stats over it
         return 0.0
-
-
-def hub_name(stream: str) -> str:
-    return f"{HUB_PREFIX}{stream}"
 
 
 @dataclass

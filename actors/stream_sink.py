@@ -14,21 +14,14 @@ from typing import Any
 import ray
 
 from fleet_ray.errors import StreamError
+from fleet_ray.names import HEAD_RESOURCE, sink_name
 from fleet_ray.streams.declare import Codec
 from fleet_ray.streams.sinks import open_sink, parse_sink_spec
 
-from .handles import HEAD_RESOURCE
 from .stream_hub import get_hub
 from .stream_io import StreamReader
 
 log = logging.getLogger(__name__)
-
-SINK_PREFIX = "fleet:sink:"
-
-
-def sink_actor_name(stream: str, name: str) -> str:
-    return f"{SINK_PREFIX}{stream}:{name}"
-
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class StreamSinkActor:
@@ -73,7 +66,7 @@ class StreamSinkActor:
 def start_sink(namespace: str, stream: str, name: str, spec: Any) -> Any:
     spec = parse_sink_spec(spec)
     return StreamSinkActor.options(
-        name=sink_actor_name(stream, name),
+        name=sink_name(stream, name),
         namespace=namespace,
         lifetime="detached",
         get_if_exists=True,

@@ -50,19 +50,26 @@ from fleet_ray.control.reconcile import (
 )
 from fleet_ray.control.rollout import Rollout
 from fleet_ray.errors import FleetError, JobError, StoreError, UnknownPool, UnknownSlot
+from fleet_ray.names import (
+    HEAD_RESOURCE,
+    hub_name,
+    parse_slot_actor_name,
+    sink_name,
+    slot_actor_name,
+    workqueue_name,
+)
 from fleet_ray.observe.events import Event, EventLog
 from fleet_ray.observe.hlc import HLC
 from fleet_ray.spec.models import FleetSpec, PoolSpec, ResolvedPool, validate_spec
 from fleet_ray.store import keys, open_store
 from fleet_ray.store.base import Store
 
-from .handles import HEAD_RESOURCE, SlotCalls, parse_actor_name, workqueue_name
+from .handles import SlotCalls
 from .metrics import record_step
 from .priority import control_plane_priority, wanted_nice
 
 log = logging.getLogger(__name__)
 
-SUPERVISOR_NAME = "fleet:supervisor"
 NODE_REFRESH_S = 1.0
 PACKAGE_CACHE = Path.home() / ".fleet-ray" / "packages"
 PACKAGE_RECHECK_S = 60.0  # re-upload a package's py_modules if Ray garbage-collected them
@@ -281,9 +288,8 @@ class SupervisorCore:
     def _release_work(self, key, generation: int, cause: str) -> None:
         wq = self._workqueues.get(key[0])
         if wq is not None:
-            from fleet_ray.automation import actor_name
 
-            wq.release.remote(actor_name(key[0], key[1], generation), cause)
+            wq.release.remote(slot_actor_name(key[0], key[1], generation), cause)
 
     # -- events & persistence ------------------------------------------------------------------
     def _record(self, events: list[LifecycleEvent]) -> None:
@@ -401,7 +407,7 @@ class SupervisorCore:
                 gens[(pool, int(idx))] = v
         live: dict[tuple[str, int], list[tuple[int, str, Any]]] = {}
         for name, handle in self.calls.live_slot_actors().items():
-            pool, idx, gen = parse_actor_name(name)
+            pool, idx, gen = parse_slot_actor_name(name)
             live.setdefault((pool, idx), []).append((gen, name, handle))
         now = time.time()
         for key, actors in live.items():
@@ -449,7 +455,7 @@ class SupervisorCore:
 
     def _release_orphan_leases(self) -> None:
         owned = {
-            f"fleet:{r.pool}:{r.index}:g{r.generation}"
+            slot_actor_name(r.pool, r.index, r.generation)
             for r in self.table
             if self.calls.handle(r.key) is not None
         }
@@ -703,7 +709,6 @@ class SupervisorCore:
 
     @staticmethod
     def _slot_status(r: SlotRecord, now: float) -> SlotStatus:
-        from fleet_ray.automation import actor_name
 
         return SlotStatus(
             id=r.slot_id,
@@ -711,7 +716,7 @@ class SupervisorCore:
             index=r.index,
             generation=r.generation,
             state=r.state.value,
-            actor=actor_name(r.pool, r.index, r.generation),
+            actor=slot_actor_name(r.pool, r.index, r.generation),
             node_id=r.node_id,
             pid=r.pid,
             version=r.version,
@@ -886,7 +891,6 @@ class SupervisorCore:
         """Where a driver finds a stream: its hub actor's name and the model's import path."""
         from fleet_ray.errors import StreamError
 
-        from .stream_hub import hub_name
 
         entry = self._svc().streams.get(stream)
         if entry is None:
@@ -897,12 +901,12 @@ class SupervisorCore:
     async def add_sink(self, stream: str, spec: dict[str, Any], name: str = "default") -> dict[str, Any]:
         """Start a sink actor copying ``stream`` to JSONL or a Redis Stream (fleet_ray.streams.sinks).
         Its consumer group exists when this returns, so it gets every item retained from now on."""
-        from .stream_sink import sink_actor_name, start_sink
+        from .stream_sink import start_sink
 
         self.stream_info(stream)
         await self._svc().streams[stream].hub.add_group.remote(f"sink:{name}", True, "earliest")
         start_sink(self.namespace, stream, name, spec)
-        return {"stream": stream, "sink": sink_actor_name(stream, name), "group": f"sink:{name}"}
+        return {"stream": stream, "sink": sink_name(stream, name), "group": f"sink:{name}"}
 
     def ingest(self, events: list[dict[str, Any]]) -> int:
         """Slots ship their events here (task.failed, automation.error, stream.item_invalid, ...)."""
@@ -1014,8 +1018,3 @@ def _quantile(values, q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
-
-def ensure_fleet_error(exc: BaseException) -> BaseException:
-    """Unwrap the FleetError inside a RayTaskError so callers see the real error type."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, FleetError) else exc

@@ -29,12 +29,14 @@ import psutil
 
 from fleet_ray.campaign.proxies import is_reputation_hit
 from fleet_ray.errors import CampaignError, redact_url
+from fleet_ray.names import DEFAULT_CHROMIUM as DEFAULT_CHROMIUM_PATH
 
 if TYPE_CHECKING:
     from fleet_ray.campaign.member import MemberContext
 
 log = logging.getLogger(__name__)
-DEFAULT_CHROMIUM = os.environ.get("FLEET_CHROMIUM", "/usr/bin/chromium")
+# FLEET_CHROMIUM_PATH is the fleet-wide setting (fleet_ray.settings); FLEET_CHROMIUM its older name
+DEFAULT_CHROMIUM = os.environ.get("FLEET_CHROMIUM_PATH") or os.environ.get("FLEET_CHROMIUM") or DEFAULT_CHROMIUM_PATH
 
 
 def playwright_proxy(url: str | None) -> dict[str, str] | None:

@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from fleet_ray.errors import AutomationError
+from fleet_ray.names import slot_actor_name
 
 
 class NoConfig(BaseModel):
@@ -63,12 +64,7 @@ class SlotIdentity:
 
     @property
     def actor_name(self) -> str:
-        return actor_name(self.pool, self.index, self.generation)
-
-
-def actor_name(pool: str, index: int, generation: int) -> str:
-    """The readable Ray actor name of a slot: ``fleet:<pool>:<index>:g<generation>``."""
-    return f"fleet:{pool}:{index}:g{generation}"
+        return slot_actor_name(self.pool, self.index, self.generation)
 
 
 class PhaseTimeout(AutomationError, TimeoutError):

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fleet_ray.names import DEFAULT_CHROMIUM
+
 DEFAULT_HOME = Path.home() / ".fleet-ray"
 
 
@@ -20,7 +22,7 @@ class Settings(BaseSettings):
     )
     ray_address: str | None = Field(None, description="Ray cluster to attach to (default: auto).")
     tick_s: float = Field(0.1, gt=0, description="Supervisor reconcile period.")
-    chromium_path: str = Field("/usr/bin/chromium", description="Chromium executable for browser slots.")
+    chromium_path: str = Field(DEFAULT_CHROMIUM, description="Chromium executable for browser slots.")
     api_host: str = "127.0.0.1"
     api_port: int = 8470
     api_token: SecretStr | None = None

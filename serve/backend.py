@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fleet_ray.errors import FleetError, FleetNotRunning
+from fleet_ray.errors import FleetNotRunning
+from fleet_ray.names import SUPERVISOR_NAME
+from fleet_ray.ray_boundary import ray_errors
 
 from .auth import ApiConfig
 from .redact import redact_json_bytes
 
-SUPERVISOR_NAME = "fleet:supervisor"
 MAX_STALE_S = 2.0  # oldest snapshot served while a fresh one is on its way
 
 
@@ -81,9 +82,9 @@ class Backend:
             ref = getattr(handle, method).remote(*args, **kwargs)
             return await asyncio.wait_for(ref, timeout=self.config.call_timeout_s)
         except ray.exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, FleetError):
-                raise cause from None
+            translated = ray_errors(exc)
+            if translated is not exc:
+                raise translated from None
             raise
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
             self._handle = None

@@ -15,12 +15,13 @@ from typing import Any
 
 from ray import serve
 
+from fleet_ray.names import HEAD_RESOURCE
+
 from .auth import ApiConfig, token_digest
 
 log = logging.getLogger(__name__)
 
 APP_PREFIX = "fleet-api"
-HEAD_RESOURCE = "node:__internal_head__"  # Ray's own marker of the head node (as in actors/handles.py)
 
 
 def app_name(namespace: str) -> str:

@@ -23,23 +23,12 @@ import ray
 from pydantic import BaseModel, ConfigDict
 
 from fleet_ray.api.status import FleetStatus
-from fleet_ray.errors import FleetError, FleetNotRunning, JobError
+from fleet_ray.errors import FleetNotRunning, JobError
+from fleet_ray.names import SUPERVISOR_NAME
+from fleet_ray.ray_boundary import get as _get
 from fleet_ray.spec.models import FleetSpec, PoolSpec, ResolvedPool, load_spec_file, validate_spec
 
-SUPERVISOR_NAME = "fleet:supervisor"
 SUBMIT_CHUNK = 5_000
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, FleetError) else exc
-
-
-def _call(ref: Any, timeout: float | None = 60) -> Any:
-    try:
-        return ray.get(ref, timeout=timeout)
-    except ray.exceptions.RayTaskError as exc:
-        raise _unwrap(exc) from None
 
 
 def _resolve_locally(pool: PoolSpec) -> ResolvedPool:
@@ -75,7 +64,7 @@ class Job:
         self.failed = 0
 
     def progress(self) -> dict[str, Any]:
-        return _call(self._wq.progress.remote(self.id)) or {}
+        return _get(self._wq.progress.remote(self.id)) or {}
 
     def results(self, timeout_s: float | None = None, poll_s: float = 1.0) -> Iterator[ItemResult]:
         """Yield each item's result as it lands, until every item has one (or the timeout passes)."""
@@ -83,7 +72,7 @@ class Job:
         while self.done + self.failed < self.total:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {self.id}: {self.done + self.failed}/{self.total} results after {timeout_s}s")
-            reply = _call(self._wq.fetch.remote(self.id, self._cursor, 10_000, poll_s), timeout=poll_s + 60)
+            reply = _get(self._wq.fetch.remote(self.id, self._cursor, 10_000, poll_s), timeout=poll_s + 60)
             if reply["progress"] is None:
                 raise JobError(f"job {self.id} is unknown to pool {self.pool!r} (its work queue restarted?)")
             self._cursor = reply["cursor"]
@@ -99,7 +88,7 @@ class Job:
         return list(self.results(timeout_s=timeout_s))
 
     def drop(self) -> None:
-        _call(self._wq.drop.remote(self.id))
+        _get(self._wq.drop.remote(self.id))
 
 
 class FleetClient:
@@ -113,38 +102,38 @@ class FleetClient:
         if isinstance(spec, str | Path):
             spec = load_spec_file(spec)
         validated, _ = validate_spec(spec, resolve=_resolve_locally)
-        return _call(self.supervisor.apply.remote(validated.model_dump(mode="json")))
+        return _get(self.supervisor.apply.remote(validated.model_dump(mode="json")))
 
     def scale(self, pool: str, slots: int) -> dict[str, Any]:
-        return _call(self.supervisor.scale.remote(pool, slots))
+        return _get(self.supervisor.scale.remote(pool, slots))
 
     def recycle(self, slot_id: str) -> dict[str, Any]:
-        return _call(self.supervisor.recycle.remote(slot_id))
+        return _get(self.supervisor.recycle.remote(slot_id))
 
     def pause(self, pool: str) -> dict[str, Any]:
-        return _call(self.supervisor.set_paused.remote(pool, True))
+        return _get(self.supervisor.set_paused.remote(pool, True))
 
     def resume(self, pool: str) -> dict[str, Any]:
-        return _call(self.supervisor.set_paused.remote(pool, False))
+        return _get(self.supervisor.set_paused.remote(pool, False))
 
     def pause_rollout(self, pool: str) -> dict[str, Any]:
-        return _call(self.supervisor.pause_rollout.remote(pool))
+        return _get(self.supervisor.pause_rollout.remote(pool))
 
     def resume_rollout(self, pool: str) -> dict[str, Any]:
-        return _call(self.supervisor.resume_rollout.remote(pool))
+        return _get(self.supervisor.resume_rollout.remote(pool))
 
     def rollback(self, pool: str) -> dict[str, Any]:
-        return _call(self.supervisor.rollback.remote(pool))
+        return _get(self.supervisor.rollback.remote(pool))
 
     def spec(self) -> dict[str, Any]:
         """The desired state the supervisor holds now."""
-        return _call(self.supervisor.current_spec.remote())
+        return _get(self.supervisor.current_spec.remote())
 
     def status(self) -> FleetStatus:
-        return FleetStatus.model_validate(_call(self.supervisor.status.remote()))
+        return FleetStatus.model_validate(_get(self.supervisor.status.remote()))
 
     def events(self, limit: int = 200) -> list[dict[str, Any]]:
-        return _call(self.supervisor.events.remote(limit))
+        return _get(self.supervisor.events.remote(limit))
 
     def wait_until(self, predicate, timeout_s: float = 60, interval_s: float = 0.1) -> FleetStatus:
         """Poll status until ``predicate(status)`` holds; raises TimeoutError with the last status."""
@@ -175,7 +164,7 @@ class FleetClient:
         recorded durably, and submitting the same run again processes only what is not done yet.
         Give stable ``ids`` when the item list may change order between attempts (default: position).
         """
-        info = _call(self.supervisor.workqueue.remote(pool))
+        info = _get(self.supervisor.workqueue.remote(pool))
         wq = ray.get_actor(info["name"], namespace=self.namespace)
         retries = info["max_item_retries"]
         items = list(items)
@@ -188,12 +177,12 @@ class FleetClient:
             item_of = dict(zip(id_list, items, strict=True))
             if len(item_of) != len(items):
                 raise JobError(f"run {run_id!r}: item ids must be unique")
-            return Run(pool, run_id, _call, self.supervisor, wq, item_of, retries, retry_failed, SUBMIT_CHUNK)
+            return Run(pool, run_id, _get, self.supervisor, wq, item_of, retries, retry_failed, SUBMIT_CHUNK)
         job_id = job_id or uuid.uuid4().hex[:12]
         total = 0
         for start in range(0, len(items), SUBMIT_CHUNK):
             chunk = list(zip(id_list[start : start + SUBMIT_CHUNK], items[start : start + SUBMIT_CHUNK], strict=True))
-            total = _call(wq.submit.remote(job_id, chunk, retries))
+            total = _get(wq.submit.remote(job_id, chunk, retries))
         if not items:
             total = 0
         return Job(pool, job_id, wq, total)
@@ -222,20 +211,20 @@ class FleetClient:
         from fleet_ray.client.subscription import Subscription
         from fleet_ray.streams.declare import import_model
 
-        info = _call(self.supervisor.stream_info.remote(stream))
+        info = _get(self.supervisor.stream_info.remote(stream))
         hub = ray.get_actor(info["hub"], namespace=self.namespace)
         return Subscription(hub, stream, group=group, model=model or import_model(info["model"]),
                             durable=durable, start=start)
 
     def streams(self) -> list[dict[str, Any]]:
         """Each stream's depth, bytes, capacity, in/out rates, blocked producers and group lag."""
-        return _call(self.supervisor.streams.remote())
+        return _get(self.supervisor.streams.remote())
 
     def add_sink(self, stream: str, spec: Any, name: str = "default") -> dict[str, Any]:
         """Copy ``stream`` into a sink (``JsonlSinkSpec`` / ``RedisSinkSpec`` or their dicts) by a sink actor."""
         from fleet_ray.streams.sinks import parse_sink_spec
 
-        return _call(self.supervisor.add_sink.remote(stream, parse_sink_spec(spec).model_dump(), name))
+        return _get(self.supervisor.add_sink.remote(stream, parse_sink_spec(spec).model_dump(), name))
 
     def follow_events(self, kinds: list[str] | None = None, pool: str | None = None,
                       timeout_s: float | None = None, after: list | None = None) -> Iterator[Any]:
@@ -247,28 +236,28 @@ class FleetClient:
         cursor = after
         while deadline is None or time.monotonic() < deadline:
             wait = 5.0 if deadline is None else max(0.0, min(5.0, deadline - time.monotonic()))
-            page = _call(self.supervisor.wait_events.remote(cursor, kinds, pool, wait), timeout=wait + 60)
+            page = _get(self.supervisor.wait_events.remote(cursor, kinds, pool, wait), timeout=wait + 60)
             cursor = page["cursor"]
             for e in page["events"]:
                 yield typed(e)
 
     def event_cursor(self) -> list | None:
         """A cursor at the newest event, for :meth:`follow_events` (``after=``)."""
-        return _call(self.supervisor.wait_events.remote(None, None, None, 0))["cursor"]
+        return _get(self.supervisor.wait_events.remote(None, None, None, 0))["cursor"]
 
     def error_groups(self, pool: str | None = None) -> list[dict[str, Any]]:
-        return _call(self.supervisor.error_groups.remote(pool))
+        return _get(self.supervisor.error_groups.remote(pool))
 
     def crashes(self, pool: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        return _call(self.supervisor.crashes.remote(pool, limit))
+        return _get(self.supervisor.crashes.remote(pool, limit))
 
     def configure_notifiers(self, config: dict[str, Any]) -> dict[str, Any]:
         """Webhook / Telegram error notifications (fleet_ray.observe.notify.NotifyConfig); returns them without secrets."""
-        return _call(self.supervisor.configure_notifiers.remote(config))
+        return _get(self.supervisor.configure_notifiers.remote(config))
 
     def down(self, timeout_s: float = 30.0) -> dict[str, Any]:
         """Remove every slot, the work queues, the checkpoint and the supervisor itself."""
-        result = _call(self.supervisor.shutdown.remote(timeout_s), timeout=timeout_s + 60)
+        result = _get(self.supervisor.shutdown.remote(timeout_s), timeout=timeout_s + 60)
         ray.kill(self.supervisor, no_restart=True)
         return result
 

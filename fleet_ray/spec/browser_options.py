@@ -37,6 +37,8 @@ from pydantic import (
     model_validator,
 )
 
+from fleet_ray.names import DEFAULT_CHROMIUM
+
 ResourceType = Literal["image", "font", "media", "stylesheet", "other"]
 OsName = Literal["windows", "macos", "linux"]
 
@@ -274,7 +276,7 @@ class ArtifactOptions(_Strict):
 class BrowserOptions(_Strict):
     """How a browser slot runs Chromium. Every field has a safe default."""
 
-    executable_path: str = Field("/usr/bin/chromium", description="Chromium binary (never downloaded).")
+    executable_path: str = Field(DEFAULT_CHROMIUM, description="Chromium binary (never downloaded).")
     headless: bool = True
     extra_args: list[str] = Field(default_factory=list, description="More Chromium switches.")
     block_resources: list[ResourceType] = Field(
