@@ -2,6 +2,7 @@
 
 - :mod:`~fleet_ray.client.fleet` — :func:`connect`, :class:`FleetClient`, batch :class:`Job`\\ s (Ray);
 - :mod:`~fleet_ray.client.http` — :class:`ApiClient`, the control-plane HTTP API's client (no Ray);
+- :mod:`~fleet_ray.client.items` — :class:`ItemResult`, one batch item's result (no Ray);
 - :mod:`~fleet_ray.client.runs` — resumable runs and their durable ledger;
 - :mod:`~fleet_ray.client.subscription` — reading a stream, typed, sync or async.
 
@@ -16,7 +17,7 @@ from typing import Any
 _LAZY = {
     "FleetClient": "fleet_ray.client.fleet",
     "Job": "fleet_ray.client.fleet",
-    "ItemResult": "fleet_ray.client.fleet",
+    "ItemResult": "fleet_ray.client.items",
     "connect": "fleet_ray.client.fleet",
     "init_ray": "fleet_ray.client.fleet",
     "ApiClient": "fleet_ray.client.http",

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from pydantic import BaseModel, ConfigDict
 
 from fleet_ray.api.status import FleetStatus
+from fleet_ray.client.items import ItemResult
+from fleet_ray.client.runs import Run
 from fleet_ray.errors import FleetNotRunning, JobError
 from fleet_ray.names import SUPERVISOR_NAME
 from fleet_ray.ray_boundary import get as _get
@@ -39,16 +40,6 @@ def _resolve_locally(pool: PoolSpec) -> ResolvedPool:
     from fleet_ray.spec.discovery import resolve_pool
 
     return resolve_pool(pool)
-
-
-class ItemResult(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    item_id: str
-    ok: bool
-    value: Any = None
-    error: str | None = None
-    attempts: int = 1
 
 
 class Job:
@@ -172,8 +163,6 @@ class FleetClient:
         if len(id_list) != len(items):
             raise JobError("ids must have one entry per item")
         if run_id is not None:
-            from fleet_ray.client.runs import Run
-
             item_of = dict(zip(id_list, items, strict=True))
             if len(item_of) != len(items):
                 raise JobError(f"run {run_id!r}: item ids must be unique")

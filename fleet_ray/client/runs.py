@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fleet_ray.client.items import ItemResult
 from fleet_ray.errors import JobError
 from fleet_ray.store import keys
 from fleet_ray.store.base import LogEntry, Store
@@ -172,10 +173,8 @@ class Run:
         if state.ok or state.failed or plan.adopted:
             call(supervisor.run_resumed.remote(pool, run_id, self.total, self.skipped, self.adopted, self.submitted))
 
-    def results(self, timeout_s: float | None = None, poll_s: float = 1.0) -> Iterator[Any]:
+    def results(self, timeout_s: float | None = None, poll_s: float = 1.0) -> Iterator[ItemResult]:
         """Yield each result of this attempt once, after it was recorded durably."""
-        from fleet_ray.client.fleet import ItemResult
-
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while self._expected - self._finished:
             if deadline is not None and time.monotonic() > deadline:

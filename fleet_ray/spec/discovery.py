@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import metadata
+from typing import TYPE_CHECKING
 
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 from pydantic import ValidationError
 
 from fleet_ray.automation import Automation, BatchAutomation, ContinuousAutomation
@@ -23,7 +26,9 @@ from fleet_ray.errors import (
     AutomationVersionMismatch,
     SpecError,
 )
-from fleet_ray.spec.models import PoolSpec, ResolvedPool
+
+if TYPE_CHECKING:  # models validates specs through this module; it needs nothing from models at run time
+    from fleet_ray.spec.models import PoolSpec
 
 GROUP = "fleet_ray.automations"
 
@@ -34,6 +39,17 @@ class FoundAutomation:
     cls: type[Automation]
     distribution: str | None
     version: str | None
+
+
+@dataclass(frozen=True)
+class ResolvedPool:
+    """A pool whose automation was found and whose config validated."""
+
+    spec: PoolSpec
+    batch: bool
+    distribution: str | None
+    installed_version: str | None
+    automation_cls: type | None = None  # for the stream wiring check (outputs / inputs declarations)
 
 
 def available() -> dict[str, metadata.EntryPoint]:
@@ -49,9 +65,6 @@ def find(name: str, pin: str | None = None) -> FoundAutomation:
     dist_name = ep.dist.name if ep.dist is not None else None
     version = ep.dist.version if ep.dist is not None else None
     if pin:
-        from packaging.specifiers import SpecifierSet
-        from packaging.version import Version
-
         if version is None or Version(version) not in SpecifierSet(pin):
             raise AutomationVersionMismatch(name, dist_name or "?", version or "unknown", pin)
     try:

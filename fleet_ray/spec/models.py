@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,6 +28,7 @@ from pydantic import (
 
 from fleet_ray.errors import AutomationError, SpecError
 from fleet_ray.spec.browser_options import BrowserOptions
+from fleet_ray.spec.discovery import ResolvedPool, resolve_pool
 from fleet_ray.streams.declare import StreamOptions, check_wiring, declared, parse_stream_ref
 
 POOL_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
@@ -152,8 +154,6 @@ class PoolSpec(_Strict):
     def _specifier(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        from packaging.specifiers import InvalidSpecifier, SpecifierSet
-
         text = v.strip()
         if text and text[0].isdigit():
             text = f"=={text}"
@@ -207,17 +207,6 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class ResolvedPool:
-    """A pool whose automation was found and whose config validated."""
-
-    spec: PoolSpec
-    batch: bool
-    distribution: str | None
-    installed_version: str | None
-    automation_cls: type | None = None  # for the stream wiring check (outputs / inputs declarations)
-
-
 def _loc(parts: tuple[Any, ...], pools: list[Any]) -> str:
     """Turn pydantic's ('pools', 0, 'config') into 'pools.web.config'."""
     out: list[str] = []
@@ -238,8 +227,6 @@ def _loc(parts: tuple[Any, ...], pools: list[Any]) -> str:
 
 def load_spec_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON spec file into a plain dict (not yet validated)."""
-    import yaml
-
     text = Path(path).read_text()
     data = yaml.safe_load(text)
     if not isinstance(data, dict):
@@ -264,8 +251,7 @@ def validate_spec(
         raise SpecError(
             [{"loc": _loc(tuple(e["loc"]), pools) or "spec", "msg": e["msg"]} for e in exc.errors()]
         ) from None
-    if resolve is None:
-        from fleet_ray.spec.discovery import resolve_pool as resolve
+    resolve = resolve or resolve_pool
     errors: list[dict[str, Any]] = []
     resolved: dict[str, ResolvedPool] = {}
     for pool in spec.pools:
