@@ -27,6 +27,11 @@ import psutil
 import ray
 
 from fleet_ray.automation import Context
+from fleet_ray.browser.automation import BrowserAutomation, BrowserSlotContext
+from fleet_ray.browser.cpus import CpuShare
+from fleet_ray.browser.host import tree_memory_mb
+from fleet_ray.browser.reaper import ProcessTag, reap_stale
+from fleet_ray.browser.runtime import TASK_NAME, BrowserRuntime
 from fleet_ray.errors import AutomationError
 
 from .slot import SlotCore
@@ -64,16 +69,11 @@ class BrowserSlotCore(SlotCore):
     async def start(self) -> dict[str, Any]:
         async with self._runtime_lock:
             if self.runtime is None:
-                from fleet_ray.browser.reaper import ProcessTag, reap_stale
-                from fleet_ray.browser.runtime import BrowserRuntime
-
                 reaped = await asyncio.to_thread(reap_stale)
                 if reaped:
                     log.warning("slot %s: killed %d stale Chromium process(es) on start", self.lessee, reaped)
                 tag = ProcessTag.for_slot(self.namespace, self.pool.name, self.identity.index, self.identity.generation)
                 if self.pool.browser.cpu_pinning == "auto" and hasattr(os, "sched_setaffinity"):
-                    from fleet_ray.browser.cpus import CpuShare
-
                     # before the driver and Chromium start, so that they inherit the share
                     self.cpu_share = CpuShare(tag.root, tag.owner)
                     await asyncio.to_thread(self.cpu_share.apply, [psutil.Process()])
@@ -83,8 +83,6 @@ class BrowserSlotCore(SlotCore):
         return await super().start()
 
     def make_context(self, config: Any) -> Context:
-        from fleet_ray.browser.automation import BrowserSlotContext
-
         ctx = BrowserSlotContext(
             self.identity, config, logger=logging.getLogger(f"fleet_ray.automation.{self.pool.name}")
         )
@@ -92,8 +90,6 @@ class BrowserSlotCore(SlotCore):
         return ctx
 
     def make_automation(self, cls: type, ctx: Context) -> Any:
-        from fleet_ray.browser.automation import BrowserAutomation
-
         if not issubclass(cls, BrowserAutomation):
             raise AutomationError(
                 f"pool {self.pool.name!r} has kind: browser but {cls.__qualname__} is not a BrowserAutomation "
@@ -102,8 +98,6 @@ class BrowserSlotCore(SlotCore):
         return cls(ctx)
 
     async def process_item(self, payload: Any, job_id: str, item_id: str, attempt: int) -> Any:
-        from fleet_ray.browser.runtime import TASK_NAME
-
         token = TASK_NAME.set(f"{job_id}-{item_id}-r{attempt}")
         try:
             return await super().process_item(payload, job_id, item_id, attempt)
@@ -130,8 +124,6 @@ class BrowserSlotCore(SlotCore):
     def _measure(self) -> tuple[float, float]:
         """(the whole tree's memory, Chromium's), MiB (see tree_memory_mb); re-pins the tree to
         this slot's CPU share, which changes as browser slots on the host come and go."""
-        from fleet_ray.browser.host import tree_memory_mb
-
         try:
             me = psutil.Process()
             procs = [me, *me.children(recursive=True)]

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 import ray
 
 from fleet_ray.names import HEAD_RESOURCE, hub_name
@@ -38,10 +39,8 @@ EXPIRE_EVERY_S = 1.0
 
 def _rss_mb() -> float:
     try:
-        import psutil
-
         return psutil.Process().memory_info().rss / 2**20
-    except Exception:  # pragma: no cover - psutil is a dependency; never fail stats over it
+    except Exception:  # pragma: no cover - never fail stats over it
         return 0.0
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from fleet_ray.automation import BatchAutomation, ConfigT, Context
 from fleet_ray.errors import AutomationError
 
-from .runtime import CURRENT_TASK, TaskInfo
+from .runtime import CURRENT_TASK, TASK_NAME, TaskInfo
 
 
 class BrowserSlotContext(Context):
@@ -71,6 +71,4 @@ class BrowserAutomation(BatchAutomation[ConfigT]):
             raise AutomationError(
                 f"{type(self).__qualname__} is a BrowserAutomation: run it in a pool with kind: browser"
             )
-        from .runtime import TASK_NAME
-
         return await runtime.run(self.visit, item, TASK_NAME.get())

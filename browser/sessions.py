@@ -23,7 +23,7 @@ from fleet_ray.errors import ProxyError
 from fleet_ray.spec.browser_options import SessionPolicy
 
 from .identity import Identity, IdentityFactory
-from .proxies import ProxyPool, ProxyState
+from .proxies import ProxyHealth, ProxyPool, ProxyState
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,6 @@ class SessionManager:
     def _proxy_ok(self, proxy_id: str | None) -> bool:
         if proxy_id is None:
             return not self.proxies
-        from .proxies import ProxyHealth
-
         return self.proxies.get(proxy_id).health(self.proxies.clock()) is ProxyHealth.HEALTHY
 
     def _new(self, proxy: ProxyState | None, keep: bool) -> Session:

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from fleet_ray.errors import AutomationError
+from fleet_ray.errors import AutomationError, StreamError
 from fleet_ray.names import slot_actor_name
 
 
@@ -231,8 +231,6 @@ class Context:
     def _streams(self) -> Any:
         io = getattr(self, "stream_io", None)
         if io is None:
-            from fleet_ray.errors import StreamError
-
             raise StreamError("this context has no streams (it runs outside a slot; see fleet_ray.streams.declare.InProcessStreams)")
         return io
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,8 +42,6 @@ class Sleep(BatchAutomation):
         delay_s: float = Field(0.1, ge=0)
 
     async def process(self, item: Any) -> Any:
-        import asyncio
-
         await asyncio.sleep(self.config.delay_s)
         return item
 
@@ -56,8 +56,6 @@ class Chaos(ContinuousAutomation):
         unhealthy_after_s: float | None = Field(None, gt=0, description="Health probe fails after this long.")
 
     async def setup(self) -> None:
-        import time
-
         if self.config.fail_setup:
             raise RuntimeError("chaos: setup failed on purpose")
         self._t0 = time.monotonic()
@@ -68,7 +66,5 @@ class Chaos(ContinuousAutomation):
                 raise RuntimeError("chaos: run() crashed on purpose")
 
     async def check_health(self) -> bool:
-        import time
-
         limit = self.config.unhealthy_after_s
         return limit is None or time.monotonic() - self._t0 < limit

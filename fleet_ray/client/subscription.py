@@ -26,6 +26,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import ray
+
 from fleet_ray.streams.declare import Codec
 
 
@@ -41,9 +43,6 @@ class Batch:
 class Subscription:
     def __init__(self, hub: Any, stream: str, group: str | None = None, model: type | None = None,
                  durable: bool = False, start: str = "earliest", max_items: int = 5_000, wait_s: float = 0.5):
-        import ray
-
-        self._ray = ray
         self.hub = hub
         self.stream = stream
         self.group = group or f"driver-{uuid.uuid4().hex[:8]}"
@@ -61,7 +60,7 @@ class Subscription:
     # -- sync --------------------------------------------------------------------------------------
     def _entries(self) -> list:
         ack, self._ack = self._ack, []
-        return self._ray.get(self.hub.pull.remote(self.group, self.consumer, self.max_items, self.wait_s, ack))
+        return ray.get(self.hub.pull.remote(self.group, self.consumer, self.max_items, self.wait_s, ack))
 
     def _decode(self, entries: list, payloads: list) -> list[tuple[int, Batch]]:
         out = []
@@ -88,7 +87,7 @@ class Subscription:
         while not self._closed and not self._expired(deadline, idle_s, last):
             entries = self._entries()
             if entries:
-                for index, batch in self._decode(entries, self._ray.get([e[1] for e in entries])):
+                for index, batch in self._decode(entries, ray.get([e[1] for e in entries])):
                     last = time.monotonic()
                     yield batch
                     self._ack.append(index)
@@ -110,7 +109,7 @@ class Subscription:
                 return
             entries = self._entries()
             if entries:
-                self._buffer_batches(self._decode(entries, self._ray.get([e[1] for e in entries])))
+                self._buffer_batches(self._decode(entries, ray.get([e[1] for e in entries])))
 
     def __iter__(self) -> Iterator[Any]:
         return self.iter()
@@ -182,11 +181,11 @@ class Subscription:
         ack, self._ack = self._ack, []
         try:
             if ack:
-                self._ray.get(self.hub.ack.remote(self.group, self.consumer, ack))
-            self._ray.get(self.hub.release.remote(self.group, self.consumer))
+                ray.get(self.hub.ack.remote(self.group, self.consumer, ack))
+            ray.get(self.hub.release.remote(self.group, self.consumer))
             if not self.durable:
-                self._ray.get(self.hub.drop_group.remote(self.group))
-        except self._ray.exceptions.RayError:
+                ray.get(self.hub.drop_group.remote(self.group))
+        except ray.exceptions.RayError:
             pass  # the hub is gone; nothing to hand back
 
     def __enter__(self) -> Subscription:

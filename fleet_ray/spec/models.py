@@ -17,8 +17,6 @@ from typing import Any, Literal
 import yaml
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -27,7 +25,7 @@ from pydantic import (
 )
 
 from fleet_ray.errors import AutomationError, SpecError
-from fleet_ray.spec.browser_options import BrowserOptions
+from fleet_ray.spec.browser_options import BrowserOptions, _Strict  # the spec's strict base
 from fleet_ray.spec.discovery import ResolvedPool, resolve_pool
 from fleet_ray.streams.declare import StreamOptions, check_wiring, declared, parse_stream_ref
 
@@ -37,9 +35,6 @@ POOL_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 # validation context key: a spec given by a user (apply), checked strictly; specs the fleet wrote
 # itself (checkpoints, slot starts) are read leniently where versions may differ
 USER_SPEC = "fleet_ray.user_spec"
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Placement(_Strict):
