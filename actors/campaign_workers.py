@@ -4,7 +4,10 @@ Each worker actor hosts the members ``m`` with ``m % workers == index`` (so a me
 and HTTP connections stay put), runs their operations in threads (``threads_per_worker``) and takes
 ``cancel`` calls in a separate concurrency group so they never queue behind work. Workers are named
 ``campaign:<id>:w<index>:<token>`` for ``ray list actors`` and the dashboard, owned by the driver
-(they go when it goes) and pinned to their node. Ray is imported lazily.
+(they go when it goes) and pinned to their node. A worker builds its member runtime from the store URL:
+guardrail state from :func:`fleet_ray.store.open_guardrails`, Chromium pages from
+:class:`fleet_ray.browser.campaign.ChromiumPages`. :class:`~fleet_ray.campaign.campaign.Campaign`
+imports this module only when it starts Ray workers.
 """
 
 from __future__ import annotations
@@ -14,63 +17,54 @@ import math
 import os
 from typing import Any
 
-from fleet_ray.campaign.config import CampaignConfig, Identity
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from fleet_ray.browser.campaign import ChromiumPages
+from fleet_ray.campaign.config import CampaignConfig, CampaignPlacement, MemberIdentity
+from fleet_ray.campaign.member import MemberRuntime
 from fleet_ray.campaign.policy import Policy
 from fleet_ray.campaign.results import OpOutcome, OpSpec, failure
+from fleet_ray.client.fleet import init_ray
 from fleet_ray.errors import CampaignError, MemberCancelled
 from fleet_ray.names import HEAD_RESOURCE
+from fleet_ray.observe.events import EventLog
 from fleet_ray.ray_boundary import task_cause
+from fleet_ray.store import open_guardrails, open_store
 
 log = logging.getLogger(__name__)
-_WORKER_CLS: Any = None
 
 
-def _worker_class() -> Any:
-    global _WORKER_CLS
-    if _WORKER_CLS is not None:
-        return _WORKER_CLS
-    import ray
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, concurrency_groups={"control": 2})
+class CampaignWorker:
+    def __init__(self, campaign_id: str, config: CampaignConfig, store_url: str, namespace: str,
+                 policy: Policy | None, identities: dict[int, MemberIdentity]):
+        node = ray.get_runtime_context().get_node_id()
+        events = EventLog(open_store(store_url, namespace), max_len=None)
+        self.rt = MemberRuntime(campaign_id, config, open_guardrails(store_url, namespace), events, policy,
+                                identities, node=node, pages=ChromiumPages())
+        self._fns: dict[str, Any] = {}
 
-    class CampaignWorker:
-        def __init__(self, campaign_id: str, config: CampaignConfig, store_url: str, namespace: str,
-                     policy: Policy | None, identities: dict[int, Identity]):
-            from fleet_ray.campaign.guardrails import open_guardrails
-            from fleet_ray.campaign.member import MemberRuntime
-            from fleet_ray.observe.events import EventLog
-            from fleet_ray.store import open_store
+    def ping(self) -> tuple[str, int]:
+        return self.rt.node, os.getpid()
 
-            node = ray.get_runtime_context().get_node_id()
-            events = EventLog(open_store(store_url, namespace), max_len=None)
-            self.rt = MemberRuntime(campaign_id, config, open_guardrails(store_url, namespace), events, policy,
-                                    identities, node=node)
-            self._fns: dict[str, Any] = {}
+    def run(self, spec: OpSpec, fn_box: list[Any]) -> OpOutcome:
+        ref = fn_box[0]
+        fn = self._fns.get(ref.hex())
+        if fn is None:
+            fn = self._fns[ref.hex()] = ray.get(ref)
+        return self.rt.run(spec, fn)
 
-        def ping(self) -> tuple[str, int]:
-            return self.rt.node, os.getpid()
+    @ray.method(concurrency_group="control")
+    def cancel(self, op_ids: list[str]) -> None:
+        self.rt.cancel(op_ids)
 
-        def run(self, spec: OpSpec, fn_box: list[Any]) -> OpOutcome:
-            ref = fn_box[0]
-            fn = self._fns.get(ref.hex())
-            if fn is None:
-                fn = self._fns[ref.hex()] = ray.get(ref)
-            return self.rt.run(spec, fn)
-
-        @ray.method(concurrency_group="control")
-        def cancel(self, op_ids: list[str]) -> None:
-            self.rt.cancel(op_ids)
-
-        @ray.method(concurrency_group="control")
-        def close(self) -> None:
-            self.rt.close()
-
-    _WORKER_CLS = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0,
-                             concurrency_groups={"control": 2})(CampaignWorker)
-    return _WORKER_CLS
+    @ray.method(concurrency_group="control")
+    def close(self) -> None:
+        self.rt.close()
 
 
-def eligible_nodes(placement: Any) -> list[str]:
-    import ray
-
+def eligible_nodes(placement: CampaignPlacement) -> list[str]:
     out = []
     for n in ray.nodes():
         if not n.get("Alive"):
@@ -89,13 +83,8 @@ def eligible_nodes(placement: Any) -> list[str]:
 
 class RayExecutor:
     def __init__(self, campaign_id: str, config: CampaignConfig, store_url: str, namespace: str,
-                 policy: Policy | None, identities: dict[int, Identity], ready_timeout_s: float = 120.0):
-        import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
+                 policy: Policy | None, identities: dict[int, MemberIdentity], ready_timeout_s: float = 120.0):
         if not ray.is_initialized():
-            from fleet_ray.client.fleet import init_ray
-
             init_ray()
         nodes = eligible_nodes(config.placement)
         if not nodes:
@@ -105,11 +94,10 @@ class RayExecutor:
         k = config.placement.workers or len(nodes)
         threads = config.placement.threads_per_worker or min(128, math.ceil(config.active_concurrency / k) + 1)
         token = os.urandom(3).hex()
-        cls = _worker_class()
         self.workers = []
         for i in range(k):
             mine = {m: ident for m, ident in identities.items() if m % k == i}
-            self.workers.append(cls.options(
+            self.workers.append(CampaignWorker.options(
                 name=f"campaign:{campaign_id}:w{i}:{token}", max_concurrency=threads,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=False),
             ).remote(campaign_id, config, store_url, namespace, policy, mine))
@@ -123,8 +111,6 @@ class RayExecutor:
         self._specs: dict[Any, OpSpec] = {}
 
     def register(self, fn: Any) -> Any:
-        import ray
-
         return [ray.put(fn)]  # boxed: Ray hands the ref itself to the worker, which caches the function
 
     def submit(self, spec: OpSpec, fn: Any) -> Any:
@@ -133,8 +119,6 @@ class RayExecutor:
         return ref
 
     def wait(self, handles: list[Any], timeout: float) -> list[tuple[Any, OpOutcome]]:
-        import ray
-
         ready, _ = ray.wait(handles, num_returns=1, timeout=timeout)
         if not ready:
             return []
@@ -171,8 +155,6 @@ class RayExecutor:
         return sorted(set(self._nodes))
 
     def shutdown(self) -> None:
-        import ray
-
         try:
             ray.get([w.close.remote() for w in self.workers], timeout=10)
         except Exception as exc:  # dead workers have nothing to close

@@ -10,8 +10,10 @@ the target's breaker.
 
 Each worker thread that opens pages keeps one Chromium (Debian's ``/usr/bin/chromium`` by default,
 driven by Playwright's sync API, started through the browser add-on's launcher so it dies with its
-owner; Playwright never downloads a browser). Needs the browser extra: ``pip install
-'fleet-ray[browser]'``. This module imports Playwright lazily and never imports Ray.
+owner; Playwright never downloads a browser). :class:`ChromiumPages` is the page opener whoever builds
+a :class:`~fleet_ray.campaign.member.MemberRuntime` hands it (the campaign's local executor, the Ray
+worker actors); the campaign core itself never imports this module at module level. Needs the browser
+extra: ``pip install 'fleet-ray[browser]'``. This module imports Playwright lazily and never imports Ray.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from http.cookiejar import Cookie
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import psutil
 
+from fleet_ray.browser.host import BASE_ARGS
+from fleet_ray.browser.reaper import default_root, write_launcher
 from fleet_ray.campaign.proxies import is_reputation_hit
 from fleet_ray.errors import CampaignError, redact_url
 from fleet_ray.names import DEFAULT_CHROMIUM as DEFAULT_CHROMIUM_PATH
@@ -56,7 +60,7 @@ def playwright_proxy(url: str | None) -> dict[str, str] | None:
 
 
 def context_options(identity: Any, proxy: str | None) -> dict[str, Any]:
-    """Playwright ``new_context`` options for a campaign :class:`~fleet_ray.campaign.config.Identity`."""
+    """Playwright ``new_context`` options for a campaign :class:`~fleet_ray.campaign.config.MemberIdentity`."""
     width, height = identity.viewport
     opts: dict[str, Any] = {
         "user_agent": identity.user_agent,
@@ -141,9 +145,6 @@ class Browsers:
             with self._lock:
                 self._held.append((threading.current_thread(), pw))
                 self._pids |= _children() - before
-        from fleet_ray.browser.host import BASE_ARGS
-        from fleet_ray.browser.reaper import default_root, write_launcher
-
         before = _children(recursive=True)
         try:
             browser = pw.chromium.launch(
@@ -199,20 +200,35 @@ def _children(recursive: bool = False) -> set[int]:
     return out
 
 
+class ChromiumPages:
+    """The members' page opener (:class:`~fleet_ray.campaign.member.PageOpener`): pages from this
+    worker's :class:`Browsers`, opened by :func:`open_page`; :meth:`close` ends every Chromium."""
+
+    def __init__(self, browsers: Browsers | None = None):
+        self.browsers = browsers or Browsers()  # Chromium per worker thread, started by the first ctx.page
+
+    def open(self, ctx: MemberContext, url: str, wait_until: str = "domcontentloaded",
+             timeout_s: float | None = None) -> AbstractContextManager[Any]:
+        return open_page(ctx, self.browsers, url, wait_until, timeout_s)
+
+    def close(self) -> None:
+        self.browsers.close()
+
+
 @contextmanager
-def open_page(ctx: MemberContext, url: str, wait_until: str = "domcontentloaded",
+def open_page(ctx: MemberContext, browsers: Browsers, url: str, wait_until: str = "domcontentloaded",
               timeout_s: float | None = None) -> Iterator[Any]:
     """See :meth:`MemberContext.page`."""
-    rt = ctx._rt
+    config = ctx.config
     jar = ctx.http.cookies  # the member's jar (and its client warmed before the guard)
-    browser = rt.browsers.get()
+    browser = browsers.get()
     context = browser.new_context(**context_options(ctx.identity, ctx.spec.proxy))
     try:
         cookies = jar_to_playwright(jar, url)
         if cookies:
             context.add_cookies(cookies)
         page = context.new_page()
-        timeout_ms = (timeout_s or rt.config.request_timeout_s) * 1000
+        timeout_ms = (timeout_s or config.request_timeout_s) * 1000
         with ctx.guard(url, url=url, method="GET") as g:
             from playwright.sync_api import Error as PlaywrightError
 
@@ -231,7 +247,7 @@ def open_page(ctx: MemberContext, url: str, wait_until: str = "domcontentloaded"
                 text = ""
             hit = is_reputation_hit(status, None, text)
             g.record.reputation_hit = hit
-            if (status is not None and status in rt.config.breaker.failure_statuses) or hit:
+            if (status is not None and status in config.breaker.failure_statuses) or hit:
                 g.fail(f"HTTP {status}" + (" (reputation hit)" if hit else ""), status)
         yield page
     finally:

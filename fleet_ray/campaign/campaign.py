@@ -13,6 +13,10 @@ Setup checks everything before anything starts: the config (every bad field name
 key, the store, the driver lease (one driver per campaign id, so the chain stays linear), the
 durable log (a fresh campaign id must be unused; ``resume=True`` continues one). Coordinators live
 in :mod:`fleet_ray.campaign.coordinators`, the dispatch loop in :mod:`fleet_ray.campaign.engine`.
+Guardrail state comes from :func:`fleet_ray.store.open_guardrails`, beside the store. Members run in
+a thread pool here (``executor="local"``) or on Ray worker actors
+(:mod:`fleet_ray.actors.campaign_workers`); their pages open in Chromium through
+:class:`fleet_ray.browser.campaign.ChromiumPages`. Both are imported only when the executor starts.
 """
 
 from __future__ import annotations
@@ -26,13 +30,12 @@ from typing import Any
 
 from fleet_ray.campaign import audit as A
 from fleet_ray.campaign.breaker import BreakerTrip
-from fleet_ray.campaign.config import CampaignConfig, Identity, target_host, validate_config
+from fleet_ray.campaign.config import CampaignConfig, MemberIdentity, target_host, validate_config
 from fleet_ray.campaign.coordinators import Coordinators
 from fleet_ray.campaign.engine import Executor, LocalExecutor, Work
-from fleet_ray.campaign.guardrails import MemoryGuardrails, open_guardrails
 from fleet_ray.campaign.member import MemberRuntime
 from fleet_ray.campaign.policy import Policy, PolicyRequest, capabilities, evaluate
-from fleet_ray.campaign.proxies import ProxyPool
+from fleet_ray.campaign.proxies import MemberProxyPool
 from fleet_ray.campaign.results import AuditStatus, CampaignStatus, MemberResult, OpOutcome, OpSpec, to_result
 from fleet_ray.campaign.signing import SigningKey, load_signing_key
 from fleet_ray.errors import (
@@ -43,11 +46,13 @@ from fleet_ray.errors import (
     CampaignLeaseHeld,
     CircuitOpen,
     FleetError,
+    MemberCancelled,
     PolicyDenied,
     redact_url,
 )
 from fleet_ray.observe.events import EventLog
-from fleet_ray.store import open_store
+from fleet_ray.settings import Settings
+from fleet_ray.store import open_guardrails, open_store
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +60,13 @@ Notifier = Callable[[BreakerTrip], None]
 
 
 class Campaign(Coordinators):
-    def __init__(self, members: int | list[Identity | dict[str, Any]] = 1, *, campaign_id: str | None = None,
+    def __init__(self, members: int | list[MemberIdentity | dict[str, Any]] = 1, *, campaign_id: str | None = None,
                  store_url: str | None = None, namespace: str | None = None, policy: Policy | None = None,
                  notifier: Notifier | None = None, executor: str = "ray", config: CampaignConfig | None = None,
                  signing_key: SigningKey | None = None, **options: Any):
-        from fleet_ray.settings import Settings
-
         if config is None:
             idents = ([{"id": f"member-{i}"} for i in range(members)] if isinstance(members, int)
-                      else [m.model_dump() if isinstance(m, Identity) else m for m in members])
+                      else [m.model_dump() if isinstance(m, MemberIdentity) else m for m in members])
             data = {"campaign_id": campaign_id or f"campaign-{uuid.uuid4().hex[:12]}", "members": idents, **options}
             config = validate_config(data)
         else:
@@ -98,11 +101,10 @@ class Campaign(Coordinators):
         self._targets_seen: set[str] = set()
         self._closing = False
         self._closed = False
-        self.proxies = ProxyPool(config.proxies, config.proxy_max_failures, config.proxy_cooldown_s)
+        self.proxies = MemberProxyPool(config.proxies, config.proxy_max_failures, config.proxy_cooldown_s)
         self.store = open_store(self.store_url, self.namespace)
         self.events = EventLog(self.store, max_len=None)
-        self.guardrails = (MemoryGuardrails() if self.store_url.startswith("memory://")
-                           else open_guardrails(self.store_url, self.namespace))
+        self.guardrails = open_guardrails(self.store_url, self.namespace)
         self._lease_stop = threading.Event()
         self._lease_thread: threading.Thread | None = None
         try:
@@ -178,13 +180,20 @@ class Campaign(Coordinators):
         identities = dict(enumerate(self.config.members))
         threads = self.config.placement.threads_per_worker
         if kind == "local":
-            rt = MemberRuntime(self.campaign_id, self.config, self.guardrails, self.events, self.policy, identities)
+            # Chromium lives in browser/ (Playwright, psutil): the campaign core never imports it at
+            # module level, so it is loaded here, when a local executor starts and hands it to its members
+            from fleet_ray.browser.campaign import ChromiumPages
+
+            rt = MemberRuntime(self.campaign_id, self.config, self.guardrails, self.events, self.policy, identities,
+                               pages=ChromiumPages())
             return LocalExecutor(rt, min(threads or self.config.active_concurrency, 512))
+        # every Ray call of a campaign is in actors/: loaded only when Ray workers start, so a local
+        # campaign (and importing fleet_ray.campaign) never imports Ray
         from fleet_ray.actors.campaign_workers import RayExecutor
 
         return RayExecutor(self.campaign_id, self.config, self.store_url, self.namespace, self.policy, identities)
 
-    # --- what the dispatch loop (engine.Run) calls ----------------------------------------------
+    # --- what the dispatch loop (engine.CoordinatorRun) calls ----------------------------------------------
     @property
     def closing(self) -> bool:
         return self._closing
@@ -325,8 +334,6 @@ class Campaign(Coordinators):
             self._notify(BreakerTrip(**trip))
         ident = self.identity(spec.member)
         if lost_race:
-            from fleet_ray.errors import MemberCancelled
-
             late = outcome.ok
             exc = MemberCancelled(spec.member, "race won by a sibling" + ("; late result suppressed" if late else ""))
             outcome = OpOutcome(op_id=outcome.op_id, member=outcome.member, ok=False, error_type="MemberCancelled",

@@ -1,5 +1,9 @@
 """Campaign configuration: members' identities, guardrails, audit, placement. Validated up front.
 
+A member's identity is a :class:`MemberIdentity` (the HTTP client it presents: UA, locale, cookies,
+proxy), not the browser fingerprint of :class:`fleet_ray.browser.identity.Identity`; where workers run
+is a :class:`CampaignPlacement`, not a pool's :class:`fleet_ray.spec.models.Placement`.
+
 Everything here is a Pydantic model with ``extra="forbid"``; :func:`validate_config` turns every
 problem into one :class:`~fleet_ray.errors.CampaignConfigError` naming the fields, before anything starts.
 Guardrails are on by default and the rate limit can't be configured below 1 request/s per target.
@@ -15,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fleet_ray.errors import CampaignConfigError, redact_url
+from fleet_ray.store.guardrails import DEFAULT_WINDOW
 
 MIN_RATE = 1.0  # the safety rail: a target's limit can't be configured below this many requests/s
 DEFAULT_RATE = 2.0
@@ -31,7 +36,7 @@ def target_host(target: str) -> str:
     return host
 
 
-class Identity(BaseModel):
+class MemberIdentity(BaseModel):
     """One member's identity: everything that makes its requests look like an independent client."""
 
     model_config = ConfigDict(extra="forbid")
@@ -99,10 +104,12 @@ class BreakerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    failure_rate: float = Field(0.10, gt=0, lt=1, description="Trip when failures/samples exceeds this")
-    window_s: float = Field(60.0, ge=1, le=3600, description="Sliding window length")
-    min_samples: int = Field(20, ge=1, description="No trip with fewer samples in the window")
-    bucket_s: float = Field(1.0, gt=0, le=60, description="Window resolution")
+    failure_rate: float = Field(DEFAULT_WINDOW.failure_rate, gt=0, lt=1,
+                                description="Trip when failures/samples exceeds this")
+    window_s: float = Field(DEFAULT_WINDOW.window_s, ge=1, le=3600, description="Sliding window length")
+    min_samples: int = Field(DEFAULT_WINDOW.min_samples, ge=1,
+                             description="No trip with fewer samples in the window")
+    bucket_s: float = Field(DEFAULT_WINDOW.bucket_s, gt=0, le=60, description="Window resolution")
     failure_statuses: list[int] = Field(
         default_factory=lambda: [403, 408, 429, 500, 502, 503, 504],
         description="HTTP statuses that count as failures (transport errors always do)",
@@ -121,7 +128,7 @@ class AuditConfig(BaseModel):
     inline_value_bytes: int = Field(4096, ge=0, description="Results up to this size are kept in receipts")
 
 
-class Placement(BaseModel):
+class CampaignPlacement(BaseModel):
     """Where member workers run: one or more per eligible node, spread round-robin."""
 
     model_config = ConfigDict(extra="forbid")
@@ -137,12 +144,12 @@ class CampaignConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     campaign_id: str = Field(description="Names the campaign in receipts, the store and resume")
-    members: list[Identity] = Field(min_length=1, description="One identity per member")
+    members: list[MemberIdentity] = Field(min_length=1, description="One identity per member")
     active_concurrency: int = Field(50, ge=1, le=100_000, description="Member operations in flight at once")
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
-    placement: Placement = Field(default_factory=Placement)
+    placement: CampaignPlacement = Field(default_factory=CampaignPlacement)
     proxies: list[str] = Field(default_factory=list, description="Proxy pool rotated for members without one")
     proxy_max_failures: int = Field(3, ge=1, description="Consecutive failures before a proxy cools down")
     proxy_cooldown_s: float = Field(30.0, ge=0)

@@ -21,13 +21,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fleet_ray.campaign.config import Identity, target_host
-from fleet_ray.campaign.engine import Run, Work
+from fleet_ray.campaign.config import MemberIdentity, target_host
+from fleet_ray.campaign.engine import CoordinatorRun, Work
 from fleet_ray.campaign.results import MemberResult
 from fleet_ray.errors import CampaignConfigError
 
 Task = Callable[[Any, Any], Any]
-Planner = Callable[[int, Identity], Any]
+Planner = Callable[[int, MemberIdentity], Any]
 
 
 def _target_of(item: Any, where: str) -> str | None:
@@ -56,7 +56,7 @@ class Coordinators:
     def _run(self, coordinator: str, works: list[Work], goal=None, follow=None) -> dict[Any, MemberResult]:
         self._begin_run()
         try:
-            return Run(self, coordinator, goal, follow).execute(works)
+            return CoordinatorRun(self, coordinator, goal, follow).execute(works)
         finally:
             self._end_run()
 

@@ -1,11 +1,13 @@
 """The coordinators' dispatch loop, independent of where members run (no Ray here).
 
-One :class:`Run` per coordinator call: it hands work to free members while the campaign-wide
+One :class:`CoordinatorRun` per coordinator call (not a resumable fleet run, which is
+:class:`fleet_ray.client.runs.Run`): it hands work to free members while the campaign-wide
 ``active_concurrency`` allows, settles outcomes as they land (receipts, counters, proxy health,
 breaker notifications — all through the campaign), feeds follow-up work (the next pipeline stage)
 and, for races, cancels the siblings of the first member to reach the goal. A member runs one
 operation at a time. Executors run :class:`~fleet_ray.campaign.results.OpSpec` somewhere:
-:class:`LocalExecutor` in a thread pool, ``RayExecutor`` on worker actors across nodes.
+:class:`LocalExecutor` in a thread pool, :class:`fleet_ray.actors.campaign_workers.RayExecutor` on
+worker actors across nodes.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ class LocalExecutor:
         self.runtime.close()
 
 
-class Run:
+class CoordinatorRun:
     """One coordinator call. ``host`` is the :class:`~fleet_ray.campaign.campaign.Campaign`."""
 
     def __init__(self, host: Any, coordinator: str, goal: Callable[[Any], bool] | None = None,

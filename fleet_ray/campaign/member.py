@@ -13,7 +13,11 @@ operations for the members assigned to it. Tasks get a :class:`MemberContext`::
 An operation on a known target reserves that target's rate-limit slot before the task runs; the
 first guarded call to the same host uses it, so "one op, one request" costs one slot. If the task
 makes no guarded call to its target, the operation itself is the request the breaker counts.
-This module never imports Ray.
+
+Guardrail state is a :class:`~fleet_ray.store.guardrails.GuardrailState` (from
+:func:`fleet_ray.store.open_guardrails`). Chromium pages (``ctx.page``) come from a :class:`PageOpener`
+handed in by whoever builds the runtime — :class:`fleet_ray.browser.campaign.ChromiumPages` — so this
+module imports neither Ray nor the browser code.
 """
 
 from __future__ import annotations
@@ -24,21 +28,28 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol
 
 import httpx
 
 from fleet_ray.campaign.breaker import BreakerTrip
-from fleet_ray.campaign.config import CampaignConfig, Identity, target_host
-from fleet_ray.campaign.guardrails import Guardrails
+from fleet_ray.campaign.config import CampaignConfig, MemberIdentity, target_host
 from fleet_ray.campaign.policy import Policy, PolicyRequest, capabilities, enforce
 from fleet_ray.campaign.proxies import is_reputation_hit, proxy_id
 from fleet_ray.campaign.ratelimit import effective_rate
 from fleet_ray.campaign.results import OpOutcome, OpSpec, RequestRecord, failure
-from fleet_ray.errors import CircuitOpen, DiscoveryFailed, GuardrailRefused, MemberCancelled, RateLimited
+from fleet_ray.errors import (
+    CampaignError,
+    CircuitOpen,
+    DiscoveryFailed,
+    GuardrailRefused,
+    MemberCancelled,
+    RateLimited,
+)
 from fleet_ray.observe.events import Event, EventLog
 from fleet_ray.observe.hlc import HLC
+from fleet_ray.store.guardrails import GuardrailState
 
 log = logging.getLogger(__name__)
 LATE_RETRIES = 3  # slots given up for lateness before a request goes out anyway
@@ -57,12 +68,21 @@ class GuardHandle:
             self.record.status = status
 
 
+class PageOpener(Protocol):
+    """Opens a member's Chromium pages for :meth:`MemberContext.page`; closed with the runtime."""
+
+    def open(self, ctx: MemberContext, url: str, wait_until: str, timeout_s: float | None
+             ) -> AbstractContextManager[Any]: ...
+    def close(self) -> None: ...
+
+
 class MemberContext:
     def __init__(self, rt: MemberRuntime, spec: OpSpec, cancel: threading.Event):
         self._rt = rt
         self.spec = spec
+        self.config = rt.config
         self.member = spec.member
-        self.identity: Identity = rt.identities.get(spec.member) or Identity()
+        self.identity: MemberIdentity = rt.identities.get(spec.member) or MemberIdentity()
         self.stage = spec.stage
         self.target = spec.target
         self.node = rt.node
@@ -205,9 +225,9 @@ class MemberContext:
         The navigation's status is ``ctx.requests[-1].status``; failure statuses and challenge pages
         count against the target's breaker. Needs the browser extra (see ``fleet_ray.browser.campaign``).
         """
-        from fleet_ray.browser.campaign import open_page
-
-        return open_page(self, url, wait_until, timeout_s)
+        if self._rt.pages is None:
+            raise CampaignError("this member runtime was built without a page opener (ctx.page needs Chromium)")
+        return self._rt.pages.open(self, url, wait_until, timeout_s)
 
     @property
     def http(self) -> httpx.Client:
@@ -220,9 +240,11 @@ class MemberContext:
 
 
 class MemberRuntime:
-    def __init__(self, campaign_id: str, config: CampaignConfig, guardrails: Guardrails,
-                 events: EventLog | None, policy: Policy | None, identities: dict[int, Identity],
-                 node: str = "local"):
+    """Runs operations for the members of one worker; ``pages`` opens their Chromium pages (none: no ``ctx.page``)."""
+
+    def __init__(self, campaign_id: str, config: CampaignConfig, guardrails: GuardrailState,
+                 events: EventLog | None, policy: Policy | None, identities: dict[int, MemberIdentity],
+                 node: str = "local", pages: PageOpener | None = None):
         self.campaign_id = campaign_id
         self.config = config
         self.guardrails = guardrails
@@ -238,9 +260,7 @@ class MemberRuntime:
         self._clients: dict[int, tuple[str | None, Any]] = {}
         self._found: dict[str, tuple[bool, Any]] = {}
         self._finding: dict[str, threading.Lock] = {}
-        from fleet_ray.browser.campaign import Browsers
-
-        self.browsers = Browsers()  # Chromium per worker thread, started by the first ctx.page
+        self.pages = pages  # Chromium per worker thread, started by the first ctx.page
 
     def emit(self, kind: str, message: str, data: dict[str, Any]) -> None:
         if self.events is None:
@@ -302,7 +322,7 @@ class MemberRuntime:
         held = self._clients.get(member)
         if held is not None and held[0] == proxy:
             return held[1]
-        ident = self.identities.get(member) or Identity()
+        ident = self.identities.get(member) or MemberIdentity()
         headers = {"User-Agent": ident.user_agent, "Accept-Language": ident.locale, **ident.headers}
         cookies = held[1].cookies if held is not None else ident.cookies
         client = httpx.Client(headers=headers, cookies=cookies, proxy=proxy, follow_redirects=True,
@@ -361,5 +381,6 @@ class MemberRuntime:
         for _, client in self._clients.values():
             client.close()
         self._clients.clear()
-        self.browsers.close()
+        if self.pages is not None:
+            self.pages.close()
         self.guardrails.close()

@@ -2,7 +2,8 @@
 
 These take a store URL and namespace, not a running campaign: breakers are shared by every campaign
 in the namespace (reputation belongs to the target, not to one campaign), and verifying an audit
-file needs only the file and the trusted key. ::
+file needs only the file and the trusted key. Breakers are read and reset through
+:func:`fleet_ray.store.open_guardrails`, next to the store at the same URL. ::
 
     from fleet_ray.campaign.operator import breaker_status, reset_breaker
 
@@ -14,14 +15,13 @@ from __future__ import annotations
 import getpass
 from pathlib import Path
 
-from fleet_ray.campaign.breaker import BreakerState
 from fleet_ray.campaign.config import BreakerConfig, target_host
-from fleet_ray.campaign.guardrails import open_guardrails
 from fleet_ray.campaign.signing import load_verify_key
 from fleet_ray.campaign.verify import AuditReport, verify_audit_file
 from fleet_ray.observe.events import Event, EventLog
 from fleet_ray.observe.hlc import HLC
-from fleet_ray.store import open_store
+from fleet_ray.store import open_guardrails, open_store
+from fleet_ray.store.guardrails import BreakerState
 
 
 def breaker_status(store_url: str, namespace: str = "fleet", target: str | None = None,

@@ -1,5 +1,9 @@
 """The campaign's proxy pool: round-robin with per-proxy health (pure, clock injected).
 
+:class:`MemberProxyPool` gives each member a sticky proxy from the campaign's list; it is not the
+browser slots' :class:`fleet_ray.browser.proxies.ProxyPool` (least-used, by country, with quarantine),
+and its :class:`MemberProxyHealth` rows are not that module's ``ProxyHealth`` states.
+
 A proxy that fails ``max_failures`` times in a row cools down for ``cooldown_s``; a reputation hit
 (HTTP 429/403 or a captcha) counts as a failure and a demerit, and moves the member that saw it to
 the next healthy proxy. Members with a pinned proxy in their identity keep it. Credentials never
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict
@@ -33,7 +38,9 @@ def is_reputation_hit(status: int | None, code: str | None = None, text: str = "
     )
 
 
-class ProxyHealth(BaseModel):
+class MemberProxyHealth(BaseModel):
+    """One proxy of the pool as ``Campaign.status()`` shows it (its id is secret-free)."""
+
     model_config = ConfigDict(extra="forbid")
 
     proxy_id: str
@@ -56,11 +63,11 @@ class _Proxy:
         self.cooling_until: float | None = None
 
 
-class ProxyPool:
+class MemberProxyPool:
+    """The campaign's proxies, one sticky proxy per member until it turns unhealthy or is hit."""
+
     def __init__(self, urls: list[str], max_failures: int = 3, cooldown_s: float = 30.0,
                  clock: Callable[[], float] | None = None):
-        import time
-
         self._proxies = [_Proxy(u) for u in urls]
         self._by_id = {p.id: p for p in self._proxies}
         self._max_failures = max_failures
@@ -121,11 +128,11 @@ class ProxyPool:
             if p.failures >= self._max_failures and p.cooling_until is None:
                 p.cooling_until = self._clock() + self._cooldown
 
-    def health(self) -> list[ProxyHealth]:
+    def health(self) -> list[MemberProxyHealth]:
         with self._lock:
             now = self._clock()
             return [
-                ProxyHealth(
+                MemberProxyHealth(
                     proxy_id=p.id,
                     healthy=self._healthy(p, now),
                     consecutive_failures=p.failures,

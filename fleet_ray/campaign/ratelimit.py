@@ -1,47 +1,18 @@
-"""Token-bucket math for the per-target rate limit (pure, clock passed in).
+"""The per-target rate limit, as a member applies it (pure).
 
-A request *reserves* the next slot: the bucket may go into debt, and the caller sleeps until its slot
-instead of polling. That is the generic cell-rate algorithm, a token bucket seen from the request's
-side: one store round trip per request, first come first served, and slots never closer than
-``spacing`` apart once the burst is spent. The same arithmetic runs in the Redis Lua script
-(:mod:`fleet_ray.campaign.guardrails_redis`) and on SQLite/memory (:mod:`fleet_ray.campaign.guardrails`).
+Slots come from the token bucket in the guardrail state (:func:`fleet_ray.store.guardrails.reserve`,
+mirrored by the Redis Lua script): one store round trip per request, first come first served. A member
+asks for slots a little under the configured rate (:func:`effective_rate`) so the jitter of its sends
+can't push the rate the target sees above it; :func:`max_in_window` is how tests and the benchmark
+check that it doesn't.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
-
-
-class Bucket(NamedTuple):
-    tokens: float  # may be negative: slots already promised to waiting requests
-    ts: float  # when ``tokens`` was last brought up to date (seconds)
-
-
-class Reservation(NamedTuple):
-    granted: bool  # False: the wait would exceed max_wait, nothing was reserved
-    wait_s: float  # sleep this long, then send (0: send now)
-    bucket: Bucket  # the state to store (unchanged when not granted)
 
 
 def effective_rate(rate: float, jitter_margin: float) -> float:
     """Slots per second actually handed out: a little under ``rate`` so send jitter stays inside it."""
     return rate / (1.0 + jitter_margin)
-
-
-def reserve(
-    bucket: Bucket | None, now: float, rate: float, burst: int = 1, max_wait_s: float = float("inf")
-) -> Reservation:
-    """Reserve one slot at ``now`` from a bucket refilling at ``rate``/s up to ``burst`` tokens."""
-    if rate <= 0:
-        raise ValueError("rate must be positive")
-    if bucket is None:
-        bucket = Bucket(float(burst), now)
-    elapsed = max(0.0, now - bucket.ts)  # a clock that steps back never mints tokens
-    tokens = min(float(burst), bucket.tokens + elapsed * rate) - 1.0
-    wait = 0.0 if tokens >= 0 else -tokens / rate
-    if wait > max_wait_s:
-        return Reservation(False, wait, bucket)
-    return Reservation(True, wait, Bucket(tokens, max(now, bucket.ts)))
 
 
 def max_in_window(times: list[float], window_s: float = 1.0) -> int:

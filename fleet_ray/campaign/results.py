@@ -13,8 +13,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from fleet_ray import errors as E
-from fleet_ray.campaign.breaker import BreakerState
-from fleet_ray.campaign.proxies import ProxyHealth
+from fleet_ray.campaign.proxies import MemberProxyHealth
+from fleet_ray.store.guardrails import BreakerState
 
 
 @dataclass
@@ -141,6 +141,6 @@ class CampaignStatus(BaseModel):
     closed: bool
     circuit_tripped: bool = Field(description="Any target's breaker is tripped")
     breakers: list[BreakerState] = Field(default_factory=list, description="Per target this campaign saw")
-    proxies: list[ProxyHealth] = Field(default_factory=list, description="Per pooled proxy")
+    proxies: list[MemberProxyHealth] = Field(default_factory=list, description="Per pooled proxy")
     nodes: list[str] = Field(default_factory=list, description="Ray node ids running members")
     audit: AuditStatus

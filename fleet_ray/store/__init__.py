@@ -1,28 +1,69 @@
-"""Durable stores: :func:`open_store` turns a URL into a :class:`Store`.
+"""Durable stores: :func:`open_store` turns a URL into a :class:`Store`, :func:`open_guardrails` into
+the campaign :class:`GuardrailState` beside it (same URL, same server or file, same namespace).
 
 - ``sqlite:///path/to/file.db`` — the embedded default (no server);
 - ``redis://[user:password@]host:port/db`` — production;
 - ``memory://`` — in-process, for tests.
+
+Backends sit side by side, one module per backend and kind (``sqlite.py`` / ``sqlite_guardrails.py``,
+``redis.py`` / ``redis_guardrails.py``, ``memory.py`` / ``memory_guardrails.py``); a backend's
+guardrail state reuses its store module's connection setup and error translator. :func:`store_backend`
+is the one place a URL picks a backend. The Redis and SQLite modules are imported on first use.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Literal
+
 from fleet_ray.errors import StoreError, redact_url
 from fleet_ray.store.base import LogEntry, Store
+from fleet_ray.store.guardrails import GuardrailState
 from fleet_ray.store.memory import MemoryStore
+from fleet_ray.store.memory_guardrails import MemoryGuardrails
 
-__all__ = ["LogEntry", "MemoryStore", "Store", "open_store"]
+__all__ = [
+    "GuardrailState", "LogEntry", "MemoryStore", "Store", "open_guardrails", "open_store", "store_backend",
+]
+
+Backend = Literal["redis", "sqlite", "memory"]
+
+
+def store_backend(url: str) -> tuple[Backend, str]:
+    """``(backend, location)`` for a store URL: the Redis URL itself, the SQLite file's path, or
+    ``memory://``. Raises :class:`~fleet_ray.errors.StoreError` (the URL redacted) for anything else."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return "redis", url
+    if url.startswith("sqlite://"):
+        return "sqlite", url[len("sqlite://"):]
+    if url.startswith("memory://"):
+        return "memory", url
+    raise StoreError(f"unsupported store URL {redact_url(url)!r} (use sqlite:///…, redis://… or memory://)")
 
 
 def open_store(url: str, namespace: str = "default") -> Store:
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    backend, where = store_backend(url)
+    if backend == "redis":
         from fleet_ray.store.redis import RedisStore
 
-        return RedisStore(url, namespace=namespace)
-    if url.startswith("sqlite://"):
+        return RedisStore(where, namespace=namespace)
+    if backend == "sqlite":
         from fleet_ray.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url[len("sqlite://"):], namespace=namespace)
-    if url.startswith("memory://"):
-        return MemoryStore(url)
-    raise StoreError(f"unsupported store URL {redact_url(url)!r} (use sqlite:///…, redis://… or memory://)")
+        return SQLiteStore(where, namespace=namespace)
+    return MemoryStore(where)
+
+
+def open_guardrails(url: str, namespace: str = "default", clock: Callable[[], float] | None = None
+                    ) -> GuardrailState:
+    """Campaign guardrail state next to the store at ``url`` (a fresh, empty one for ``memory://``)."""
+    backend, where = store_backend(url)
+    if backend == "redis":
+        from fleet_ray.store.redis_guardrails import RedisGuardrails
+
+        return RedisGuardrails(where, namespace, clock=clock)
+    if backend == "sqlite":
+        from fleet_ray.store.sqlite_guardrails import SQLiteGuardrails
+
+        return SQLiteGuardrails(where, namespace, clock=clock)
+    return MemoryGuardrails(clock)

@@ -4,17 +4,22 @@ Every key lives under ``fleet:<namespace>:`` (names in :mod:`fleet_ray.store.key
 writes run in one MULTI/EXEC transaction; read-modify-write updates and idempotent log appends are
 Lua scripts, so they are atomic however many supervisors, slots and drivers share the server.
 Connection failures surface as :class:`~fleet_ray.errors.StoreUnavailable` naming the (redacted) URL.
+The connection setup (:func:`connect`) and that translator (:func:`redis_errors`) are shared with the
+campaign guardrail state on the same server (:mod:`fleet_ray.store.redis_guardrails`).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import redis as redis_lib
 
 from fleet_ray.errors import StoreUnavailable, redact_url
 from fleet_ray.store.base import LogEntry
+
+T = TypeVar("T")
 
 # KEYS[1] = key; ARGV[1] = value → max(current, value)
 _RAISE_TO = """
@@ -55,7 +60,17 @@ return n
 """
 
 
-def _translate(fn):
+def connect(url: str, timeout_s: float) -> redis_lib.Redis:
+    """A client as every user of the server opens one: connect and socket timeouts, idle health checks."""
+    return redis_lib.Redis.from_url(
+        url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, health_check_interval=10
+    )
+
+
+def redis_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    """The Redis backends' error translator, for methods of an object with a redacted ``url``: a
+    connection error or timeout becomes :class:`~fleet_ray.errors.StoreUnavailable`, chained."""
+
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
         try:
@@ -70,9 +85,7 @@ class RedisStore:
     def __init__(self, url: str, namespace: str = "default", timeout_s: float = 2.0, check: bool = True):
         self.url = redact_url(url)
         self._prefix = f"fleet:{namespace}:"
-        self._r = redis_lib.Redis.from_url(
-            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, health_check_interval=10
-        )
+        self._r = connect(url, timeout_s)
         self._raise_to = self._r.register_script(_RAISE_TO)
         self._append = self._r.register_script(_LOG_APPEND)
         self._trim = self._r.register_script(_LOG_TRIM)
@@ -82,38 +95,38 @@ class RedisStore:
     def _k(self, key: str) -> str:
         return self._prefix + key
 
-    @_translate
+    @redis_errors
     def ping(self) -> None:
         self._r.ping()
 
-    @_translate
+    @redis_errors
     def get(self, key: str) -> bytes | None:
         return self._r.get(self._k(key))
 
-    @_translate
+    @redis_errors
     def put(self, key: str, value: bytes) -> None:
         self._r.set(self._k(key), value)
 
-    @_translate
+    @redis_errors
     def put_many(self, items: Mapping[str, bytes]) -> None:
         with self._r.pipeline(transaction=True) as p:
             for k, v in items.items():
                 p.set(self._k(k), v)
             p.execute()
 
-    @_translate
+    @redis_errors
     def delete(self, *keys: str) -> int:
         return self._r.delete(*(self._k(k) for k in keys)) if keys else 0
 
-    @_translate
+    @redis_errors
     def incr(self, key: str, amount: int = 1) -> int:
         return int(self._r.incrby(self._k(key), amount))
 
-    @_translate
+    @redis_errors
     def raise_to(self, key: str, value: int) -> int:
         return int(self._raise_to(keys=[self._k(key)], args=[int(value)]))
 
-    @_translate
+    @redis_errors
     def keys(self, prefix: str = "") -> list[str]:
         n = len(self._prefix)
         found = self._r.scan_iter(match=self._k(prefix).replace("*", r"\*") + "*", count=1000)
@@ -126,7 +139,7 @@ class RedisStore:
         """The Redis Stream that mirrors ``log`` in arrival order (``XREAD`` it to tail the log live)."""
         return self._k(f"log:{log}:stream")
 
-    @_translate
+    @redis_errors
     def log_append(self, log: str, entries: list[LogEntry]) -> int:
         if not entries:
             return 0
@@ -135,7 +148,7 @@ class RedisStore:
             args += [e.id, e.sort_key, bytes(e.data)]
         return int(self._append(keys=[*self._log_keys(log), self.log_stream_key(log)], args=args))
 
-    @_translate
+    @redis_errors
     def log_range(self, log, start=None, end=None, limit=None) -> list[LogEntry]:
         data_key, order_key = self._log_keys(log)
         lo = b"[" + start.encode() if start is not None else b"-"
@@ -149,11 +162,11 @@ class RedisStore:
             LogEntry(i.decode(), k.decode(), d) for (k, i), d in zip(pairs, datas, strict=True) if d is not None
         ]
 
-    @_translate
+    @redis_errors
     def log_len(self, log: str) -> int:
         return int(self._r.zcard(self._log_keys(log)[1]))
 
-    @_translate
+    @redis_errors
     def log_trim(self, log: str, max_len: int) -> int:
         return int(self._trim(keys=self._log_keys(log), args=[max_len]))
 

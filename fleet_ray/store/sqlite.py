@@ -3,13 +3,18 @@
 Good for a laptop or a single head node: every process on that host can open the same file.
 Writers serialise with ``BEGIN IMMEDIATE``, so read-modify-write updates (``incr``, ``raise_to``)
 are atomic across processes. For multi-host fleets use Redis.
+
+The connection setup (:func:`connect`, :class:`ThreadConnections`, :func:`open_file`), the transaction
+(:func:`immediate`) and the error translator (:func:`sqlite_errors`) are shared with the campaign
+guardrail state on the same file (:mod:`fleet_ray.store.sqlite_guardrails`).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from fleet_ray.errors import StoreError
@@ -25,40 +30,85 @@ CREATE INDEX IF NOT EXISTS log_order ON log (log, sort_key, id);
 """
 
 
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to the embedded file as every user of it opens one: WAL, explicit transactions
+    only (autocommit otherwise), and up to 30 s of waiting for another writer's lock."""
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+class ThreadConnections:
+    """One :func:`connect` connection per thread (a transaction belongs to the connection that began it)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._local = threading.local()
+
+    def get(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path)
+        return conn
+
+    def close(self) -> None:
+        """Close the calling thread's connection (the others close when their threads end)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+@contextmanager
+def sqlite_errors(what: str) -> Iterator[None]:
+    """The SQLite backends' error translator: ``sqlite3`` and file-system errors become
+    :class:`~fleet_ray.errors.StoreError` (``"<what>: <error>"``), chained to the original."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"{what}: {exc}") from exc
+
+
+def open_file(path: Path, schema: str, what: str) -> ThreadConnections:
+    """Per-thread connections to ``path`` once its directory exists and ``schema`` is applied; failing
+    that, :class:`~fleet_ray.errors.StoreError` (``"<what>: <error>"``)."""
+    conns = ThreadConnections(path)
+    with sqlite_errors(what):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conns.get().executescript(schema)
+    return conns
+
+
+@contextmanager
+def immediate(conn: sqlite3.Connection, begin_error: str | None = None) -> Iterator[sqlite3.Connection]:
+    """One ``BEGIN IMMEDIATE`` transaction (writers serialise): committed when the block ends, rolled
+    back when it raises. With ``begin_error``, failing to begin is translated by :func:`sqlite_errors`."""
+    if begin_error is None:
+        conn.execute("BEGIN IMMEDIATE")
+    else:
+        with sqlite_errors(begin_error):
+            conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 class SQLiteStore:
     def __init__(self, path: str | Path, namespace: str = "default"):
         self.path = Path(path).expanduser()
         self.url = f"sqlite://{self.path.resolve()}"
         self.namespace = namespace
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._local = threading.local()
-            self._conn().executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"can't open embedded store {self.url}: {exc}") from exc
+        self._conns = open_file(self.path, _SCHEMA, f"can't open embedded store {self.url}")
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
+        return self._conns.get()
 
-    class _Tx:
-        def __init__(self, conn: sqlite3.Connection):
-            self.conn = conn
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.conn.execute("BEGIN IMMEDIATE")
-            return self.conn
-
-        def __exit__(self, et, ev, tb) -> None:
-            self.conn.execute("COMMIT" if et is None else "ROLLBACK")
-
-    def _tx(self) -> _Tx:
-        return self._Tx(self._conn())
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._conn())
 
     def _k(self, key: str) -> str:
         return f"{self.namespace}:{key}"
@@ -145,7 +195,4 @@ class SQLiteStore:
             ).rowcount
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._conns.close()

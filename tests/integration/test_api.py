@@ -368,7 +368,7 @@ def test_metric_history_and_ray_prometheus_export(api):
 
 def test_campaign_breakers_listed_and_reset_with_the_token(api):
     from fleet_ray.campaign.config import BreakerConfig
-    from fleet_ray.campaign.guardrails import open_guardrails
+    from fleet_ray.store import open_guardrails
 
     g = open_guardrails(api.store_url, api.namespace)
     cfg = BreakerConfig(min_samples=5, failure_rate=0.5)

@@ -10,10 +10,10 @@ import pytest
 import redis
 
 from fleet_ray.campaign.config import BreakerConfig
-from fleet_ray.campaign.guardrails_redis import RedisGuardrails
 from fleet_ray.errors import StoreUnavailable
+from fleet_ray.store.redis_guardrails import RedisGuardrails
 from fleet_ray.testing import FakeClock
-from tests.unit.test_campaign_guardrails import CONTRACT
+from tests.contracts.guardrails import CONTRACT
 
 from .conftest import REDIS_URL
 

@@ -1,4 +1,5 @@
-"""The campaign's public surface, and the layering rule: only ray_exec touches Ray."""
+"""The campaign's public surface, and the layering rules: Ray only in actors/campaign_workers,
+Chromium only in browser/campaign, guardrail state in the store."""
 
 import subprocess
 import sys
@@ -19,6 +20,27 @@ def test_pure_campaign_modules_do_not_import_ray():
             "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_campaign_core_imports_neither_the_browser_code_nor_the_actors():
+    code = ("import sys, fleet_ray.campaign, fleet_ray.cli.campaign; "
+            "print(sorted(m for m in sys.modules if m.startswith(('fleet_ray.browser', 'fleet_ray.actors', "
+            "'playwright'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_old_campaign_names_stay_importable_as_aliases():
+    import fleet_ray
+    import fleet_ray.campaign as campaign
+    from fleet_ray.campaign.config import CampaignPlacement, MemberIdentity
+    from fleet_ray.campaign.proxies import MemberProxyHealth
+    from fleet_ray.store.guardrails import BreakerState
+
+    assert fleet_ray.Identity is campaign.Identity is MemberIdentity
+    assert campaign.Placement is CampaignPlacement and campaign.ProxyHealth is MemberProxyHealth
+    assert campaign.BreakerState is BreakerState
+    assert fleet_ray.Placement is not CampaignPlacement  # the pool placement keeps the top-level name
 
 
 def test_campaign_errors_survive_pickling():

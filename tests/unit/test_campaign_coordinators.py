@@ -10,7 +10,6 @@ import time
 import pytest
 
 from fleet_ray.campaign import Campaign, PolicyDecision, SigningKey, verify_audit_file
-from fleet_ray.campaign.guardrails import SQLiteGuardrails
 from fleet_ray.errors import (
     CampaignClosed,
     CampaignConfigError,
@@ -18,6 +17,7 @@ from fleet_ray.errors import (
     CampaignLeaseHeld,
     CircuitOpen,
 )
+from fleet_ray.store.sqlite_guardrails import SQLiteGuardrails
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,21 @@
-"""Rate-limit math, the breaker window and the guardrail backends' shared contract.
+"""Rate-limit math, the breaker window, and the guardrail-state contract on the memory and SQLite backends.
 
-The ``contract_*`` functions take a backend built on a :class:`FakeClock`; they run here against the
-memory and SQLite backends and in ``tests/integration/test_campaign_guardrails_redis.py`` against Redis.
+The contract itself is ``tests/contracts/guardrails.py`` (run against Redis in
+``tests/integration/test_campaign_guardrails_redis.py``).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from fleet_ray.campaign import breaker as br
-from fleet_ray.campaign.config import BreakerConfig
-from fleet_ray.campaign.guardrails import MemoryGuardrails, SQLiteGuardrails
-from fleet_ray.campaign.ratelimit import Bucket, effective_rate, max_in_window, reserve
+from fleet_ray.campaign.ratelimit import effective_rate, max_in_window
+from fleet_ray.store import guardrails as gs
+from fleet_ray.store import open_guardrails
+from fleet_ray.store.guardrails import Bucket, reserve
+from fleet_ray.store.memory_guardrails import MemoryGuardrails
+from fleet_ray.store.sqlite_guardrails import SQLiteGuardrails
 from fleet_ray.testing import FakeClock
+from tests.contracts.guardrails import CONTRACT
 
 # --- token bucket -------------------------------------------------------------------------------
 
@@ -70,86 +73,19 @@ def test_max_in_window_counts_half_open_windows():
 def test_window_drops_old_buckets_and_counts_recent_ones():
     buckets: dict = {}
     for t in range(10):
-        buckets = br.add_outcome(buckets, float(t), ok=t % 2 == 0, window_s=5, bucket_s=1)
-    counts = br.window_counts(buckets, 9.0, 5, 1)
-    assert counts == br.WindowCounts(samples=5, failures=3)  # t=5..9, odd ones failed
+        buckets = gs.add_outcome(buckets, float(t), ok=t % 2 == 0, window_s=5, bucket_s=1)
+    counts = gs.window_counts(buckets, 9.0, 5, 1)
+    assert counts == gs.WindowCounts(samples=5, failures=3)  # t=5..9, odd ones failed
     assert min(buckets) == 5
 
 
 def test_trip_needs_min_samples_and_strictly_more_than_the_rate():
-    assert not br.should_trip(br.WindowCounts(19, 10), 0.1, 20)
-    assert not br.should_trip(br.WindowCounts(20, 2), 0.1, 20)  # exactly 10% is not "exceeds"
-    assert br.should_trip(br.WindowCounts(20, 3), 0.1, 20)
+    assert not gs.should_trip(gs.WindowCounts(19, 10), 0.1, 20)
+    assert not gs.should_trip(gs.WindowCounts(20, 2), 0.1, 20)  # exactly 10% is not "exceeds"
+    assert gs.should_trip(gs.WindowCounts(20, 3), 0.1, 20)
 
 
 # --- backend contract ---------------------------------------------------------------------------
-
-
-def contract_breaker(g, clock: FakeClock) -> None:
-    cfg = BreakerConfig(window_s=60, min_samples=20, failure_rate=0.1)
-    host = "shop.example"
-    for _ in range(18):
-        state, just = g.breaker_record(host, True, cfg)
-        assert not just
-        clock.advance(0.5)
-    for _ in range(2):
-        state, just = g.breaker_record(host, False, cfg)
-    assert (state.samples, state.failures, state.tripped, just) == (20, 2, False, False)  # 10%: holds
-    state, just = g.breaker_record(host, False, cfg)
-    assert just and state.tripped and (state.trip_samples, state.trip_failures) == (21, 3)
-    state, just = g.breaker_record(host, True, cfg)
-    assert state.tripped and not just  # trips once
-    clock.advance(3600)  # far past the window: still tripped, no self-healing
-    state = g.breaker_state(host, cfg)
-    assert state.tripped and state.samples == 0 and "3/21" in state.reason
-    assert [s.target for s in g.breaker_states(cfg)] == [host]
-    assert g.breaker_reset(host) is True
-    assert not g.breaker_state(host, cfg).tripped
-    assert g.breaker_reset(host) is False
-
-
-def contract_breaker_window_forgets(g, clock: FakeClock) -> None:
-    cfg = BreakerConfig(window_s=10, min_samples=5, failure_rate=0.1)
-    for _ in range(4):
-        g.breaker_record("a.example", False, cfg)  # 4 failures, below min_samples
-    clock.advance(11)  # they leave the window
-    for _ in range(5):
-        state, just = g.breaker_record("a.example", True, cfg)
-    assert not state.tripped and (state.samples, state.failures) == (5, 0)
-
-
-def contract_rate(g, clock: FakeClock) -> None:
-    first = g.reserve("t.example", 2.0, 1, 300.0)
-    second = g.reserve("t.example", 2.0, 1, 300.0)
-    other = g.reserve("u.example", 2.0, 1, 300.0)
-    assert first.granted and first.wait_s == 0
-    assert second.granted and second.wait_s == pytest.approx(0.5, abs=1e-3)
-    assert other.wait_s == 0  # buckets are per host
-    refused = g.reserve("t.example", 2.0, 1, 0.6)
-    assert not refused.granted and refused.wait_s == pytest.approx(1.0, abs=1e-3)
-    clock.advance(10)
-    assert g.reserve("t.example", 2.0, 1, 300.0).wait_s == 0
-
-
-def contract_lease_and_shared(g, clock: FakeClock) -> None:
-    assert g.claim("campaign:x", "driver-a", 5.0) == 0.0
-    assert g.claim("campaign:x", "driver-b", 5.0) == pytest.approx(5.0, abs=1e-3)
-    clock.advance(2)
-    assert g.claim("campaign:x", "driver-a", 5.0) == 0.0  # renewal
-    clock.advance(4)
-    assert g.claim("campaign:x", "driver-b", 5.0) == pytest.approx(1.0, abs=1e-3)
-    clock.advance(1.5)
-    assert g.claim("campaign:x", "driver-b", 5.0) == 0.0  # lapsed: b takes over
-    g.release("campaign:x", "driver-a")  # not the owner: no effect
-    assert g.claim("campaign:x", "driver-a", 5.0) > 0
-    g.release("campaign:x", "driver-b")
-    assert g.claim("campaign:x", "driver-a", 5.0) == 0.0
-    assert g.shared_get("k") is None
-    g.shared_put("k", b'{"ok": true}', 60)
-    assert g.shared_get("k") == b'{"ok": true}'
-
-
-CONTRACT = [contract_breaker, contract_breaker_window_forgets, contract_rate, contract_lease_and_shared]
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -176,3 +112,18 @@ def test_sqlite_state_is_shared_between_handles_on_one_file(tmp_path):
     assert a.reserve("h", 1.0, 1, 100).wait_s == 0
     assert b.reserve("h", 1.0, 1, 100).wait_s == pytest.approx(1.0)
     assert other_ns.reserve("h", 1.0, 1, 100).wait_s == 0
+
+
+def test_open_guardrails_picks_the_backend_beside_the_store(tmp_path):
+    from fleet_ray.errors import StoreError
+
+    mem = open_guardrails("memory://")
+    assert isinstance(mem, MemoryGuardrails)
+    lite = open_guardrails(f"sqlite://{tmp_path / 'store.db'}", "ns")
+    try:
+        assert isinstance(lite, SQLiteGuardrails) and lite.path == tmp_path / "store.db"
+    finally:
+        lite.close()
+    with pytest.raises(StoreError, match="unsupported store URL") as err:
+        open_guardrails("postgres://admin:s3cret@db/x")
+    assert "s3cret" not in str(err.value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleet_ray.campaign.config import Identity, target_host
+from fleet_ray.campaign.config import MemberIdentity, target_host
 from fleet_ray.campaign.policy import (
     PolicyDecision,
     PolicyRequest,
@@ -13,7 +13,7 @@ from fleet_ray.campaign.policy import (
     enforce,
     evaluate,
 )
-from fleet_ray.campaign.proxies import ProxyPool, is_reputation_hit
+from fleet_ray.campaign.proxies import MemberProxyPool, is_reputation_hit
 from fleet_ray.errors import PolicyDenied
 from fleet_ray.testing import FakeClock
 
@@ -62,14 +62,14 @@ def test_target_host_normalises_urls_and_rejects_hostless_ones():
 
 
 def test_identity_public_view_hides_proxy_credentials_and_cookies():
-    ident = Identity(proxy="http://bob:hunter2@proxy:3128", cookies={"sid": "secret-cookie"})
+    ident = MemberIdentity(proxy="http://bob:hunter2@proxy:3128", cookies={"sid": "secret-cookie"})
     view = ident.public()
     assert "hunter2" not in str(view) and "secret-cookie" not in str(view)
 
 
 def test_pool_round_robins_keeps_members_sticky_and_cools_failing_proxies():
     clock = FakeClock(0)
-    pool = ProxyPool(["http://p1:1", "http://u:pw@p2:2", "http://p3:3"], max_failures=2, cooldown_s=30, clock=clock)
+    pool = MemberProxyPool(["http://p1:1", "http://u:pw@p2:2", "http://p3:3"], max_failures=2, cooldown_s=30, clock=clock)
     first = [pool.for_member(m) for m in range(3)]
     assert first == ["http://p1:1", "http://u:pw@p2:2", "http://p3:3"]
     assert pool.for_member(0) == "http://p1:1"  # sticky
@@ -84,7 +84,7 @@ def test_pool_round_robins_keeps_members_sticky_and_cools_failing_proxies():
 
 
 def test_reputation_hit_rotates_the_member_and_counts_a_demerit():
-    pool = ProxyPool(["http://p1:1", "http://p2:2"], max_failures=5, clock=FakeClock(0))
+    pool = MemberProxyPool(["http://p1:1", "http://p2:2"], max_failures=5, clock=FakeClock(0))
     assert pool.for_member(7) == "http://p1:1"
     pool.report("http://p1:1", ok=False, reputation_hit=True, member=7)
     assert pool.for_member(7) == "http://p2:2"
@@ -102,13 +102,12 @@ def test_campaign_page_options_proxy_and_cookie_round_trip_between_httpx_and_pla
         playwright_proxy,
         playwright_to_jar,
     )
-    from fleet_ray.campaign.config import Identity
 
     assert playwright_proxy("http://al%40ice:p%3Ass@10.0.0.5:3128") == {
         "server": "http://10.0.0.5:3128", "username": "al@ice", "password": "p:ss"}
     assert playwright_proxy("socks5://[::1]:1080") == {"server": "socks5://[::1]:1080"}
     assert playwright_proxy(None) is None
-    ident = Identity(user_agent="UA", viewport=(1280, 720), locale="de-DE", timezone="Europe/Berlin",
+    ident = MemberIdentity(user_agent="UA", viewport=(1280, 720), locale="de-DE", timezone="Europe/Berlin",
                      headers={"X-A": "1"})
     opts = context_options(ident, "http://u:p@10.0.0.5:3128")
     assert opts["viewport"] == {"width": 1280, "height": 720} and opts["timezone_id"] == "Europe/Berlin"

@@ -1,24 +1,33 @@
-"""Guardrail state on Redis: every read-modify-write is one Lua script, atomic on the server.
+"""Guardrail state on Redis (beside :mod:`~fleet_ray.store.redis`): every read-modify-write is one Lua
+script, atomic on the server.
 
 Time comes from the Redis server (``TIME``) so members on nodes whose clocks disagree still share
 one bucket timeline; tests may inject a clock instead, which is then passed in as an argument.
-The arithmetic mirrors :mod:`fleet_ray.campaign.ratelimit` and :mod:`fleet_ray.campaign.breaker`.
-Keys live under ``fleet:<namespace>:campaign:`` (names from :mod:`fleet_ray.campaign.guardrails`).
+The arithmetic mirrors :mod:`fleet_ray.store.guardrails` (token bucket, breaker window). Keys live
+under ``fleet:<namespace>:campaign:`` (names from :mod:`fleet_ray.store.guardrails`). The connection
+setup and the error translator are the store's own (:func:`~fleet_ray.store.redis.connect`,
+:func:`~fleet_ray.store.redis.redis_errors`): an unreachable server is
+:class:`~fleet_ray.errors.StoreUnavailable` naming the redacted URL.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
-import redis as redis_lib
-
-from fleet_ray.campaign import breaker as br
-from fleet_ray.campaign.breaker import BreakerState
-from fleet_ray.campaign.config import BreakerConfig
-from fleet_ray.campaign.guardrails import k_breaker, k_bucket, k_lease, k_shared
-from fleet_ray.campaign.ratelimit import Bucket, Reservation
-from fleet_ray.errors import StoreUnavailable, redact_url
+from fleet_ray.errors import redact_url
+from fleet_ray.store.guardrails import (
+    DEFAULT_WINDOW,
+    BreakerState,
+    BreakerWindow,
+    Bucket,
+    Reservation,
+    k_breaker,
+    k_bucket,
+    k_lease,
+    k_shared,
+    window_counts,
+)
+from fleet_ray.store.redis import connect, redis_errors
 
 _NOW = """
 local now
@@ -112,17 +121,6 @@ return 0
 """
 
 
-def _translate(fn):
-    @functools.wraps(fn)
-    def wrapper(self, *args, **kwargs):
-        try:
-            return fn(self, *args, **kwargs)
-        except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
-            raise StoreUnavailable(self.url, type(exc).__name__) from exc
-
-    return wrapper
-
-
 def _opt_int(v: bytes | str | None) -> int | None:
     if v in (None, b"", ""):
         return None
@@ -130,12 +128,14 @@ def _opt_int(v: bytes | str | None) -> int | None:
 
 
 class RedisGuardrails:
+    """Guardrail state on the Redis server at ``url``, under ``fleet:<namespace>:campaign:``."""
+
     def __init__(self, url: str, namespace: str = "default", clock: Callable[[], float] | None = None,
                  timeout_s: float = 5.0):
         self.url = redact_url(url)
         self._prefix = f"fleet:{namespace}:campaign:"
         self._clock = clock
-        self._r = redis_lib.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+        self._r = connect(url, timeout_s)
         self._reserve = self._r.register_script(_RESERVE)
         self._record = self._r.register_script(_BREAKER_RECORD)
         self._reset = self._r.register_script(_BREAKER_RESET)
@@ -157,7 +157,7 @@ class RedisGuardrails:
     def _breaker_keys(self, host: str) -> list[str]:
         return [self._k(k_breaker(host)), self._k("brw:" + host)]
 
-    @_translate
+    @redis_errors
     def reserve(self, host: str, rate: float, burst: int, max_wait_s: float) -> Reservation:
         max_wait = min(max_wait_s, 1e9)
         granted, wait, tokens, ts = self._reserve(
@@ -166,8 +166,8 @@ class RedisGuardrails:
         bucket = Bucket(float(tokens), float(ts)) if granted else Bucket(0.0, 0.0)
         return Reservation(bool(granted), float(wait), bucket)
 
-    @_translate
-    def breaker_record(self, host: str, ok: bool, cfg: BreakerConfig) -> tuple[BreakerState, bool]:
+    @redis_errors
+    def breaker_record(self, host: str, ok: bool, cfg: BreakerWindow) -> tuple[BreakerState, bool]:
         tripped, just, s, f, at, ts, tf = self._record(
             keys=self._breaker_keys(host),
             args=[self._now_arg(), 1 if ok else 0, repr(cfg.window_s), repr(cfg.bucket_s),
@@ -179,53 +179,53 @@ class RedisGuardrails:
         )
         return state, bool(just)
 
-    def _state(self, host: str, raw: dict, window: dict, now: float, cfg: BreakerConfig) -> BreakerState:
+    def _state(self, host: str, raw: dict, window: dict, now: float, cfg: BreakerWindow) -> BreakerState:
         buckets: dict[int, tuple[int, int]] = {}
         for field, value in window.items():
             name = field.decode()
             bk = int(float(name[2:]))
             s, f = buckets.get(bk, (0, 0))
             buckets[bk] = (s + int(value), f) if name[0] == "s" else (s, f + int(value))
-        counts = br.window_counts(buckets, now, cfg.window_s, cfg.bucket_s)
+        counts = window_counts(buckets, now, cfg.window_s, cfg.bucket_s)
         return BreakerState(
             target=host, tripped=raw.get(b"tripped") == b"1", samples=counts.samples, failures=counts.failures,
             tripped_at_ms=_opt_int(raw.get(b"tripped_at_ms")), trip_samples=_opt_int(raw.get(b"trip_samples")),
             trip_failures=_opt_int(raw.get(b"trip_failures")),
         )
 
-    @_translate
-    def breaker_state(self, host: str, cfg: BreakerConfig | None = None) -> BreakerState:
+    @redis_errors
+    def breaker_state(self, host: str, cfg: BreakerWindow | None = None) -> BreakerState:
         state_key, window_key = self._breaker_keys(host)
         with self._r.pipeline(transaction=True) as p:
             p.hgetall(state_key)
             p.hgetall(window_key)
             raw, window = p.execute()
-        return self._state(host, raw, window, self._now(), cfg or BreakerConfig())
+        return self._state(host, raw, window, self._now(), cfg or DEFAULT_WINDOW)
 
-    @_translate
-    def breaker_states(self, cfg: BreakerConfig | None = None) -> list[BreakerState]:
+    @redis_errors
+    def breaker_states(self, cfg: BreakerWindow | None = None) -> list[BreakerState]:
         base = self._k(k_breaker(""))
         hosts = sorted({k.decode()[len(base):] for k in self._r.scan_iter(match=base + "*", count=1000)})
         return [self.breaker_state(h, cfg) for h in hosts]
 
-    @_translate
+    @redis_errors
     def breaker_reset(self, host: str) -> bool:
         return bool(self._reset(keys=self._breaker_keys(host)))
 
-    @_translate
+    @redis_errors
     def claim(self, name: str, owner: str, ttl_s: float) -> float:
         left = self._claim(keys=[self._k(k_lease(name))], args=[self._now_arg(), owner, repr(ttl_s)])
         return float(left)
 
-    @_translate
+    @redis_errors
     def release(self, name: str, owner: str) -> None:
         self._release(keys=[self._k(k_lease(name))], args=[owner])
 
-    @_translate
+    @redis_errors
     def shared_get(self, name: str) -> bytes | None:
         return self._r.get(self._k(k_shared(name)))
 
-    @_translate
+    @redis_errors
     def shared_put(self, name: str, value: bytes, ttl_s: float) -> None:
         self._r.set(self._k(k_shared(name)), value, px=max(1, int(ttl_s * 1000)))
 
