@@ -9,6 +9,10 @@ import argparse
 import json
 
 from fleet_ray.errors import redact_url
+from fleet_ray.settings import Settings
+
+# fleet_ray.campaign.operator is imported inside the commands that use it: the campaign package
+# brings its store backends, signing keys and httpx, which the other CLI commands don't need.
 
 AUDIT_BROKEN = 4
 
@@ -32,8 +36,6 @@ def cmd_verify_audit(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace) -> str:
-    from fleet_ray.settings import Settings
-
     return args.store or Settings().store_url
 
 

@@ -11,8 +11,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleet_ray.errors import FleetError, FleetNotRunning, SpecError
+from fleet_ray.cli.campaign import register as register_campaign_commands
+from fleet_ray.cli.demo import run_demo
+from fleet_ray.cli.render import progress_line, render_status
+from fleet_ray.errors import FleetError, FleetNotRunning, SpecError, redact_url
+from fleet_ray.ray_boundary import get
 from fleet_ray.settings import Settings
+from fleet_ray.spec import environments
+from fleet_ray.spec.models import load_spec_file
+from fleet_ray.spec.packages import publish
+from fleet_ray.store import open_store
+
+# Imported inside the commands that need them, so that the others don't load them: Ray (with
+# fleet_ray.client.fleet, fleet_ray.actors and fleet_ray.serve) and httpx (with fleet_ray.client.http).
 
 LOCAL_HEAD_PORT = 6380  # Ray's default 6379 is usually Redis
 
@@ -43,8 +54,6 @@ def _control(args: argparse.Namespace):
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fleet_ray.cli.demo import run_demo
-
     summary = run_demo(pages=args.pages, slots=args.slots, live=sys.stdout.isatty())
     if args.json:
         print(json.dumps(summary))
@@ -80,8 +89,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     init_ray(args.address, args.namespace)
     sup = start_supervisor(store_url, namespace=args.namespace, tick_s=settings.tick_s)
     pid = ray.get(sup.ping.remote())
-    from fleet_ray.errors import redact_url
-
     print(f"supervisor up (pid {pid}, namespace {args.namespace!r}, store {redact_url(store_url)})")
     if not args.no_serve:
         from fleet_ray.client.http import ensure_token_file
@@ -97,9 +104,6 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from fleet_ray.spec import environments
-    from fleet_ray.spec.models import load_spec_file
-
     spec = environments.resolve(load_spec_file(args.spec), args.env)
     api = _api(args)
     target = api if api is not None else _client(args)
@@ -117,8 +121,6 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from fleet_ray.cli.render import render_status
-
     st = _control(args).status()
     print(st.model_dump_json(indent=2) if args.json else render_status(st))
     return 0
@@ -148,9 +150,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
     if api is not None:
         api.drain(args.pool)
     else:
-        from fleet_ray.client.fleet import _call
-
-        _call(_client(args).supervisor.api_drain.remote(args.pool))
+        get(_client(args).supervisor.api_drain.remote(args.pool))
     print(f"pool {args.pool}: draining (paused, slots drain; `fleet-ray resume {args.pool}` brings them back)")
     return 0
 
@@ -209,8 +209,6 @@ def _read_items(path: str) -> list[Any]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from fleet_ray.cli.render import progress_line
-
     items = _read_items(args.items)
     job = _client(args).submit(args.pool, items)
     out = Path(args.out).open("w") if args.out else sys.stdout
@@ -234,9 +232,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Store a wheel in the fleet's store, where every node's slots can get it."""
-    from fleet_ray.spec.packages import publish
-    from fleet_ray.store import open_store
-
     store = open_store(args.store or Settings().store_url, args.namespace)
     name, version = publish(store, args.path)
     print(f"published {name}=={version}  (use `package: {name}=={version}` in a pool)")
@@ -338,8 +333,6 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("items", help="a .jsonl file (one item per line) or - for stdin")
     sb.add_argument("--out", help="write results (JSON lines) here")
     sb.set_defaults(fn=cmd_submit)
-
-    from fleet_ray.cli.campaign import register as register_campaign_commands
 
     register_campaign_commands(sub)  # verify-audit, breaker status|reset
     return p
