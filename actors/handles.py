@@ -1,9 +1,11 @@
-"""Every Ray call the supervisor makes to slot actors and the cluster, in one thin wrapper.
+"""Every Ray call the supervisor makes to slot actors, work queues and the cluster, in thin wrappers.
 
 The supervisor's deciding code (:mod:`fleet_ray.control.reconcile`, :mod:`fleet_ray.control.lifecycle`) never imports
 Ray; it receives :class:`~fleet_ray.control.lifecycle.Observation` values from :meth:`SlotCalls.poll` and gives
 actions back, which the supervisor carries out through the methods here. Polling never blocks:
-``ray.wait(..., timeout=0)`` over every outstanding call.
+``ray.wait(..., timeout=0)`` over every outstanding call. :class:`WorkQueueCalls` does the same for
+batch pools' work queues. Unit tests hand the supervisor :class:`fleet_ray.testing.FakeSlotCalls` and
+:class:`fleet_ray.testing.FakeWorkQueues` instead: same methods, no Ray.
 """
 
 from __future__ import annotations
@@ -188,6 +190,21 @@ class SlotCalls:
     def pid_of(self, key: SlotKey) -> tuple[int, Any] | None:
         return self._handles.get(key)
 
+    # -- packaged automations ------------------------------------------------------------------
+    @staticmethod
+    def upload_package(module_dirs: list[str], scratch_dir: str) -> dict[str, Any]:
+        """Upload a package's unpacked modules to the cluster; the runtime env that carries them."""
+        from .packaging import runtime_env_for
+
+        return runtime_env_for(module_dirs, scratch_dir)
+
+    @staticmethod
+    async def resolve_in_env(pool: PoolSpec, runtime_env: dict[str, Any] | None) -> dict[str, Any]:
+        """Resolve a packaged pool (entry point, version pin, config) in a task inside its runtime env."""
+        from .packaging import resolve_in_env
+
+        return await resolve_in_env.options(runtime_env=runtime_env).remote(pool.model_dump(mode="json"))
+
     # -- observation ---------------------------------------------------------------------------
     def poll(self, now: float) -> list[Observation]:
         """Collect every finished call without blocking; time out overdue health checks."""
@@ -257,6 +274,51 @@ class SlotCalls:
         if p.kind == "config":
             return [ConfigResult(p.key, p.generation, v["applied"], p.extra, v.get("error"))]
         return []  # watch returned: the slot stopped on purpose
+
+
+class WorkQueueCalls:
+    """The batch pools' work queue actors: created on demand (one per pool, detached, on the head node)."""
+
+    def __init__(self, namespace: str):
+        self.namespace = namespace
+        self._queues: dict[str, Any] = {}
+
+    def pools(self) -> list[str]:
+        return list(self._queues)
+
+    def ensure(self, pool: str) -> None:
+        if pool not in self._queues:
+            from .workqueue import WorkQueue
+
+            self._queues[pool] = WorkQueue.options(
+                name=workqueue_name(pool),
+                namespace=self.namespace,
+                lifetime="detached",
+                get_if_exists=True,
+                num_cpus=0,
+                resources={HEAD_RESOURCE: 0.001},
+            ).remote(pool)
+
+    def set_paused(self, pool: str, paused: bool) -> None:
+        self._queues[pool].set_paused.remote(paused)
+
+    def release(self, pool: str, lessee: str, cause: str) -> None:
+        """Hand the items leased by ``lessee`` (a slot actor's name) back to the queue, if it has one."""
+        wq = self._queues.get(pool)
+        if wq is not None:
+            wq.release.remote(lessee, cause)
+
+    def lessees(self, pool: str, timeout_s: float = 10) -> list[str]:
+        return ray.get(self._queues[pool].lessees.remote(), timeout=timeout_s)
+
+    def remove(self, pool: str) -> None:
+        wq = self._queues.pop(pool, None)
+        if wq is not None:
+            ray.kill(wq, no_restart=True)
+
+    def remove_all(self) -> None:
+        for pool in list(self._queues):
+            self.remove(pool)
 
 
 def wait_until(predicate, timeout_s: float, interval_s: float = 0.05) -> bool:

@@ -1,7 +1,7 @@
 """Fleet metrics: exported through ``ray.util.metrics`` (Ray's Prometheus endpoint and dashboard), and
 kept as a short per-pool history the API serves for the web dashboard's charts.
 
-The supervisor calls :func:`record_step` once per reconcile step; a sample is taken at most every
+The supervisor calls :meth:`FleetMetrics.record_step` once per reconcile step; a sample is taken at most every
 ``period_s`` (default 1 s), so the step stays cheap. :class:`Sampler` is the pure part (what changed
 since the last sample, from the slot table and the recent events); :class:`RayExporter` writes a
 sample to Ray's metrics. Every exported metric carries the fleet's namespace as a tag.
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,33 +201,27 @@ class FleetMetrics:
         self.exporter: RayExporter | None = None
         self.namespace = namespace
 
-    def record(self, core: Any, now: float) -> None:
+    def record(self, state: Any, events: Iterable[Any], streams: Callable[[], list[Any]], step_ms: float,
+               now: float) -> None:
+        """``state``: the supervisor's FleetState; ``streams``: called only when a sample is due."""
         if not self.sampler.due(now):
             return
-        streams_fn = getattr(core, "api_streams", None)
         sample = self.sampler.sample(
             now,
-            core.table,
-            {name: p.slots for name, p in core.desired.items()},
-            list(core._recent),
-            streams_fn() if streams_fn else [],
-            core.last_step_ms,
+            state.table,
+            {name: p.slots for name, p in state.desired.items()},
+            list(events),
+            [s.model_dump() if hasattr(s, "model_dump") else s for s in streams()],
+            step_ms,
         )
         if self.exporter is None:
             self.exporter = RayExporter(self.namespace)
         self.exporter.export(sample, self.sampler)
 
-
-def metrics_of(core: Any) -> FleetMetrics:
-    m = core.__dict__.get("_fleet_metrics")
-    if m is None:
-        m = core.__dict__["_fleet_metrics"] = FleetMetrics(core.namespace)
-    return m
-
-
-def record_step(core: Any, now: float) -> None:
-    """Called by the supervisor once per step; never raises into the loop."""
-    try:
-        metrics_of(core).record(core, now)
-    except Exception:
-        log.exception("recording fleet metrics failed; continuing")
+    def record_step(self, state: Any, events: Iterable[Any], streams: Callable[[], list[Any]], step_ms: float,
+                    now: float) -> None:
+        """Called by the supervisor once per step; never raises into the loop."""
+        try:
+            self.record(state, events, streams, step_ms, now)
+        except Exception:
+            log.exception("recording fleet metrics failed; continuing")

@@ -1,12 +1,13 @@
 """The supervisor's side of streams, events, the crash bridge and grouped errors.
 
-:class:`FleetServices` hangs off the supervisor (``SupervisorCore._svc()``) and runs one background
-loop next to the reconcile loop; the reconcile step only tells it, without blocking, that a slot
-died or was killed. It:
+:class:`FleetServices` is one of the parts :class:`~fleet_ray.actors.supervisor_core.SupervisorCore`
+wires (it gets the fleet's state, the event journal, the store gateway and the slot calls) and runs
+one background loop next to the reconcile loop; the reconcile step only tells it, without blocking,
+that a slot died or was killed. It:
 
 - creates each declared output stream's hub at apply time and registers every wired consumer
   pool as a durable consumer group (so a consumer sees every item from the start); polls the
-  hubs' stats once a second for ``api_streams`` and turns new back-pressure episodes into
+  hubs' stats once a second for :meth:`FleetServices.streams_state` and turns new back-pressure episodes into
   ``stream.backpressure`` events; re-registers groups when a hub restarted;
 - hands the stream leases of a dead or killed consumer slot back to its group;
 - completes the crash bridge: reads what the slot wrote (:mod:`fleet_ray.observe.crashes`), fills in the
@@ -29,16 +30,23 @@ from typing import Any
 
 import ray
 
-from fleet_ray.names import HUB_PREFIX, SINK_PREFIX, slot_actor_name
+from fleet_ray.api.supervisor import NotifierState, NotifierSummary, SinkStarted, StreamInfo, StreamState
+from fleet_ray.control.state import FleetState
+from fleet_ray.errors import StreamError
+from fleet_ray.names import HUB_PREFIX, SINK_PREFIX, hub_name, sink_name, slot_actor_name
 from fleet_ray.observe.crashes import merge_crash, read_slot_context, record_crash
 from fleet_ray.observe.events import Event, EventLog
-from fleet_ray.observe.grouping import ErrorGroups, FailureRecord, cause_signature
+from fleet_ray.observe.grouping import ErrorGroup, ErrorGrouper, FailureRecord, cause_signature
 from fleet_ray.observe.kinds import SlotCrashed, SlotHealed, StreamBackpressure, TypedEvent
 from fleet_ray.observe.notify import NotifyConfig, Reporter, config_from_env
+from fleet_ray.spec.models import validate_spec
 from fleet_ray.store import keys
 from fleet_ray.streams.declare import StreamOptions, declared, model_path
 
 from .stream_hub import ensure_hub
+from .stream_sink import start_sink
+from .supervisor_events import EventJournal
+from .supervisor_store import StoreGateway
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +83,20 @@ class StreamEntry:
 
 
 class FleetServices:
-    def __init__(self, sup: Any):
-        self.sup = sup
+    def __init__(self, namespace: str, state: FleetState, journal: EventJournal, gateway: StoreGateway,
+                 calls: Any, notify: NotifyConfig | None = None):
+        self.namespace, self.state, self.journal, self.gateway, self.calls = namespace, state, journal, gateway, calls
         self.streams: dict[str, StreamEntry] = {}
         self.stats: dict[str, dict[str, Any]] = {}
         self._episodes: dict[str, int] = {}
-        self.errors = ErrorGroups()
-        try:
-            config = config_from_env()
-        except ValueError as exc:
-            log.warning("FLEET_NOTIFY_* settings are invalid, notifications are off: %s", exc)
-            config = NotifyConfig()
-        self.reporter = Reporter(config, fleet=sup.fleet_name)
+        self.errors = ErrorGrouper()
+        if notify is None:
+            try:
+                notify = config_from_env()
+            except ValueError as exc:
+                log.warning("FLEET_NOTIFY_* settings are invalid, notifications are off: %s", exc)
+                notify = NotifyConfig()
+        self.reporter = Reporter(notify, fleet=state.fleet_name)
         self._gone: list[tuple] = []
         self._failing: dict[str, int] = {}
         self._last_event_id: str | None = None
@@ -106,7 +116,7 @@ class FleetServices:
                 opts = pool.streams.get(output) or StreamOptions()
                 old = self.streams.get(name)
                 hub = old.hub if old is not None else ensure_hub(
-                    self.sup.namespace, name, opts.capacity, opts.max_bytes, model_path(model))
+                    self.namespace, name, opts.capacity, opts.max_bytes, model_path(model))
                 if old is not None and old.options != opts:
                     hub.set_limits.remote(opts.capacity, opts.max_bytes)
                 wanted[name] = StreamEntry(name, pool.name, output, model_path(model), opts, hub,
@@ -116,7 +126,7 @@ class FleetServices:
                 if ref not in wanted:  # its producer was resolved elsewhere (a packaged pool): declarations unknown
                     src, output = ref.rsplit(".", 1)
                     old = self.streams.get(ref)
-                    hub = old.hub if old is not None else ensure_hub(self.sup.namespace, ref)
+                    hub = old.hub if old is not None else ensure_hub(self.namespace, ref)
                     wanted[ref] = StreamEntry(ref, src, output, old.model if old else "", StreamOptions(), hub,
                                               incarnation=old.incarnation if old else None)
                 wanted[ref].consumers.add(pool.name)
@@ -135,10 +145,10 @@ class FleetServices:
         """A slot generation died (``died``) or was killed: hand back its stream leases and queue
         the crash bridge's check (done off the step, in :meth:`tick`)."""
 
-        rec = self.sup.table.get(key)
+        rec = self.state.table.get(key)
         seen = {"pid": rec.pid, "node_id": rec.node_id, "phase": rec.phase} if rec is not None else {}
         self._gone.append((key, generation, cause, died, seen))
-        pool = self.sup.desired.get(key[0])
+        pool = self.state.desired.get(key[0])
         consumer = slot_actor_name(key[0], key[1], generation)
         for ref in (pool.inputs.values() if pool is not None else ()):
             entry = self.streams.get(ref)
@@ -155,7 +165,7 @@ class FleetServices:
             await asyncio.sleep(TICK_S)
 
     async def tick(self) -> None:
-        if not self.sup.recovered:
+        if not self.state.recovered:
             return
         if not self._booted:
             await self._boot()
@@ -167,23 +177,21 @@ class FleetServices:
             await self._poll_stats()
 
     async def _boot(self) -> None:
-        if not self.streams and self.sup.spec.pools:  # a restarted supervisor: find the streams again
-            from fleet_ray.spec.models import validate_spec
-
+        if not self.streams and self.state.spec.pools:  # a restarted supervisor: find the streams again
             try:
-                spec, resolved = await asyncio.to_thread(validate_spec, self.sup.spec)
+                spec, resolved = await asyncio.to_thread(validate_spec, self.state.spec)
                 self.spec_applied(spec, resolved)
             except Exception as exc:
                 log.warning("can't re-resolve the spec's streams: %s", exc)
-        leftovers = await asyncio.to_thread(self.sup._store_call, lambda s: s.keys(keys.SLOT_CONTEXT_PREFIX))
+        leftovers = await asyncio.to_thread(self.gateway.call, lambda s: s.keys(keys.SLOT_CONTEXT_PREFIX))
         if leftovers is None:
             return  # store down: try again next tick
         await self._rebuild_groups()
         for k in leftovers:
             _, pool, index, gen = k.split(":")
             key, generation = (pool, int(index)), int(gen[1:])
-            rec = self.sup.table.get(key)
-            if rec is not None and rec.generation == generation and self.sup.calls.handle(key) is not None:
+            rec = self.state.table.get(key)
+            if rec is not None and rec.generation == generation and self.calls.handle(key) is not None:
                 continue  # alive
             self._gone.append((key, generation, "the slot was gone when the supervisor started", True, {}))
         self._booted = True
@@ -192,7 +200,7 @@ class FleetServices:
         """After a restart: the last day's failures from the event log, as already-notified groups."""
         since = int((time.time() - REBUILD_S) * 1000)
         found = await asyncio.to_thread(
-            self.sup._store_call, lambda s: EventLog(s).query(kinds=["task.failed", "slot.crashed"], since_ms=since))
+            self.gateway.call, lambda s: EventLog(s).query(kinds=["task.failed", "slot.crashed"], since_ms=since))
         for ev in found or []:
             rec = _failure_of(ev)
             if rec is not None:
@@ -213,7 +221,7 @@ class FleetServices:
                 out.append((rec, record_crash(store, rec)))
             return out
 
-        done = await asyncio.to_thread(self.sup._store_call, work)
+        done = await asyncio.to_thread(self.gateway.call, work)
         if done is None:
             self._gone = batch + self._gone  # store down: retry later
             return
@@ -231,27 +239,19 @@ class FleetServices:
 
     # -- events ------------------------------------------------------------------------------------
     def emit(self, cls: type[TypedEvent], **fields: Any) -> Event:
-        ev = cls.stamp(self.sup.hlc, origin="supervisor", **fields).to_event()
-        self.sup._pending_events.append(ev)
-        self.sup._recent.append(ev)
-        return ev
+        return self.journal.emit(cls, **fields)
 
     def ingest(self, events: list[dict[str, Any]]) -> int:
         """Events from slots: merged into the supervisor's clock and log; failures grouped."""
         for raw in events:
-            ev = Event.model_validate(raw)
-            merged = self.sup.hlc.merge((ev.physical, ev.counter))
-            if ev.physical > merged.physical:  # clamped: a peer clock past wall + max skew; restamp
-                ev = ev.model_copy(update={"physical": merged.physical, "counter": merged.counter})
-            self.sup._pending_events.append(ev)
-            self.sup._recent.append(ev)
+            ev = self.journal.ingest(Event.model_validate(raw))
             rec = _failure_of(ev) if ev.kind == "task.failed" else None
             if rec is not None:
                 self.failure(rec)
         return len(events)
 
     def _derive_events(self) -> None:
-        recent = list(self.sup._recent)
+        recent = list(self.journal.recent)
         fresh: list[Event] = []
         for ev in reversed(recent):
             if ev.id == self._last_event_id:
@@ -290,30 +290,63 @@ class FleetServices:
                           message=f"stream {entry.name} full ({st['depth']}/{st['capacity']}): producers wait")
             self._episodes[entry.name] = st["backpressure_episodes"]
 
-    def streams_out(self) -> list[dict[str, Any]]:
-        """Streams in the API's ``StreamOut`` shape."""
+    def streams_state(self) -> list[StreamState]:
+        """Every stream: where it comes from and goes, and the hub's latest stats."""
         out = []
         for name, entry in sorted(self.streams.items()):
-            st = self.stats.get(name, {})
-            groups = st.get("groups", {})
-            out.append({
-                "name": name,
-                "depth": int(st.get("depth", 0)),
-                "capacity": entry.options.capacity,
-                "in_rate": float(st.get("in_rate", 0.0)),
-                "out_rate": float(st.get("out_rate", 0.0)),
-                "items_emitted": int(st.get("items_in", 0)),
-                "producers": [entry.pool],
-                "consumers": sorted(set(entry.consumers) | set(groups)),
-            })
+            st = self.stats.get(name)
+            got = st or {}
+            out.append(StreamState(
+                name=name,
+                producer_pool=entry.pool,
+                consumer_pools=sorted(entry.consumers),
+                depth=int(got.get("depth", 0)),
+                capacity=entry.options.capacity,
+                in_rate=float(got.get("in_rate", 0.0)),
+                out_rate=float(got.get("out_rate", 0.0)),
+                items_emitted=int(got.get("items_in", 0)),
+                producers=[entry.pool],
+                consumers=sorted(set(entry.consumers) | set(got.get("groups", {}))),
+                hub=st,
+            ))
         return out
+
+    def stream_info(self, stream: str) -> StreamInfo:
+        """Where a driver finds a stream: its hub actor's name and the model's import path."""
+        entry = self.streams.get(stream)
+        if entry is None:
+            raise StreamError(f"no stream {stream!r} (streams: {sorted(self.streams) or 'none'})")
+        return StreamInfo(stream=stream, hub=hub_name(stream), model=entry.model, pool=entry.pool,
+                          consumers=sorted(entry.consumers), options=entry.options.model_dump())
+
+    async def add_sink(self, stream: str, spec: dict[str, Any], name: str) -> SinkStarted:
+        """Start a sink actor copying ``stream``; its consumer group exists when this returns."""
+        self.stream_info(stream)
+        await self.streams[stream].hub.add_group.remote(f"sink:{name}", True, "earliest")
+        start_sink(self.namespace, stream, name, spec)
+        return SinkStarted(stream=stream, sink=sink_name(stream, name), group=f"sink:{name}")
+
+    # -- grouped errors and notifiers --------------------------------------------------------------
+    def error_groups(self, pool: str | None = None, since: float | None = None) -> list[ErrorGroup]:
+        return self.errors.groups(pool=pool, since=since)
+
+    def configure_notifiers(self, config: dict[str, Any]) -> NotifierSummary:
+        cfg = NotifyConfig.model_validate(config)
+        self.reporter.close()
+        self.reporter = Reporter(cfg, fleet=self.state.fleet_name)
+        return NotifierSummary(**cfg.summary())
+
+    def notifier_state(self) -> NotifierState:
+        rep = self.reporter
+        return NotifierState(config=NotifierSummary(**rep.config.summary()),
+                             sent=[n.model_dump(mode="json") for n in rep.sent], failures=rep.failures)
 
     def shutdown(self) -> None:
         """Kill every hub and sink actor of the fleet; stop the notifier."""
         for entry in ray.util.list_named_actors(all_namespaces=True):
             name = entry.get("name", "")
-            if entry.get("namespace") == self.sup.namespace and name.startswith((HUB_PREFIX, SINK_PREFIX)):
+            if entry.get("namespace") == self.namespace and name.startswith((HUB_PREFIX, SINK_PREFIX)):
                 with contextlib.suppress(Exception):
-                    ray.kill(ray.get_actor(name, namespace=self.sup.namespace), no_restart=True)
+                    ray.kill(ray.get_actor(name, namespace=self.namespace), no_restart=True)
         self.streams.clear()
         self.reporter.close()

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import fleet_ray
 from fleet_ray.api.models import (
+    ERRORS_EXCLUDE,
     BreakersPage,
     ErrorGroups,
     ErrorResponse,
@@ -33,12 +34,14 @@ from fleet_ray.api.models import (
     StreamsPage,
 )
 from fleet_ray.api.status import FleetStatus, PoolStatus, SlotStatus
+from fleet_ray.api.supervisor import EventQuery
 from fleet_ray.errors import FleetError, FleetNotRunning, SpecError, UnknownPool, UnknownSlot
+from fleet_ray.observe.grouping import FAILURE_KINDS, group_events, newest_first
+from fleet_ray.redact import redact_tree
 
 from .auth import ApiConfig, TokenCheck
 from .backend import Backend
 from .events import BadCursor, event_out, follow, format_cursor, parse_cursor
-from .redact import FAILURE_KINDS, from_fleet_group, group_errors, redact_tree
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +149,8 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
     async def ready() -> Any:
         """Ready when the supervisor answers and has recovered its state (503 otherwise)."""
         try:
-            pid = await backend.call("ping")
-            ok = bool(await backend.call("is_ready"))
+            pid = await backend.ping()
+            ok = bool(await backend.is_ready())
         except FleetNotRunning as exc:
             return JSONResponse(Readiness(ready=False, reason=str(exc)).model_dump(), status_code=503)
         body = Readiness(ready=ok, supervisor_pid=pid, reason="" if ok else "supervisor is recovering its state")
@@ -190,7 +193,7 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
         """The desired state. Values under secret-looking keys (password, token, secret, key, ...) and
         URL credentials are masked; ``redacted`` lists where."""
         found: list[str] = []
-        spec = redact_tree(await backend.call("api_spec"), "", found)
+        spec = redact_tree((await backend.spec()).model_dump(mode="json"), "", found)
         return SpecOut(spec=spec, redacted=found)
 
     # -- events ------------------------------------------------------------------------------------
@@ -227,9 +230,9 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
         the supervisor's memory; with them, the oldest ``limit`` from there on, read from the durable
         event log when needed (page with ``after=<cursor>``)."""
         cur = cursor_of(after, "query.after")
-        page = await backend.call("api_events", **filters, after=list(cur) if cur else None, limit=limit)
-        out = [event_out(e) for e in page["events"]]
-        return EventsPage(events=out, cursor=out[-1]["cursor"] if out else after, source=page["source"])
+        page = await backend.events(EventQuery(**filters, after=cur, limit=limit))
+        out = [event_out(e) for e in page.events]
+        return EventsPage(events=out, cursor=out[-1]["cursor"] if out else after, source=page.source)
 
     @app.get(f"{API}/events/stream", dependencies=read, tags=["events"],
              responses={**ERRORS, 200: {"content": {"text/event-stream": {}},
@@ -248,11 +251,13 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
         if filters["since_ms"] is not None or filters["until_ms"] is not None:
             raise ApiError(422, "invalid_request", "the live stream takes no since/until; use after or backlog",
                            [{"loc": "query.since", "msg": "not supported on the stream"}])
-        await backend.call("ping")  # fail fast (503) if there is no supervisor
+        await backend.ping()  # fail fast (503) if there is no supervisor
 
         async def fetch(**kw: Any) -> dict[str, Any]:
             try:
-                return await backend.call("api_events", **kw)
+                page = await backend.events(EventQuery(**kw))
+                return {"events": [e.model_dump(mode="json") for e in page.events], "source": page.source,
+                        "newest": list(page.newest) if page.newest else None}
             except FleetNotRunning:  # supervisor restarting: keep the stream open and poll again
                 return {"events": [], "source": "memory", "newest": None}
 
@@ -261,7 +266,8 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
         return StreamingResponse(gen, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
-    @app.get(f"{API}/errors", response_model=ErrorGroups, responses=ERRORS, dependencies=read, tags=["events"])
+    @app.get(f"{API}/errors", response_model=ErrorGroups, response_model_exclude=ERRORS_EXCLUDE, responses=ERRORS,
+             dependencies=read, tags=["events"])
     async def errors(
         since: Annotated[float | None, Query(ge=0, le=1e11, description="Group failures from this time (epoch s).")] = None,
         pool: Annotated[str | None, Query(max_length=200)] = None,
@@ -270,14 +276,11 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
         heal escalated, config rejected) by kind and message signature (numbers and ids masked) and,
         where the supervisor groups task failures itself, those by exception type and first user frame.
         Without ``since``: the supervisor's recent events; with it, the event log."""
-        page = await backend.call("api_events", kinds=list(FAILURE_KINDS), pool=pool,
-                                  since_ms=int(since * 1000) if since is not None else None, limit=5000)
-        groups = group_errors(page["events"])
-        source = "supervisor lifecycle events: " + ", ".join(FAILURE_KINDS)
-        if backend.has_method("error_groups"):
-            found = await backend.call("error_groups", pool=pool, since=since)
-            groups = sorted(groups + [from_fleet_group(g) for g in found], key=lambda g: g.last_seen, reverse=True)
-            source += "; task and automation failures grouped by the supervisor (error_groups)"
+        page = await backend.events(EventQuery(kinds=list(FAILURE_KINDS), pool=pool,
+                                               since_ms=int(since * 1000) if since is not None else None, limit=5000))
+        groups = newest_first(group_events(page.events), await backend.error_groups(pool, since))
+        source = ("supervisor lifecycle events: " + ", ".join(FAILURE_KINDS)
+                  + "; task and automation failures grouped by the supervisor (error_groups)")
         snap = await backend.status()
         failing = [
             {"slot": s["id"], "state": s["state"], "reason": s["reason"]}
@@ -290,25 +293,24 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
     @app.get(f"{API}/streams", response_model=StreamsPage, responses=ERRORS, dependencies=read, tags=["status"])
     async def streams() -> StreamsPage:
         """Typed output streams: depth, capacity, in/out rates, items emitted (empty if the fleet has none)."""
-        found = await backend.call("api_streams") if backend.has_method("api_streams") else []
-        known = StreamOut.model_fields
-        return StreamsPage(streams=[StreamOut(**{k: v for k, v in s.items() if k in known}) for s in found])
+        known = set(StreamOut.model_fields)
+        return StreamsPage(streams=[StreamOut(**s.model_dump(include=known)) for s in await backend.streams()])
 
     @app.get(f"{API}/nodes", response_model=NodesPage, responses=ERRORS, dependencies=read, tags=["status"])
     async def nodes() -> NodesPage:
         """Ray nodes with their tags (custom resources, labels) and the slots on each."""
-        return NodesPage(nodes=await backend.call("api_nodes"))
+        return NodesPage(nodes=await backend.nodes())
 
     @app.get(f"{API}/metrics/series", response_model=MetricsSeries, responses=ERRORS, dependencies=read,
              tags=["status"])
     async def metrics_series() -> MetricsSeries:
         """Per-pool throughput, failure rate and running slots over the last minutes (1 sample/s)."""
-        return MetricsSeries(**await backend.call("api_metrics_series"))
+        return await backend.metrics_series()
 
     @app.get(f"{API}/breakers", response_model=BreakersPage, responses=ERRORS, dependencies=read, tags=["status"])
     async def breakers() -> BreakersPage:
         """Campaign reputation circuit breakers (per target host) of the fleet's namespace."""
-        return BreakersPage(breakers=await backend.call("api_breakers"))
+        return BreakersPage(breakers=await backend.breakers())
 
     from .control import add_control_routes
 

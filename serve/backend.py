@@ -15,12 +15,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from fleet_ray.api.models import ApplyResult, BreakerOut, MetricsSeries, NodeOut, RecycleResult
+from fleet_ray.api.status import FleetStatus
+from fleet_ray.api.supervisor import EventBatch, EventQuery, PoolTarget, StreamState
 from fleet_ray.errors import FleetNotRunning
 from fleet_ray.names import SUPERVISOR_NAME
+from fleet_ray.observe.grouping import ErrorGroup
 from fleet_ray.ray_boundary import ray_errors
+from fleet_ray.redact import redact_json_bytes
+from fleet_ray.spec.models import FleetSpec
 
 from .auth import ApiConfig
-from .redact import redact_json_bytes
 
 MAX_STALE_S = 2.0  # oldest snapshot served while a fresh one is on its way
 
@@ -66,21 +71,14 @@ class Backend:
                 ) from None
         return self._handle
 
-    def has_method(self, name: str) -> bool:
-        try:
-            return hasattr(self._supervisor(), name)
-        except SupervisorUnavailable:
-            return False
-
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call a supervisor method; FleetErrors come back as themselves, Ray failures as
+    async def _call(self, send: Callable[[Any], Any]) -> Any:
+        """``send(handle)`` makes one remote call; FleetErrors come back as themselves, Ray failures as
         :class:`SupervisorUnavailable`."""
         import ray
 
         handle = self._supervisor()
         try:
-            ref = getattr(handle, method).remote(*args, **kwargs)
-            return await asyncio.wait_for(ref, timeout=self.config.call_timeout_s)
+            return await asyncio.wait_for(send(handle), timeout=self.config.call_timeout_s)
         except ray.exceptions.RayTaskError as exc:
             translated = ray_errors(exc)
             if translated is not exc:
@@ -93,6 +91,62 @@ class Backend:
             raise SupervisorUnavailable(
                 f"the fleet supervisor did not answer within {self.config.call_timeout_s:g}s"
             ) from None
+
+    # -- questions (one typed method each; see fleet_ray.actors.supervisor) -------------------------
+    async def ping(self) -> int:
+        return await self._call(lambda h: h.ping.remote())
+
+    async def is_ready(self) -> bool:
+        return await self._call(lambda h: h.is_ready.remote())
+
+    async def spec(self) -> FleetSpec:
+        return await self._call(lambda h: h.spec.remote())
+
+    async def events(self, query: EventQuery) -> EventBatch:
+        return await self._call(lambda h: h.events.remote(query))
+
+    async def error_groups(self, pool: str | None, since: float | None) -> list[ErrorGroup]:
+        return await self._call(lambda h: h.error_groups.remote(pool, since))
+
+    async def streams(self) -> list[StreamState]:
+        return await self._call(lambda h: h.streams.remote())
+
+    async def nodes(self) -> list[NodeOut]:
+        return await self._call(lambda h: h.nodes.remote())
+
+    async def metrics_series(self) -> MetricsSeries:
+        return await self._call(lambda h: h.metrics_series.remote())
+
+    async def breakers(self) -> list[BreakerOut]:
+        return await self._call(lambda h: h.breakers.remote())
+
+    # -- control (each drops the status cache) ------------------------------------------------------
+    async def _control(self, send: Callable[[Any], Any]) -> Any:
+        try:
+            return await self._call(send)
+        finally:
+            self.invalidate()
+
+    async def apply(self, spec: dict[str, Any]) -> ApplyResult:
+        return await self._control(lambda h: h.apply.remote(spec))
+
+    async def scale(self, pool: str, slots: int) -> ApplyResult:
+        return await self._control(lambda h: h.scale.remote(pool, slots))
+
+    async def set_paused(self, pool: str, paused: bool) -> ApplyResult:
+        return await self._control(lambda h: h.set_paused.remote(pool, paused))
+
+    async def drain(self, pool: str) -> PoolTarget:
+        return await self._control(lambda h: h.drain.remote(pool))
+
+    async def resume(self, pool: str, slots: int | None) -> PoolTarget:
+        return await self._control(lambda h: h.resume.remote(pool, slots))
+
+    async def recycle(self, slot_id: str) -> RecycleResult:
+        return await self._control(lambda h: h.recycle.remote(slot_id))
+
+    async def reset_breaker(self, target: str, operator: str) -> BreakerOut:
+        return await self._control(lambda h: h.reset_breaker.remote(target, operator))
 
     # -- status (cached) -------------------------------------------------------------------------
     async def status(self) -> CachedStatus:
@@ -117,15 +171,9 @@ class Backend:
             snap = self._status
             if snap is not None and self.clock() - snap.at < ttl:
                 return snap
-            data = await self.call("status")
-            snap = self._status = CachedStatus(data, self.clock())
+            status: FleetStatus = await self._call(lambda h: h.status.remote())
+            snap = self._status = CachedStatus(status.model_dump(mode="json"), self.clock())
             return snap
 
     def invalidate(self) -> None:
         self._status = None
-
-    async def control(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await self.call(method, *args, **kwargs)
-        finally:
-            self.invalidate()

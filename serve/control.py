@@ -40,20 +40,20 @@ def add_control_routes(app: FastAPI, backend: Backend, require_token: Any, error
     ) -> ApplyResult:
         """Make ``spec`` the desired state. A bad spec is answered 422 naming each bad field
         (``pools.web.slots``) and changes nothing."""
-        return ApplyResult(**await backend.control("apply", spec))
+        return await backend.apply(spec)
 
     @app.post(f"{API}/pools/{{pool}}/scale", response_model=PoolChange, responses=responses,
               dependencies=guarded, tags=["control"])
     async def scale(pool: str, body: ScaleRequest) -> PoolChange:
         """Set a pool's slot count (new slots start; surplus slots drain, highest index first)."""
-        await backend.control("scale", pool, body.slots)
+        await backend.scale(pool, body.slots)
         return await pool_change(pool, f"scaling to {body.slots} slot(s)")
 
     @app.post(f"{API}/pools/{{pool}}/pause", response_model=PoolChange, responses=responses,
               dependencies=guarded, tags=["control"])
     async def pause(pool: str) -> PoolChange:
         """Stop leasing new work to the pool's slots; the slots keep running."""
-        await backend.control("set_paused", pool, True)
+        await backend.set_paused(pool, True)
         return await pool_change(pool, "paused: no new work is leased")
 
     @app.post(f"{API}/pools/{{pool}}/drain", response_model=PoolChange, responses=responses,
@@ -61,26 +61,26 @@ def add_control_routes(app: FastAPI, backend: Backend, require_token: Any, error
     async def drain(pool: str) -> PoolChange:
         """Pause the pool and drain every slot gracefully (each within its drain timeout). ``resume``
         brings the slots back."""
-        r = await backend.control("api_drain", pool)
-        return await pool_change(pool, f"draining; resume restores {r['previous_slots']} slot(s)")
+        r = await backend.drain(pool)
+        return await pool_change(pool, f"draining; resume restores {r.previous_slots} slot(s)")
 
     @app.post(f"{API}/pools/{{pool}}/resume", response_model=PoolChange, responses=responses,
               dependencies=guarded, tags=["control"])
     async def resume(pool: str, body: Annotated[ResumeRequest | None, Body()] = None) -> PoolChange:
         """Unpause the pool; a drained pool gets back its slot count from before the drain (or
         ``slots``)."""
-        r = await backend.control("api_resume", pool, body.slots if body else None)
-        return await pool_change(pool, f"resumed with {r['desired']} slot(s)")
+        r = await backend.resume(pool, body.slots if body else None)
+        return await pool_change(pool, f"resumed with {r.desired} slot(s)")
 
     @app.post(f"{API}/slots/{{slot_id}}/recycle", response_model=RecycleResult, responses=responses,
               dependencies=guarded, tags=["control"])
     async def recycle(slot_id: str) -> RecycleResult:
         """Replace a slot with a fresh generation (graceful drain first)."""
-        return RecycleResult(**await backend.control("recycle", slot_id))
+        return await backend.recycle(slot_id)
 
     @app.post(f"{API}/breakers/{{target}}/reset", response_model=BreakerOut, responses=responses,
               dependencies=guarded, tags=["control"])
     async def reset_breaker(target: str) -> BreakerOut:
         """Close a tripped campaign breaker so work for ``target`` flows again; returns the state it
         had. Recorded as a ``campaign.breaker.reset`` event (operator ``api``)."""
-        return BreakerOut(**await backend.control("api_reset_breaker", target, "api"))
+        return await backend.reset_breaker(target, "api")

@@ -22,6 +22,7 @@ from typing import Any
 import ray
 
 from fleet_ray.api.status import FleetStatus
+from fleet_ray.api.supervisor import EventQuery
 from fleet_ray.client.items import ItemResult
 from fleet_ray.client.runs import Run
 from fleet_ray.errors import FleetNotRunning, JobError
@@ -93,38 +94,39 @@ class FleetClient:
         if isinstance(spec, str | Path):
             spec = load_spec_file(spec)
         validated, _ = validate_spec(spec, resolve=_resolve_locally)
-        return _get(self.supervisor.apply.remote(validated.model_dump(mode="json")))
+        return _get(self.supervisor.apply.remote(validated.model_dump(mode="json"))).model_dump(mode="json")
 
     def scale(self, pool: str, slots: int) -> dict[str, Any]:
-        return _get(self.supervisor.scale.remote(pool, slots))
+        return _get(self.supervisor.scale.remote(pool, slots)).model_dump(mode="json")
 
     def recycle(self, slot_id: str) -> dict[str, Any]:
-        return _get(self.supervisor.recycle.remote(slot_id))
+        return _get(self.supervisor.recycle.remote(slot_id)).model_dump(mode="json")
 
     def pause(self, pool: str) -> dict[str, Any]:
-        return _get(self.supervisor.set_paused.remote(pool, True))
+        return _get(self.supervisor.set_paused.remote(pool, True)).model_dump(mode="json")
 
     def resume(self, pool: str) -> dict[str, Any]:
-        return _get(self.supervisor.set_paused.remote(pool, False))
+        return _get(self.supervisor.set_paused.remote(pool, False)).model_dump(mode="json")
 
     def pause_rollout(self, pool: str) -> dict[str, Any]:
-        return _get(self.supervisor.pause_rollout.remote(pool))
+        return _get(self.supervisor.pause_rollout.remote(pool)).model_dump(mode="json")
 
     def resume_rollout(self, pool: str) -> dict[str, Any]:
-        return _get(self.supervisor.resume_rollout.remote(pool))
+        return _get(self.supervisor.resume_rollout.remote(pool)).model_dump(mode="json")
 
     def rollback(self, pool: str) -> dict[str, Any]:
-        return _get(self.supervisor.rollback.remote(pool))
+        return _get(self.supervisor.rollback.remote(pool)).model_dump(mode="json")
 
     def spec(self) -> dict[str, Any]:
         """The desired state the supervisor holds now."""
-        return _get(self.supervisor.current_spec.remote())
+        return _get(self.supervisor.spec.remote()).model_dump(mode="json")
 
     def status(self) -> FleetStatus:
-        return FleetStatus.model_validate(_get(self.supervisor.status.remote()))
+        return _get(self.supervisor.status.remote())
 
     def events(self, limit: int = 200) -> list[dict[str, Any]]:
-        return _get(self.supervisor.events.remote(limit))
+        batch = _get(self.supervisor.events.remote(EventQuery(limit=limit)))
+        return [e.model_dump(mode="json") for e in batch.events]
 
     def wait_until(self, predicate, timeout_s: float = 60, interval_s: float = 0.1) -> FleetStatus:
         """Poll status until ``predicate(status)`` holds; raises TimeoutError with the last status."""
@@ -156,8 +158,8 @@ class FleetClient:
         Give stable ``ids`` when the item list may change order between attempts (default: position).
         """
         info = _get(self.supervisor.workqueue.remote(pool))
-        wq = ray.get_actor(info["name"], namespace=self.namespace)
-        retries = info["max_item_retries"]
+        wq = ray.get_actor(info.name, namespace=self.namespace)
+        retries = info.max_item_retries
         items = list(items)
         id_list = [str(i) for i in ids] if ids is not None else [str(i) for i in range(len(items))]
         if len(id_list) != len(items):
@@ -201,19 +203,20 @@ class FleetClient:
         from fleet_ray.streams.declare import import_model
 
         info = _get(self.supervisor.stream_info.remote(stream))
-        hub = ray.get_actor(info["hub"], namespace=self.namespace)
-        return Subscription(hub, stream, group=group, model=model or import_model(info["model"]),
+        hub = ray.get_actor(info.hub, namespace=self.namespace)
+        return Subscription(hub, stream, group=group, model=model or import_model(info.model),
                             durable=durable, start=start)
 
     def streams(self) -> list[dict[str, Any]]:
         """Each stream's depth, bytes, capacity, in/out rates, blocked producers and group lag."""
-        return _get(self.supervisor.streams.remote())
+        return [{**(s.hub or {"name": s.name}), "producer_pool": s.producer_pool, "consumer_pools": s.consumer_pools}
+                for s in _get(self.supervisor.streams.remote())]
 
     def add_sink(self, stream: str, spec: Any, name: str = "default") -> dict[str, Any]:
         """Copy ``stream`` into a sink (``JsonlSinkSpec`` / ``RedisSinkSpec`` or their dicts) by a sink actor."""
         from fleet_ray.streams.sinks import parse_sink_spec
 
-        return _get(self.supervisor.add_sink.remote(stream, parse_sink_spec(spec).model_dump(), name))
+        return _get(self.supervisor.add_sink.remote(stream, parse_sink_spec(spec).model_dump(), name)).model_dump()
 
     def follow_events(self, kinds: list[str] | None = None, pool: str | None = None,
                       timeout_s: float | None = None, after: list | None = None) -> Iterator[Any]:
@@ -225,30 +228,32 @@ class FleetClient:
         cursor = after
         while deadline is None or time.monotonic() < deadline:
             wait = 5.0 if deadline is None else max(0.0, min(5.0, deadline - time.monotonic()))
-            page = _get(self.supervisor.wait_events.remote(cursor, kinds, pool, wait), timeout=wait + 60)
-            cursor = page["cursor"]
-            for e in page["events"]:
-                yield typed(e)
+            query = EventQuery(after=tuple(cursor) if cursor else None, kinds=kinds, pool=pool, wait_s=wait, limit=0)
+            page = _get(self.supervisor.events.remote(query), timeout=wait + 60)
+            cursor = list(page.cursor) if page.cursor else None
+            for e in page.events:
+                yield typed(e.model_dump(mode="json"))
 
     def event_cursor(self) -> list | None:
         """A cursor at the newest event, for :meth:`follow_events` (``after=``)."""
-        return _get(self.supervisor.wait_events.remote(None, None, None, 0))["cursor"]
+        cursor = _get(self.supervisor.events.remote(EventQuery(wait_s=0, limit=0))).cursor
+        return list(cursor) if cursor else None
 
     def error_groups(self, pool: str | None = None) -> list[dict[str, Any]]:
-        return _get(self.supervisor.error_groups.remote(pool))
+        return [g.model_dump(mode="json") for g in _get(self.supervisor.error_groups.remote(pool))]
 
     def crashes(self, pool: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        return _get(self.supervisor.crashes.remote(pool, limit))
+        return [r.model_dump(mode="json") for r in _get(self.supervisor.crashes.remote(pool, limit))]
 
     def configure_notifiers(self, config: dict[str, Any]) -> dict[str, Any]:
         """Webhook / Telegram error notifications (fleet_ray.observe.notify.NotifyConfig); returns them without secrets."""
-        return _get(self.supervisor.configure_notifiers.remote(config))
+        return _get(self.supervisor.configure_notifiers.remote(config)).model_dump()
 
     def down(self, timeout_s: float = 30.0) -> dict[str, Any]:
         """Remove every slot, the work queues, the checkpoint and the supervisor itself."""
         result = _get(self.supervisor.shutdown.remote(timeout_s), timeout=timeout_s + 60)
         ray.kill(self.supervisor, no_restart=True)
-        return result
+        return result.model_dump()
 
 
 def init_ray(address: str | None = None, namespace: str = "fleet", **kwargs: Any) -> None:

@@ -52,7 +52,7 @@ def test_a_run_resumed_after_its_driver_was_sigkilled_processes_only_the_rest(fl
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, cluster.address, fleet.namespace, "prices-1", str(N)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        done_before = wait_for(lambda: len(ray.get(fleet.supervisor.run_state.remote("prices-1"))["ok"]) >= 8
+        done_before = wait_for(lambda: len(ray.get(fleet.supervisor.run_state.remote("prices-1")).ok) >= 8
                                or driver.poll() is not None, 180)
         assert done_before is True and driver.poll() is None, driver.stderr.read().decode()[-2000:]
         driver.kill()  # SIGKILL, mid-run
@@ -67,8 +67,8 @@ def test_a_run_resumed_after_its_driver_was_sigkilled_processes_only_the_rest(fl
     processed = collections.Counter(log.read_text().split())
     assert set(processed) == {str(i) for i in range(N)} and set(processed.values()) == {1}  # each item once
     results = ray.get(fleet.supervisor.run_results.remote("prices-1"))
-    assert sorted(r["item_id"] for r in results) == sorted(ids) and all(r["ok"] for r in results)
-    assert {r["item_id"]: r["value"]["item"] for r in results} == {f"item-{i}": i for i in range(N)}
+    assert sorted(r.item_id for r in results) == sorted(ids) and all(r.ok for r in results)
+    assert {r.item_id: r.value["item"] for r in results} == {f"item-{i}": i for i in range(N)}
     resumed = [e for e in fleet.events(500) if e["kind"] == "run.resumed"]
     assert resumed and resumed[-1]["data"]["skipped"] == report.skipped
     # once more: everything is done, nothing is processed again
@@ -108,7 +108,7 @@ def test_a_run_carries_on_through_a_supervisor_sigkill(fleet, tmp_path):
     runner = threading.Thread(target=lambda: out.setdefault(
         "report", fleet.run("probe", list(range(N)), run_id="through", timeout_s=300)), daemon=True)
     runner.start()
-    wait_for(lambda: len(ray.get(fleet.supervisor.run_state.remote("through"))["ok"]) >= 6, 120)
+    wait_for(lambda: len(ray.get(fleet.supervisor.run_state.remote("through")).ok) >= 6, 120)
     sup_pid = ray.get(fleet.supervisor.ping.remote())
     sigkill(sup_pid)  # Ray restarts it; the driver's calls to it are retried; the work queue lives on
     runner.join(300)

@@ -76,7 +76,7 @@ def test_two_downstream_pools_each_get_every_item_in_each_producers_order(fleet)
         assert ns == sorted(ns)
     src = wait_for(lambda: (s := stream_stats(fleet, "src.numbers")) and s["items_in"] == 400 and s, 10)  # polled 1/s
     assert set(src["groups"]) == {"one", "two"}
-    api = {s["name"]: s for s in ray.get(fleet.supervisor.api_streams.remote())}
+    api = {s.name: s.model_dump() for s in ray.get(fleet.supervisor.streams.remote())}
     assert api["src.numbers"]["producers"] == ["src"] and api["src.numbers"]["consumers"] == ["one", "two"]
     assert api["src.numbers"]["items_emitted"] == 400
 
@@ -198,4 +198,4 @@ def test_a_wiring_error_changes_nothing(fleet):
     after = fleet.status()
     assert [(s.id, s.generation, s.pid) for p in after.pools for s in p.slots] == \
         [(s.id, s.generation, s.pid) for p in before.pools for s in p.slots]
-    assert ray.get(fleet.supervisor.api_spec.remote())["pools"][1]["inputs"] == {"numbers": "src.numbers"}
+    assert ray.get(fleet.supervisor.spec.remote()).pools[1].inputs == {"numbers": "src.numbers"}

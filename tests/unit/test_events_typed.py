@@ -102,13 +102,16 @@ def test_follow_tails_the_log_live():
 
 
 def test_events_from_a_slot_whose_clock_runs_far_ahead_are_clamped_on_ingest():
-    from types import SimpleNamespace
-
     from fleet_ray.actors.services import FleetServices
+    from fleet_ray.actors.supervisor_events import EventJournal
+    from fleet_ray.actors.supervisor_store import StoreGateway
+    from fleet_ray.control.state import FleetState
+    from fleet_ray.testing import FakeSlotCalls, MemoryStore
 
     clock = FakeClock(1000.0)
-    sup = SimpleNamespace(hlc=HLC(clock.ms, max_skew_ms=60_000), _pending_events=[], _recent=[], fleet_name="f")
-    svc = FleetServices(sup)
+    journal = EventJournal(HLC(clock.ms, max_skew_ms=60_000))
+    svc = FleetServices("f", FleetState(fleet_name="f"), journal, StoreGateway("memory://", "f", MemoryStore()),
+                        FakeSlotCalls())
     try:
         slot_clock = HLC(FakeClock(1000.0 + 3600).ms)  # an hour ahead
         ahead = TaskFailed.stamp(slot_clock, origin="fleet:a:0:g1", pool="a", slot="a:0", task="t",
@@ -116,11 +119,34 @@ def test_events_from_a_slot_whose_clock_runs_far_ahead_are_clamped_on_ingest():
         near = TaskFailed.stamp(HLC(FakeClock(1000.0 + 5).ms), origin="fleet:a:1:g1", pool="a", slot="a:1",
                                 task="u", error_type="ValueError", frame="acme.f:1")
         assert svc.ingest([ahead.to_event().model_dump(mode="json"), near.to_event().model_dump(mode="json")]) == 2
-        stored = sup._pending_events
+        stored = journal.take_unsaved()
         assert stored[0].physical == clock.ms() + 60_000  # clamped to wall + max skew
         assert stored[1].physical == near.physical  # within the skew: kept as stamped
-        assert sup.hlc.last.physical <= clock.ms() + 60_000
+        assert journal.hlc.last.physical <= clock.ms() + 60_000
         groups = svc.errors.groups()
         assert len(groups) == 1 and groups[0].count == 2 and groups[0].slots == ["a:0", "a:1"]
     finally:
         svc.reporter.close()
+
+
+def test_one_matcher_for_kinds_and_filters():
+    from fleet_ray.observe.events import kind_matches, matches
+
+    assert kind_matches("slot.died", ["slot.*"]) and kind_matches("slot.died", ["x", "slot.died"])
+    assert not kind_matches("slot.died", ["slot.dead", "task.*"]) and not kind_matches("slot.died", [])
+    e = Event(id="b", kind="slot.died", physical=2000, counter=1, pool="web", slot="web:0")
+    assert matches(e) and matches(e, kinds=["slot.*"], pool="web", slot="web:0", since_ms=2000, until_ms=2001)
+    assert matches(e, after=(2000, 1, "a")) and not matches(e, after=[2000, 1, "b"])  # the cursor is exclusive
+    assert not matches(e, until_ms=2000) and not matches(e, pool="") and not matches(e, origin="slot")
+
+
+def test_the_envelope_kinds_and_log_modules_import_in_one_direction():
+    import ast
+    import importlib
+
+    def imports(mod: str) -> set[str]:
+        tree = ast.parse(open(importlib.import_module(mod).__file__).read())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+
+    assert not imports("fleet_ray.observe.envelope") & {"fleet_ray.observe.kinds", "fleet_ray.observe.events"}
+    assert "fleet_ray.observe.events" not in imports("fleet_ray.observe.kinds")

@@ -1,0 +1,38 @@
+"""What the supervisor knows and decides on, in one value its parts share.
+
+:class:`FleetState` holds the desired state (the spec, its pools by name, which pools run batch
+automations), the slot table, the rollouts in progress, and two dirty marks the checkpointer reads:
+``dirty`` (write the checkpoint on the next persist tick) and ``routine_dirty`` (only task counts or
+health moved: written at most every few seconds). Every part of the supervisor gets this one object
+instead of reaching into the supervisor for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fleet_ray.spec.models import FleetSpec, PoolSpec
+
+from .lifecycle import SlotTable
+from .rollout import Rollout
+
+
+@dataclass
+class FleetState:
+    fleet_name: str = "fleet"
+    spec: FleetSpec = field(default_factory=FleetSpec)
+    desired: dict[str, PoolSpec] = field(default_factory=dict)
+    batch: dict[str, bool] = field(default_factory=dict)
+    table: SlotTable = field(default_factory=SlotTable)
+    rollouts: dict[str, Rollout] = field(default_factory=dict)
+    recovered: bool = False
+    dirty: bool = True
+    routine_dirty: bool = False
+    drained_from: dict[str, int] = field(default_factory=dict)  # pool -> slots before api drain
+
+    def __post_init__(self) -> None:
+        if not self.spec.pools:  # nothing applied yet: the empty spec carries the fleet's name
+            self.spec = FleetSpec(name=self.fleet_name)
+
+    def set_desired(self, spec: FleetSpec) -> None:
+        self.spec, self.desired = spec, {p.name: p for p in spec.pools}
