@@ -13,8 +13,8 @@ import pytest
 import ray
 
 from fleet_ray.builtins.streams import Doubled, Number
-from fleet_ray.client.fleet import _call
 from fleet_ray.errors import SpecError
+from fleet_ray.ray_boundary import get
 from fleet_ray.streams.sinks import JsonlSinkSpec, RedisSinkSpec, replay_redis
 
 from .conftest import make_cluster, sigkill, wait_for
@@ -192,7 +192,7 @@ def test_a_wiring_error_changes_nothing(fleet):
     with pytest.raises(SpecError):
         fleet.apply(bad)  # the client checks first
     with pytest.raises(SpecError) as info:
-        _call(fleet.supervisor.apply.remote(bad))  # and so does the supervisor
+        get(fleet.supervisor.apply.remote(bad))  # and so does the supervisor
     assert info.value.errors[0]["loc"] == "pools.one.inputs.numbers"
     assert "pool 'src' has no output 'prices'" in info.value.errors[0]["msg"]
     after = fleet.status()
