@@ -28,7 +28,7 @@ from typing import Any
 import ray
 
 from fleet_ray.automation import BatchAutomation
-from fleet_ray.errors import StreamError, StreamItemInvalid, redact_url
+from fleet_ray.errors import StreamError, StreamItemInvalid
 from fleet_ray.names import SUPERVISOR_NAME
 from fleet_ray.observe.crashes import CrashError, SlotContext
 from fleet_ray.observe.grouping import fingerprint, short_message, user_modules_of
@@ -41,6 +41,7 @@ from fleet_ray.observe.kinds import (
     TaskStarted,
     TypedEvent,
 )
+from fleet_ray.redact import redact_url
 from fleet_ray.store import open_store
 from fleet_ray.streams.declare import Codec, StreamOptions, declared, model_path, stream_name
 

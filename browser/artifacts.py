@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fleet_ray.errors import redact_url
+from fleet_ray.redact import redact_url
 from fleet_ray.spec.browser_options import ArtifactOptions
 
 log = logging.getLogger(__name__)

@@ -32,8 +32,9 @@ import psutil
 from fleet_ray.browser.host import BASE_ARGS
 from fleet_ray.browser.reaper import default_root, write_launcher
 from fleet_ray.campaign.proxies import is_reputation_hit
-from fleet_ray.errors import CampaignError, redact_url
+from fleet_ray.errors import CampaignError
 from fleet_ray.names import DEFAULT_CHROMIUM as DEFAULT_CHROMIUM_PATH
+from fleet_ray.redact import redact_url
 
 if TYPE_CHECKING:
     from fleet_ray.campaign.member import MemberContext

@@ -35,8 +35,8 @@ from fleet_ray.errors import (
     ProxyAuthError,
     ProxyError,
     Recovery,
-    redact_url,
 )
+from fleet_ray.redact import redact_url
 from fleet_ray.spec.browser_options import BrowserOptions
 
 from .artifacts import ArtifactWriter, ConsoleLog

@@ -2,7 +2,7 @@
 
 Every error a user can see derives from :class:`FleetError`. Errors carry the data their handler
 needs (the pool, the field, the URL) as attributes, and their messages never contain secrets:
-URLs are redacted before they are put into a message.
+URLs are redacted (:func:`fleet_ray.redact.redact_url`) before they are put into a message.
 
     FleetError
     ├── SpecError                  a spec or a pool config failed validation (nothing changed)
@@ -36,16 +36,10 @@ URLs are redacted before they are put into a message.
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from typing import Any
 
-_CRED_RE = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^@/\s]+)@")
-
-
-def redact_url(url: str) -> str:
-    """Replace the user-info part of a URL (``user:password@``) with ``***@``."""
-    return _CRED_RE.sub(lambda m: f"{m.group('scheme')}***@", url)
+from fleet_ray.redact import redact_url
 
 
 class FleetError(Exception):

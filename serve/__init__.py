@@ -4,7 +4,8 @@
 - :mod:`.app` — the FastAPI app: read endpoints, errors, the dashboard at ``/``; :mod:`.control` — the
   token-guarded control endpoints; :mod:`.events` — event cursors and the Server-Sent Events stream;
 - :mod:`.backend` — the only place that talks to Ray: the supervisor found by name, status cached;
-- :mod:`.auth` — configuration and the bearer-token check; :mod:`.redact` — secrets out, errors grouped;
+- :mod:`.auth` — configuration and the bearer-token check (redaction is :mod:`fleet_ray.redact`'s,
+  error grouping :mod:`fleet_ray.observe.grouping`'s);
 - ``static/`` — the dashboard (plain HTML/JS/CSS, no build step).
 
 Endpoints live under ``/api/v1`` (``/docs`` and ``/openapi.json`` describe them); see

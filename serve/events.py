@@ -1,4 +1,8 @@
-"""Events over HTTP: cursors, the wire shape, and the Server-Sent Events stream."""
+"""Events over HTTP: cursors, the wire shape, and the Server-Sent Events stream.
+
+The wire shape is :class:`~fleet_ray.api.models.EventOut` (the envelope, redacted, with ``at`` and
+``cursor``); filters are the supervisor's (:func:`fleet_ray.observe.events.matches`).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fleet_ray.api.models import EventOut
-from fleet_ray.errors import redact_url
-
-from .redact import redact_tree
+from fleet_ray.observe.envelope import Event
 
 Cursor = tuple[int, int, str]
 
@@ -20,8 +22,9 @@ class BadCursor(ValueError):
     pass
 
 
-def format_cursor(e: dict[str, Any]) -> str:
-    return f"{e['physical']}-{e.get('counter', 0)}-{e['id']}"
+def format_cursor(e: dict[str, Any] | Event) -> str:
+    physical, counter, id_ = e.position if isinstance(e, Event) else (e["physical"], e.get("counter", 0), e["id"])
+    return f"{physical}-{counter}-{id_}"
 
 
 def parse_cursor(text: str) -> Cursor:
@@ -32,22 +35,10 @@ def parse_cursor(text: str) -> Cursor:
     return int(parts[0]), int(parts[1]), parts[2][:64]
 
 
-def event_out(e: dict[str, Any]) -> dict[str, Any]:
-    """A supervisor event dict → the API's :class:`EventOut` shape (redacted)."""
-    return EventOut(
-        id=e["id"],
-        kind=e["kind"],
-        at=e["physical"] / 1000,
-        physical=e["physical"],
-        counter=e.get("counter", 0),
-        origin=e.get("origin", "supervisor"),
-        pool=e.get("pool"),
-        slot=e.get("slot"),
-        generation=e.get("generation"),
-        message=redact_url(e.get("message") or ""),
-        data=redact_tree(e.get("data") or {}),
-        cursor=format_cursor(e),
-    ).model_dump(mode="json")
+def event_out(e: dict[str, Any] | Event) -> dict[str, Any]:
+    """A supervisor event (or its dict) → the API's :class:`EventOut` shape (redacted)."""
+    ev = e if isinstance(e, Event) else Event.model_validate(e)
+    return EventOut.from_event(ev, format_cursor(ev)).model_dump(mode="json")
 
 
 def sse_frame(e: dict[str, Any]) -> str:

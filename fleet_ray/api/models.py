@@ -2,7 +2,8 @@
 
 Fleet, pool and slot status reuse :mod:`fleet_ray.api.status`; this module holds everything else the API
 speaks: events, grouped errors, streams, nodes, metric history, control requests/results and the one
-error shape every failure uses::
+error shape every failure uses. An event is the envelope of :mod:`fleet_ray.observe.envelope` (redacted,
+plus ``at`` and ``cursor``); a group of errors is :class:`fleet_ray.observe.grouping.ErrorGroup`::
 
     {"error": {"code": "invalid_spec", "message": "...", "details": [{"loc": "pools.web.slots", "msg": "..."}]}}
 
@@ -15,6 +16,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from fleet_ray.observe.envelope import Event
+from fleet_ray.observe.grouping import API_EXCLUDE, ErrorGroup
+from fleet_ray.redact import redact_tree, redact_url
 
 ErrorCode = Literal[
     "unauthorized",  # no / wrong bearer token
@@ -61,19 +66,20 @@ class Readiness(ApiModel):
 
 
 # -- events ----------------------------------------------------------------------------------------
-class EventOut(ApiModel):
-    id: str = Field(description="Unique event id.")
-    kind: str = Field(description="e.g. slot.started, slot.ready, slot.died, slot.recycled, pool.applied")
+class EventOut(Event):
+    """An event as the API returns it: the fleet's event envelope with credentials in its message and
+    data masked, plus its wall time and its cursor (built by from_event)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
+
     at: float = Field(description="Wall time of the event, seconds since the epoch (HLC physical part).")
-    physical: int = Field(description="Hybrid logical clock, physical part (ms since the epoch).")
-    counter: int = Field(description="Hybrid logical clock, logical counter.")
-    origin: str = Field(description="Who emitted it (supervisor, a slot, ...).")
-    pool: str | None = Field(None, description="Pool the event is about.")
-    slot: str | None = Field(None, description="Slot position 'pool:index' the event is about.")
-    generation: int | None = Field(None, description="Slot generation the event is about.")
-    message: str = Field("", description="Human-readable detail (credentials in URLs are redacted).")
-    data: dict[str, Any] = Field(default_factory=dict, description="Kind-specific structured detail.")
     cursor: str = Field(description="Pass as `after` (or SSE Last-Event-ID) to get only newer events.")
+
+    @classmethod
+    def from_event(cls, ev: Event, cursor: str) -> EventOut:
+        """The API's view of ``ev``: credentials in ``message`` and secret-looking ``data`` masked."""
+        return cls(**ev.model_dump(exclude={"message", "data"}), message=redact_url(ev.message),
+                   data=redact_tree(ev.data), at=ev.epoch_s, cursor=cursor)
 
 
 class EventsPage(ApiModel):
@@ -85,27 +91,18 @@ class EventsPage(ApiModel):
 
 
 # -- grouped errors --------------------------------------------------------------------------------
-class ErrorGroup(ApiModel):
-    key: str = Field(description="Stable group key: kind plus the message with numbers and ids masked.")
-    kind: str = Field(description="Event kind of the failures in this group (slot.died, slot.start_failed, ...).")
-    signature: str = Field(description="The message with numbers, hex ids and quoted values masked.")
-    sample: str = Field(description="The most recent full message of the group.")
-    count: int = Field(description="Failures in the group within the window.")
-    pools: list[str] = Field(description="Pools that saw this failure.")
-    slots: list[str] = Field(description="Slot positions that saw this failure.")
-    first_seen: float = Field(description="Seconds since the epoch.")
-    last_seen: float = Field(description="Seconds since the epoch.")
-    error_type: str | None = Field(None, description="Exception type, for task/automation failures.")
-    frame: str | None = Field(None, description="First stack frame in user code, for task/automation failures.")
-    phases: list[str] = Field(default_factory=list, description="Automation phases the failures happened in.")
-
-
+# ErrorGroup is fleet_ray.observe.grouping's (one model for the supervisor, notifications and the API)
 class ErrorGroups(ApiModel):
+    # GET /errors; each group is shown less fleet_ray.observe.grouping.API_EXCLUDE (ERRORS_EXCLUDE below)
     groups: list[ErrorGroup] = Field(description="Most recent group first.")
     failing_slots: list[dict[str, str]] = Field(
         default_factory=list, description="Slots failing right now: {'slot', 'state', 'reason'}."
     )
     source: str = Field(description="Where the failures come from (which event kinds were grouped).")
+
+
+#: ``response_model_exclude`` of ``GET /errors``: the API's view of each group
+ERRORS_EXCLUDE = {"groups": {"__all__": set(API_EXCLUDE)}}
 
 
 # -- streams ---------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fleet_ray.observe.envelope import Event
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -103,12 +105,19 @@ class PoolStatus(_Model):
 
 
 class EventStatus(_Model):
+    """A recent event as status shows it: a projection of the event envelope (fleet_ray.observe.envelope):
+    its kind, pool, slot, generation and message, and its wall time; no id, origin or data (from_event)."""
+
     kind: str = Field(description="Event kind, e.g. slot.ready.")
     at: float = Field(description="Seconds since the epoch.")
     pool: str | None = Field(None, description="Pool the event is about.")
     slot: str | None = Field(None, description="Slot position 'pool:index' the event is about.")
     generation: int | None = Field(None, description="Slot generation the event is about.")
     message: str = Field("", description="Human-readable detail.")
+
+    @classmethod
+    def from_event(cls, ev: Event) -> EventStatus:
+        return cls(at=ev.epoch_s, **ev.model_dump(include=set(cls.model_fields) - {"at"}))
 
 
 class FleetStatus(_Model):

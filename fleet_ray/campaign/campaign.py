@@ -48,9 +48,9 @@ from fleet_ray.errors import (
     FleetError,
     MemberCancelled,
     PolicyDenied,
-    redact_url,
 )
 from fleet_ray.observe.events import EventLog
+from fleet_ray.redact import redact_url
 from fleet_ray.settings import Settings
 from fleet_ray.store import open_guardrails, open_store
 

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fleet_ray.errors import CampaignConfigError, redact_url
+from fleet_ray.errors import CampaignConfigError
+from fleet_ray.redact import redact_url
 from fleet_ray.store.guardrails import DEFAULT_WINDOW
 
 MIN_RATE = 1.0  # the safety rail: a target's limit can't be configured below this many requests/s

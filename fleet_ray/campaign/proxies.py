@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict
 
-from fleet_ray.errors import redact_url
+from fleet_ray.redact import redact_url
 
 REPUTATION_STATUSES = frozenset({403, 429})
 REPUTATION_CODES = frozenset({"HTTP_429", "HTTP_403", "CAPTCHA_DETECTED"})

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from fleet_ray import errors as E
 from fleet_ray.campaign.proxies import MemberProxyHealth
+from fleet_ray.redact import redact_url
 from fleet_ray.store.guardrails import BreakerState
 
 
@@ -68,7 +69,7 @@ def failure(op: OpSpec, exc: BaseException, **kw: Any) -> OpOutcome:
     keep = exc if isinstance(exc, _TYPED) else None
     return OpOutcome(
         op_id=op.op_id, member=op.member, ok=False, error_type=type(exc).__name__,
-        error=E.redact_url(str(exc)), exc=keep, cancelled=isinstance(exc, E.MemberCancelled), **kw,
+        error=redact_url(str(exc)), exc=keep, cancelled=isinstance(exc, E.MemberCancelled), **kw,
     )
 
 

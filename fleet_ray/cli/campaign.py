@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from fleet_ray.errors import redact_url
+from fleet_ray.redact import redact_url
 from fleet_ray.settings import Settings
 
 # fleet_ray.campaign.operator is imported inside the commands that use it: the campaign package

@@ -1,46 +1,63 @@
-"""Lifecycle events: typed, HLC-stamped, appended idempotently to the store's event log.
+"""The event log and the one event matcher.
 
-:class:`Event` is the envelope every event travels in (``kind`` + free ``data``); the typed model of
-each kind lives in :mod:`fleet_ray.observe.kinds` (``SlotDied``, ``TaskFailed``, ``StreamBackpressure``,
-...). :class:`EventLog` takes either, dedupes by ``id``, answers queries in causal (HLC) order by
-kind, origin, pool, slot and time range, caps its size, and can be followed live (:meth:`EventLog.follow`).
+:class:`~fleet_ray.observe.envelope.Event` (re-exported here) is the envelope every event travels in;
+the typed model of each kind lives in :mod:`fleet_ray.observe.kinds` (``SlotDied``, ``TaskFailed``,
+``StreamBackpressure``, ...). :class:`EventLog` takes either, dedupes by ``id``, answers queries in
+causal (HLC) order by kind, origin, pool, slot and time range, caps its size, and can be followed live
+(:meth:`EventLog.follow`).
+
+:func:`kind_matches` (exact kind or ``"slot.*"`` prefix) and :func:`matches` (kinds, pool, slot,
+origin, time range, cursor) are the one definition of "this event matches the filters": the log,
+the supervisor's in-memory queries and its long-poll all use them.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from fleet_ray.observe.envelope import Event
 from fleet_ray.observe.hlc import HLCTimestamp
+from fleet_ray.observe.kinds import TypedEvent, typed
 from fleet_ray.store import keys
-from fleet_ray.store.base import LogEntry, Store
+from fleet_ray.store.base import Store
+
+__all__ = ["Event", "EventLog", "kind_matches", "matches"]
 
 
-class Event(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def kind_matches(kind: str, kinds: Iterable[str]) -> bool:
+    """Whether ``kind`` is one of ``kinds``, each an exact kind or a prefix ending in ``*`` (``"slot.*"``)."""
+    return any(kind == k or (k.endswith("*") and kind.startswith(k[:-1])) for k in kinds)
 
-    id: str = Field(default_factory=lambda: uuid.uuid4().hex, description="Unique; appends are idempotent by it.")
-    kind: str = Field(description="e.g. slot.ready, slot.died, slot.heal_escalated")
-    physical: int = Field(description="HLC physical part, ms since the epoch")
-    counter: int = Field(0, description="HLC logical counter")
-    origin: str = Field("supervisor", description="Who emitted it")
-    pool: str | None = None
-    slot: str | None = None
-    generation: int | None = None
-    message: str = ""
-    data: dict[str, Any] = Field(default_factory=dict)
 
-    @property
-    def hlc(self) -> HLCTimestamp:
-        return HLCTimestamp(self.physical, self.counter)
+def matches(
+    ev: Event,
+    *,
+    kind: str | None = None,
+    kinds: Iterable[str] | None = None,
+    pool: str | None = None,
+    slot: str | None = None,
+    origin: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    after: tuple[int, int, str] | None = None,
+) -> bool:
+    """Whether an event passes every filter given (None, or no ``kinds``, leaves a filter out).
 
-    def to_entry(self) -> LogEntry:
-        return LogEntry(self.id, self.hlc.key(), self.model_dump_json().encode())
+    ``since_ms`` is inclusive, ``until_ms`` exclusive; ``after`` is an exclusive cursor
+    ``(physical, counter, id)`` (see :attr:`Event.position`)."""
+    return (
+        (kind is None or ev.kind == kind)
+        and (not kinds or kind_matches(ev.kind, kinds))
+        and (pool is None or ev.pool == pool)
+        and (slot is None or ev.slot == slot)
+        and (origin is None or ev.origin == origin)
+        and (since_ms is None or ev.physical >= since_ms)
+        and (until_ms is None or ev.physical < until_ms)
+        and (after is None or ev.position > tuple(after))
+    )
 
 
 class EventLog:
@@ -50,7 +67,7 @@ class EventLog:
         self.store = store
         self.max_len = max_len
 
-    def append(self, events: list[Any]) -> int:
+    def append(self, events: list[Event | TypedEvent]) -> int:
         """Append events (generic or typed) not seen before; returns how many were new."""
         events = [e if isinstance(e, Event) else e.to_event() for e in events]
         new = self.store.log_append(keys.EVENT_LOG, [e.to_entry() for e in events])
@@ -79,21 +96,17 @@ class EventLog:
         out = []
         for entry in self.store.log_range(keys.EVENT_LOG, start, end):
             ev = Event.model_validate(json.loads(entry.data))
-            if (kind and ev.kind != kind) or (pool and ev.pool != pool) or (origin and ev.origin != origin):
-                continue
-            if (slot and ev.slot != slot) or (kinds and not _kind_matches(ev.kind, kinds)):
-                continue
-            if after is not None and (ev.physical, ev.counter, ev.id) <= tuple(after):
+            # an empty-string filter means "any" here (the store's range already applied the times)
+            if not matches(ev, kind=kind or None, kinds=kinds, pool=pool or None, slot=slot or None,
+                           origin=origin or None, after=after):
                 continue
             out.append(ev)
             if limit is not None and len(out) >= limit:
                 break
         return out
 
-    def query_typed(self, **filters: Any) -> list[Any]:
+    def query_typed(self, **filters: Any) -> list[TypedEvent | Event]:
         """Like :meth:`query`, each event as its kind's model (:func:`fleet_ray.observe.kinds.typed`)."""
-        from fleet_ray.observe.kinds import typed
-
         return [typed(e) for e in self.query(**filters)]
 
     def size(self) -> int:
@@ -114,10 +127,7 @@ class EventLog:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while deadline is None or time.monotonic() < deadline:
             for ev in self.query(after=after, **filters):
-                after = (ev.physical, ev.counter, ev.id)
+                after = ev.position
                 yield ev
             sleep(poll_s)
 
-
-def _kind_matches(kind: str, kinds: list[str]) -> bool:
-    return any(kind == k or (k.endswith("*") and kind.startswith(k[:-1])) for k in kinds)

@@ -1,4 +1,4 @@
-"""One Pydantic model per event kind, around the generic :class:`~fleet_ray.observe.events.Event` envelope.
+"""One Pydantic model per event kind, around the generic :class:`~fleet_ray.observe.envelope.Event` envelope.
 
 The log stores the envelope (``kind`` + ``data``); a typed model is the same event with its
 ``data`` as checked fields::
@@ -19,14 +19,17 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet_ray.observe.events import Event
+from fleet_ray.observe.envelope import Event
 from fleet_ray.observe.hlc import HLC, HLCTimestamp
 
-ENVELOPE = ("id", "physical", "counter", "origin", "pool", "slot", "generation", "message")
+#: the envelope fields a typed event carries itself (all of :class:`Event`'s but ``kind``, its class's
+#: :attr:`TypedEvent.KIND`, and ``data``, its own fields)
+ENVELOPE = tuple(f for f in Event.model_fields if f not in ("kind", "data"))
 
 
 class TypedEvent(BaseModel):
-    """Envelope fields shared by every typed event; subclasses add their kind's fields."""
+    """Envelope fields shared by every typed event (:data:`ENVELOPE`, as :class:`Event` declares them);
+    subclasses add their kind's fields."""
 
     model_config = ConfigDict(extra="forbid")
     KIND: ClassVar[str] = ""

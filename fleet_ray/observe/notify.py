@@ -9,7 +9,8 @@
   messages leave, the rest wait for the digest.
 - :class:`Reporter` is fire-and-forget: ``report()`` only updates the gate under a lock, a daemon
   thread does the HTTP; nothing it does raises into the fleet or blocks it, and failures are
-  logged without the notifier's token.
+  logged without the notifier's token (a notifier is named by its host only,
+  :func:`fleet_ray.redact.host_only`).
 
 Configure from the environment (:func:`config_from_env`: ``FLEET_NOTIFY_WEBHOOK_URL``,
 ``FLEET_NOTIFY_TELEGRAM_TOKEN``, ``FLEET_NOTIFY_TELEGRAM_CHAT_ID``, ``FLEET_NOTIFY_TELEGRAM_BASE_URL``,
@@ -26,12 +27,12 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from fleet_ray.errors import NotifyError
 from fleet_ray.observe.grouping import ErrorGroup
+from fleet_ray.redact import host_only
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,6 @@ class Notifier(Protocol):
         """Deliver or raise :class:`NotifyError` (the reporter catches it)."""
 
 
-def _host_only(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}"
-
-
 def _post(url: str, payload: dict[str, Any], timeout_s: float, shown: str) -> None:
     import httpx
 
@@ -75,7 +71,7 @@ class WebhookNotifier:
     def __init__(self, url: str, timeout_s: float = 5.0):
         self._url = url
         self.timeout_s = timeout_s
-        self.name = f"webhook {_host_only(url)}"
+        self.name = f"webhook {host_only(url)}"
 
     def send(self, notification: Notification) -> None:
         _post(self._url, notification.model_dump(mode="json"), self.timeout_s, self.name)
@@ -90,7 +86,7 @@ class TelegramNotifier:
         self.chat_id = str(chat_id)
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
-        self.name = f"telegram {_host_only(self.base_url)} chat {self.chat_id}"
+        self.name = f"telegram {host_only(self.base_url)} chat {self.chat_id}"
 
     def send(self, notification: Notification) -> None:
         url = f"{self.base_url}/bot{self._token.get_secret_value()}/sendMessage"
@@ -114,8 +110,8 @@ class NotifyConfig(BaseModel):
     def summary(self) -> dict[str, Any]:
         """What is configured, without secrets (webhook shown as scheme://host only)."""
         return {
-            "webhook": _host_only(self.webhook_url.get_secret_value()) if self.webhook_url else None,
-            "telegram": _host_only(self.telegram_base_url) if self.telegram_token and self.telegram_chat_id else None,
+            "webhook": host_only(self.webhook_url.get_secret_value()) if self.webhook_url else None,
+            "telegram": host_only(self.telegram_base_url) if self.telegram_token and self.telegram_chat_id else None,
             "window_s": self.window_s,
             "digest_s": self.digest_s,
             "max_per_minute": self.max_per_minute,

@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from fleet_ray.names import DEFAULT_CHROMIUM
+from fleet_ray.redact import masked_userinfo
 
 ResourceType = Literal["image", "font", "media", "stylesheet", "other"]
 OsName = Literal["windows", "macos", "linux"]
@@ -187,7 +188,7 @@ class ProxySpec(_Strict):
         """What logs, events, errors and status show: never the credentials."""
         if self.label:
             return self.label
-        return self.url if self.username is None else self.url.replace("://", "://***@", 1)
+        return self.url if self.username is None else masked_userinfo(self.url)
 
     def playwright(self) -> dict[str, str]:
         """The proxy setting for a Playwright context, with the real password (do not log)."""

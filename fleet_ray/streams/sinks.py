@@ -18,7 +18,8 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from fleet_ray.errors import StoreUnavailable, StreamError, redact_url
+from fleet_ray.errors import StoreUnavailable, StreamError
+from fleet_ray.redact import redact_url
 
 
 class JsonlSinkSpec(BaseModel):

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from fleet_ray.errors import NotifyError
-from fleet_ray.observe.grouping import ErrorGroups, FailureRecord
+from fleet_ray.observe.grouping import ErrorGrouper, FailureRecord
 from fleet_ray.observe.notify import Notification, NotifyConfig, Reporter, TelegramNotifier, WebhookNotifier
 
 TOKEN = "123456:SECRET-bot-token"
@@ -94,7 +94,7 @@ def test_delivery_errors_never_show_the_token(inbox):
 
 def test_ten_slots_failing_alike_reach_the_webhook_as_one_message(inbox):
     rep = Reporter(NotifyConfig(webhook_url=f"{inbox.url}/hook", window_s=0.5, digest_s=3600), tick_s=0.05)
-    groups = ErrorGroups()
+    groups = ErrorGrouper()
     try:
         for i in range(10):
             g, _ = groups.add(FailureRecord(error_type="ProbeError", frame="acme.check:7", message="refused",
@@ -115,7 +115,7 @@ def test_ten_slots_failing_alike_reach_the_webhook_as_one_message(inbox):
 def test_reporting_never_blocks_on_a_hung_endpoint(inbox):
     inbox.hold.clear()  # the endpoint accepts the request and then hangs
     rep = Reporter(NotifyConfig(webhook_url=f"{inbox.url}/hook", window_s=0, max_per_minute=100), tick_s=0.02)
-    groups = ErrorGroups()
+    groups = ErrorGrouper()
     try:
         g, _ = groups.add(FailureRecord(error_type="E", frame="f:1", at=time.time()))
         rep.report(g)

@@ -12,9 +12,10 @@ import pytest
 
 from fleet_ray.client.http import ApiClient, ApiRequestError
 from fleet_ray.errors import FleetNotRunning, SpecError, UnknownPool, UnknownSlot
+from fleet_ray.observe.grouping import group_events, message_signature
+from fleet_ray.redact import MASK, redact_json_bytes, redact_tree, redact_url
 from fleet_ray.serve.auth import ApiConfig, TokenCheck, token_digest
 from fleet_ray.serve.events import BadCursor, event_out, follow, format_cursor, parse_cursor
-from fleet_ray.serve.redact import MASK, group_errors, redact_json_bytes, redact_tree, signature
 from fleet_ray.testing import FakeClock
 
 
@@ -45,6 +46,14 @@ def test_redact_json_bytes():
     assert redact_json_bytes(body) == b'{"store":"redis://***@h:6379/0","x":"https://***@c/d","y":"no creds http://h/p"}'
 
 
+def test_redact_url_in_free_text_and_in_json_stop_at_different_places():
+    assert redact_url("redis://:pw@h:6379/0 and http://a:b@c/d") == "redis://***@h:6379/0 and http://***@c/d"
+    assert redact_url("http://h/p?u=a@b") == "http://h/p?u=a@b"  # an '@' after the path is no user-info
+    # in serialised JSON a quote ends the string: the match never runs into the next value
+    assert redact_json_bytes(b'["http://x","a@b"]') == b'["http://x","a@b"]'
+    assert redact_url('["http://x","a@b"]') == '["http://***@b"]'
+
+
 # -- grouping --------------------------------------------------------------------------------------
 def ev(kind, msg, slot="web:0", physical=1_000_000, pool="web"):
     return {"id": f"{kind}{slot}{physical}", "kind": kind, "message": msg, "pool": pool, "slot": slot,
@@ -52,12 +61,12 @@ def ev(kind, msg, slot="web:0", physical=1_000_000, pool="web"):
 
 
 def test_signature_masks_numbers_ids_and_quoted_values():
-    a = signature("died: worker 12345 exited (node 9f8e7d6c5b4a3f2e) 'boom'")
-    b = signature("died: worker 777 exited (node 0011223344556677) 'other'")
+    a = message_signature("died: worker 12345 exited (node 9f8e7d6c5b4a3f2e) 'boom'")
+    b = message_signature("died: worker 777 exited (node 0011223344556677) 'other'")
     assert a == b == "died: worker <n> exited (node <id>) <str>"
 
 
-def test_group_errors_groups_alike_failures_newest_group_first():
+def test_group_events_groups_alike_failures_newest_group_first():
     events = [
         ev("slot.died", "died: pid 11 killed", "web:0", 1_000),
         ev("slot.died", "died: pid 12 killed", "web:1", 2_000),
@@ -65,7 +74,7 @@ def test_group_errors_groups_alike_failures_newest_group_first():
         ev("slot.ready", "pid 13 on node abc", "web:0", 4_000),  # not a failure
         ev("slot.died", "died: pid 14 killed", "web:0", 5_000),
     ]
-    groups = group_errors(events)
+    groups = group_events(events)
     assert [g.kind for g in groups] == ["slot.died", "slot.start_failed"]
     died = groups[0]
     assert died.count == 3 and died.slots == ["web:0", "web:1"] and died.pools == ["web"]
@@ -240,16 +249,41 @@ def test_openapi_document_describes_every_endpoint_and_forbids_extra_fields():
                 assert op["security"] == [{"HTTPBearer": []}] and "401" in op["responses"], path
 
 
-def test_groups_from_the_supervisors_own_error_grouping_are_mapped_and_redacted():
-    from fleet_ray.serve.redact import from_fleet_group
+def test_the_supervisors_groups_and_the_event_groups_are_one_model_and_the_api_shape_is_pinned():
+    from fleet_ray.api.models import ERRORS_EXCLUDE, ErrorGroup, ErrorGroups
+    from fleet_ray.observe.grouping import ErrorGrouper, FailureRecord, newest_first
 
-    g = from_fleet_group({"key": "k1", "error_type": "TimeoutError", "frame": "shop.py:42 in fetch", "count": 7,
-                          "kinds": ["task.failed"], "pools": ["web"], "slots": ["web:1", "web:0"],
-                          "phases": ["load", None], "first_seen": 10.0, "last_seen": 20.0,
-                          "sample": {"message": "GET http://u:pw@shop/x timed out"}})
-    assert g.signature == "TimeoutError at shop.py:42 in fetch" and g.kind == "task.failed"
-    assert g.slots == ["web:0", "web:1"] and g.phases == ["load"] and g.count == 7
-    assert g.sample == "GET http://***@shop/x timed out"
+    grouper = ErrorGrouper()
+    for slot, at in [("web:1", 10.0), ("web:0", 20.0)]:
+        grouper.add(FailureRecord(kind="task", error_type="TimeoutError", frame="shop.fetch:42", pool="web", slot=slot,
+                                  phase="load", message="GET http://u:pw@shop/x timed out", at=at))
+    g = grouper.groups()[0]
+    assert g.key == "TimeoutError @ shop.fetch:42" and g.signature == "TimeoutError at shop.fetch:42"
+    assert g.kind == "task" and g.kinds == ["task"] and g.slots == ["web:0", "web:1"] and g.phases == ["load"]
+    assert g.count == 2 and (g.first_seen, g.last_seen) == (10.0, 20.0) and g.sample == "GET http://***@shop/x timed out"
+    died = group_events([ev("slot.died", "died: pid 7", "web:0", 30_000)])[0]
+    assert died.key == "slot.died|died: pid <n>" and died.error_type is None and died.kinds == ["slot.died"]
+    from_ray = [ErrorGroup.model_validate(d) for d in grouper.dump()]  # what Supervisor.error_groups returns
+    merged = newest_first([died], from_ray)
+    assert [m.kind for m in merged] == ["slot.died", "task"]
+    api = ErrorGroups(groups=merged, source="s").model_dump(mode="json", exclude=ERRORS_EXCLUDE)
+    assert list(api["groups"][1]) == ["key", "kind", "signature", "sample", "count", "pools", "slots", "first_seen",
+                                      "last_seen", "error_type", "frame", "phases"]
+
+
+def test_event_views_are_the_envelope_or_a_projection_of_it():
+    from fleet_ray.api.models import EventOut
+    from fleet_ray.api.status import EventStatus
+    from fleet_ray.observe.envelope import Event
+
+    assert set(EventOut.model_fields) == set(Event.model_fields) | {"at", "cursor"} and issubclass(EventOut, Event)
+    assert set(EventStatus.model_fields) <= set(Event.model_fields) | {"at"}
+    for name, f in EventStatus.model_fields.items():
+        assert name == "at" or f.annotation == Event.model_fields[name].annotation, name
+    e = Event(kind="slot.died", physical=2500, pool="web", slot="web:0", generation=2, message="m", data={"x": 1})
+    assert EventStatus.from_event(e).model_dump() == {"kind": "slot.died", "at": 2.5, "pool": "web", "slot": "web:0",
+                                                      "generation": 2, "message": "m"}
+    assert EventOut.from_event(e, "c").to_entry() == e.to_entry()  # the log never gets the API's extras
 
 
 def test_browser_slot_status_from_a_health_snapshot():

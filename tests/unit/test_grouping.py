@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from fleet_ray.observe.crashes import CrashError, SlotContext, list_crashes, merge_crash, record_crash
-from fleet_ray.observe.grouping import ErrorGroups, FailureRecord, cause_signature, fingerprint
+from fleet_ray.observe.grouping import ErrorGrouper, FailureRecord, cause_signature, fingerprint
 from fleet_ray.store import keys
 from fleet_ray.testing import MemoryStore
 
@@ -41,7 +41,7 @@ def test_the_frame_is_the_innermost_one_in_user_code_not_the_library():
 
 
 def test_a_group_counts_failures_and_remembers_slots_phases_and_when():
-    groups = ErrorGroups()
+    groups = ErrorGrouper()
     for i in range(10):
         g, new = groups.add(FailureRecord(error_type="ValueError", frame="acme.parse:3", message=f"bad {i}",
                                           pool="web", slot=f"web:{i % 4}", phase="parse" if i < 8 else "save",

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from fleet_ray.errors import NotifyError
-from fleet_ray.observe.grouping import ErrorGroups, FailureRecord
+from fleet_ray.observe.grouping import ErrorGrouper, FailureRecord
 from fleet_ray.observe.notify import NotifyConfig, Reporter, TelegramNotifier, config_from_env
 from fleet_ray.testing import FakeClock
 
@@ -33,7 +33,7 @@ def setup(**cfg):
     clock = FakeClock(1000.0)
     rec = Recorder()
     rep = Reporter(NotifyConfig(window_s=2, digest_s=60, **cfg), notifiers=[rec], clock=clock, start=False)
-    return clock, rec, rep, ErrorGroups()
+    return clock, rec, rep, ErrorGrouper()
 
 
 def test_ten_slots_failing_alike_send_one_message_naming_all_of_them():
@@ -95,7 +95,7 @@ def test_a_failing_notifier_never_raises_into_the_fleet():
     clock = FakeClock(1000.0)
     bad, good = Recorder(fail=True), Recorder()
     rep = Reporter(NotifyConfig(window_s=0), notifiers=[bad, good], clock=clock, start=False)
-    rep.report(ErrorGroups().add(failure("web:0", clock.now))[0])
+    rep.report(ErrorGrouper().add(failure("web:0", clock.now))[0])
     rep.tick()  # does not raise
     assert rep.failures == 1 and len(good.sent) == 1
 
