@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-from fleet_ray.errors import StoreError, redact_url
+from fleet_ray.errors import StoreError
+from fleet_ray.redact import redact_url
 from fleet_ray.store.base import LogEntry, Store
 from fleet_ray.store.guardrails import GuardrailState
 from fleet_ray.store.memory import MemoryStore

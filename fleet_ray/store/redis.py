@@ -16,7 +16,8 @@ from typing import TypeVar
 
 import redis as redis_lib
 
-from fleet_ray.errors import StoreUnavailable, redact_url
+from fleet_ray.errors import StoreUnavailable
+from fleet_ray.redact import redact_url
 from fleet_ray.store.base import LogEntry
 
 T = TypeVar("T")
