@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fleet_ray.errors import redact_url
+from fleet_ray.redact import redact_url
 from fleet_ray.store.guardrails import (
     DEFAULT_WINDOW,
     BreakerState,
