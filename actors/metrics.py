@@ -211,7 +211,7 @@ class FleetMetrics:
             state.table,
             {name: p.slots for name, p in state.desired.items()},
             list(events),
-            [s.model_dump() if hasattr(s, "model_dump") else s for s in streams()],
+            [s.model_dump() for s in streams()],
             step_ms,
         )
         if self.exporter is None:

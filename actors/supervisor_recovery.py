@@ -16,6 +16,7 @@ from typing import Any
 
 from fleet_ray.control import recovery
 from fleet_ray.control.checkpoint import Checkpoint, write_ahead_generations
+from fleet_ray.control.lifecycle import SlotTable
 from fleet_ray.control.state import FleetState
 from fleet_ray.names import parse_slot_actor_name, slot_actor_name
 from fleet_ray.store import keys
@@ -43,7 +44,7 @@ class StateRecovery:
             Checkpoint.decode(raw).restore_into(st)
             ok, stored = self.gateway.attempt(lambda s: {k: int(s.get(k) or 0) for k in s.keys("gen:")})
             if not ok:  # without the write-ahead generations, a restart could reuse one: try again
-                st.table, st.rollouts = type(st.table)(), {}
+                st.table, st.rollouts = SlotTable(), {}
                 return False
             gens = write_ahead_generations(stored or {})
         live = self.calls.live_slot_actors()
