@@ -14,8 +14,9 @@ from typing import Any
 from fleet_ray.cli.campaign import register as register_campaign_commands
 from fleet_ray.cli.demo import run_demo
 from fleet_ray.cli.render import progress_line, render_status
-from fleet_ray.errors import FleetError, FleetNotRunning, SpecError, redact_url
+from fleet_ray.errors import FleetError, FleetNotRunning, SpecError
 from fleet_ray.ray_boundary import get
+from fleet_ray.redact import redact_url
 from fleet_ray.settings import Settings
 from fleet_ray.spec import environments
 from fleet_ray.spec.models import load_spec_file
@@ -150,7 +151,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
     if api is not None:
         api.drain(args.pool)
     else:
-        get(_client(args).supervisor.api_drain.remote(args.pool))
+        get(_client(args).supervisor.drain.remote(args.pool))
     print(f"pool {args.pool}: draining (paused, slots drain; `fleet-ray resume {args.pool}` brings them back)")
     return 0
 
