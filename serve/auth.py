@@ -35,6 +35,14 @@ class ApiConfig(BaseModel):
     sse_poll_s: float = Field(0.25, gt=0, description="How often a live event stream asks for new events.")
     sse_keepalive_s: float = Field(15.0, gt=0, description="Comment line sent on an idle event stream.")
     call_timeout_s: float = Field(15.0, gt=0, description="Timeout of one call to the supervisor.")
+    # HTTP hardening (fleet_ray.serve.guard): Host allow list, body cap, live-stream limits
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "[::1]"],
+        description="Host header values accepted ('name' any port, 'name:port' that port; '*' any host).")
+    max_body_bytes: int = Field(1 << 20, gt=0, description="Largest request body accepted (413 beyond).")
+    sse_max_streams: int = Field(32, gt=0, description="Live event streams open at once, in total (429 beyond).")
+    sse_max_streams_per_client: int = Field(8, gt=0, description="Live event streams open at once per client.")
+    sse_timeout_s: float = Field(900.0, gt=0, description="A live event stream ends after this long at most.")
 
 
 class TokenCheck:
