@@ -16,11 +16,25 @@ lost with ``OwnerDiedError``). Consumers ``pull`` object refs and fetch the batc
   per-group lag.
 
 A batch whose ``(producer, seq)`` was seen before is ignored, so a retried ``put`` is idempotent.
+
+**Durable** (the default; ``StreamOptions.durable``): the hub writes every batch it accepts ahead to
+the fleet's store (:mod:`fleet_ray.store.stream_log`) and acknowledges the ``put`` only once the
+write landed. One writer task turns whatever was accepted meanwhile into one atomic write (a
+group commit, so the store costs a round trip per flush, not per batch), together with the
+consumer groups' positions (what each acknowledged), the producers to forget and the retention
+trim (batches every group acknowledged are deleted from the store copy as from memory). A hub
+that Ray restarts after a SIGKILL, or that the supervisor recreates (after a head restart, say),
+loads that copy in ``__init__``: the unacknowledged batches are ``ray.put`` again (it owns the new
+refs), each group resumes from its acknowledged position (leased-but-unacknowledged batches are
+delivered again first), and the producers' last sequence numbers keep retried puts idempotent.
+While the store is unreachable, writes are retried with back-off and producers wait (nothing
+acknowledged is ever only in memory). ``durable: false`` keeps everything in memory only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
@@ -32,9 +46,17 @@ from typing import Any
 import psutil
 import ray
 
+from fleet_ray.errors import StreamError
 from fleet_ray.names import HEAD_RESOURCE, hub_name
+from fleet_ray.store import open_stream_log
+from fleet_ray.store.stream_log import GroupPosition, StoredBatch, StreamLog, StreamSnapshot, StreamWrite
+
+log = logging.getLogger(__name__)
 
 EXPIRE_EVERY_S = 1.0
+WRITE_RETRY_MAX_S = 2.0
+LOAD_TRIES = 8
+WATCH_S = 300.0
 
 
 def _rss_mb() -> float:
@@ -74,6 +96,13 @@ class _Group:
                 low = min(low, min(mine))
         return low
 
+    def position(self) -> GroupPosition:
+        """What the group acknowledged, as the store keeps it: leased and handed-back batches are pending."""
+        pending = set(self.redeliver)
+        for mine in self.leases.values():
+            pending.update(mine)
+        return GroupPosition(self.next, sorted(pending), self.durable)
+
 
 class _Rate:
     """Items per second over the last few whole seconds."""
@@ -109,6 +138,9 @@ class StreamHubCore:
         group_idle_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         put_object: Callable[[bytes], Any] | None = None,
+        store_url: str | None = None,
+        namespace: str = "default",
+        stream_log: StreamLog | None = None,
     ):
         self.stream = stream
         self.capacity = capacity
@@ -136,6 +168,22 @@ class StreamHubCore:
         self._rate_in = _Rate(clock)
         self._rate_out = _Rate(clock)
         self._expired_at = 0.0
+        # -- the write-ahead copy (None: an in-memory stream) --
+        self.log = stream_log if stream_log is not None else (
+            open_stream_log(store_url, namespace) if store_url else None)
+        self._assigned = 0  # index of the next batch accepted (== _next unless writes are in flight)
+        self._wal: list[tuple[StoredBatch, Any, asyncio.Future]] = []
+        self._dirty: set[str] = set()
+        self._forget: list[str] = []
+        self._trim_to: int | None = None
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task | None = None
+        self.store_writes = 0
+        self.store_errors = 0
+        self.store_error: str | None = None
+        self.restored: dict[str, int] = {}
+        if self.log is not None:
+            self._restore(self._load())
 
     # -- producers -------------------------------------------------------------------------------
     def _full(self, n: int, nbytes: int) -> bool:
@@ -163,16 +211,28 @@ class StreamHubCore:
             if seq <= self._last_seq.get(producer, -1):  # a retry of this batch got in while we waited
                 return {"accepted": False, "duplicate": True, "depth": self._items}
         self._last_seq[producer] = seq
-        idx = self._next
-        self._batches[idx] = _Batch(self._put_object(payload), n, len(payload), producer, seq, self.items_in)
-        self._next += 1
+        idx = self._assigned
+        self._assigned += 1
         self._items += n
         self._bytes += len(payload)
+        ref = self._put_object(payload)
+        if self.log is None:
+            self._commit(idx, ref, n, len(payload), producer, seq)
+        else:  # written ahead: acknowledged once the store holds it
+            done = asyncio.get_running_loop().create_future()
+            self._wal.append((StoredBatch(idx, producer, seq, n, payload), ref, done))
+            self._kick_writer()
+            await asyncio.shield(done)
+        return {"accepted": True, "duplicate": False, "depth": self._items}
+
+    def _commit(self, idx: int, ref: Any, n: int, nbytes: int, producer: str, seq: int) -> None:
+        """A batch becomes visible to consumers (in index order)."""
+        self._batches[idx] = _Batch(ref, n, nbytes, producer, seq, self.items_in)
+        self._next = idx + 1
         self.items_in += n
         self._rate_in.add(n)
         self._data.set()
         self._data = asyncio.Event()
-        return {"accepted": True, "duplicate": False, "depth": self._items}
 
     def set_limits(self, capacity: int, max_bytes: int | None, model: str | None = None) -> None:
         """New bounds (a re-applied spec; or the producer's, if a consumer created the hub first);
@@ -193,12 +253,16 @@ class StreamHubCore:
         if g is None:
             g = self._groups[group] = _Group(group, durable, self._base if start == "earliest" else self._next)
             g.last_pull = self.clock()
-        else:
-            g.durable = g.durable or durable
+            self._touch(group)
+        elif durable and not g.durable:
+            g.durable = True
+            self._touch(group)
         return {"group": group, "next": g.next}
 
     def drop_group(self, group: str) -> bool:
         dropped = self._groups.pop(group, None) is not None
+        if dropped:
+            self._touch(group)
         self._trim()
         return dropped
 
@@ -248,6 +312,7 @@ class StreamHubCore:
         g.seen.pop(consumer, None)
         if mine:
             g.redeliver = deque(sorted(set(g.redeliver) | set(mine)))
+            self._touch(group)
             self._data.set()
             self._data = asyncio.Event()
         return len(mine)
@@ -257,6 +322,7 @@ class StreamHubCore:
         if mine:
             for i in indices:
                 mine.pop(i, None)
+            self._touch(g.name)
 
     def _lease(self, g: _Group, consumer: str, max_items: int) -> list[int]:
         if max_items <= 0:
@@ -279,6 +345,7 @@ class StreamHubCore:
         if items:
             g.delivered += items
             self._rate_out.add(items)
+            self._touch(g.name)
         return out
 
     def _expire(self, now: float) -> None:
@@ -288,6 +355,7 @@ class StreamHubCore:
         for name, g in list(self._groups.items()):
             if not g.durable and now - g.last_pull > self.group_idle_s:
                 del self._groups[name]
+                self._touch(name)
                 continue
             for consumer, seen in list(g.seen.items()):
                 if now - seen > self.lease_timeout_s:
@@ -296,6 +364,8 @@ class StreamHubCore:
             if now - seen > 3600:
                 self._producer_seen.pop(producer, None)
                 self._last_seq.pop(producer, None)
+                if self.log is not None:
+                    self._forget.append(producer)
         self._trim()
 
     def _trim(self) -> None:
@@ -312,6 +382,111 @@ class StreamHubCore:
         if freed:
             self._space.set()
             self._space = asyncio.Event()
+            if self.log is not None:
+                self._trim_to = self._base
+                self._kick_writer()
+
+    # -- the write-ahead copy ----------------------------------------------------------------------
+    def _touch(self, group: str) -> None:
+        """``group``'s position changed: the next write carries it."""
+        if self.log is not None:
+            self._dirty.add(group)
+            self._kick_writer()
+
+    def _kick_writer(self) -> None:
+        self._wake.set()
+        if self._writer is None or self._writer.done():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # not on the loop (a unit test's sync call): the next async call starts it
+            self._writer = loop.create_task(self._write_loop())
+
+    def _next_write(self) -> tuple[StreamWrite, list[tuple[StoredBatch, Any, asyncio.Future]]]:
+        pending, self._wal = self._wal, []
+        dirty, self._dirty = self._dirty, set()
+        forget, self._forget = self._forget, []
+        trim, self._trim_to = self._trim_to, None
+        groups = {name: (self._groups[name].position() if name in self._groups else None) for name in sorted(dirty)}
+        return StreamWrite([b for b, _, _ in pending], groups, forget, trim), pending
+
+    def _undo_write(self, change: StreamWrite, pending: list) -> None:
+        """A write failed: everything in it goes into the next one."""
+        self._wal[:0] = pending
+        self._dirty.update(change.groups)
+        self._forget[:0] = change.forget
+        if change.trim_below is not None:
+            self._trim_to = max(change.trim_below, self._trim_to or 0)
+
+    async def _write_loop(self) -> None:
+        delay = 0.05
+        while True:
+            self._wake.clear()
+            change, pending = self._next_write()
+            if not change:
+                await self._wake.wait()
+                continue
+            try:
+                await asyncio.to_thread(self.log.write, self.stream, change)
+            except Exception as exc:
+                self._undo_write(change, pending)
+                self.store_errors += 1
+                self.store_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("stream %s: write-ahead to the store failed (%s); retrying in %.2fs",
+                            self.stream, self.store_error, delay)
+                await asyncio.sleep(delay)
+                delay = min(WRITE_RETRY_MAX_S, delay * 2)
+                continue
+            delay = 0.05
+            self.store_writes += 1
+            self.store_error = None
+            for b, ref, done in pending:
+                self._commit(b.index, ref, b.n, len(b.payload), b.producer, b.seq)
+                if not done.done():
+                    done.set_result(None)
+
+    def _load(self) -> StreamSnapshot:
+        assert self.log is not None
+        delay = 0.1
+        for attempt in range(LOAD_TRIES):
+            try:
+                return self.log.load(self.stream)
+            except Exception as exc:
+                if attempt == LOAD_TRIES - 1:
+                    raise StreamError(f"stream {self.stream}: can't load its write-ahead copy from "
+                                      f"{self.log.url}: {exc}") from exc
+                log.warning("stream %s: loading from the store failed (%s); retrying", self.stream, exc)
+                time.sleep(delay)
+                delay = min(WRITE_RETRY_MAX_S, delay * 2)
+        raise AssertionError("unreachable")
+
+    def _restore(self, snap: StreamSnapshot) -> None:
+        """Start where the last hub stopped: retained batches owned anew, groups at their positions."""
+        now = self.clock()
+        start = snap.items_in - sum(b.n for b in snap.batches)
+        for b in snap.batches:
+            self._batches[b.index] = _Batch(self._put_object(b.payload), b.n, len(b.payload), b.producer, b.seq, start)
+            start += b.n
+            self._items += b.n
+            self._bytes += len(b.payload)
+        self._base = snap.batches[0].index if snap.batches else snap.next_index
+        self._next = self._assigned = snap.next_index
+        self.items_in = snap.items_in
+        self._last_seq = dict(snap.producers)
+        self._producer_seen = dict.fromkeys(snap.producers, now)
+        for name, pos in snap.groups.items():
+            redeliver = deque(sorted(i for i in set(pos.pending) if i in self._batches))
+            g = self._groups[name] = _Group(name, pos.durable, min(max(pos.next, self._base), self._next), redeliver)
+            g.last_pull = now
+        self.restored = {"batches": len(snap.batches), "items": self._items, "groups": len(snap.groups)}
+        if snap.batches or snap.groups:
+            log.info("stream %s: restored %d batches (%d items) and %d groups from the store",
+                     self.stream, len(snap.batches), self._items, len(snap.groups))
+
+    async def watch(self, timeout_s: float = WATCH_S) -> str:
+        """Returns after ``timeout_s`` (the supervisor's long poll: the call fails if the hub dies)."""
+        await asyncio.sleep(timeout_s)
+        return self.incarnation
 
     # -- observing ---------------------------------------------------------------------------------
     def _lag(self, g: _Group) -> int:
@@ -340,6 +515,9 @@ class StreamHubCore:
             "blocked_producers": self.blocked,
             "backpressure_episodes": self.backpressure_episodes,
             "invalid_items": self.invalid_items,
+            "durable": self.log is not None,
+            "store": {"writes": self.store_writes, "errors": self.store_errors, "error": self.store_error,
+                      "writing": len(self._wal), "restored": self.restored} if self.log is not None else None,
             "producers": sorted(p for p, t in self._producer_seen.items() if now - t < 60),
             "groups": {
                 name: {
@@ -353,7 +531,8 @@ class StreamHubCore:
         }
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.stream, "model": self.model, "capacity": self.capacity, "incarnation": self.incarnation}
+        return {"name": self.stream, "model": self.model, "capacity": self.capacity, "incarnation": self.incarnation,
+                "durable": self.log is not None}
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
@@ -362,8 +541,9 @@ class StreamHub(StreamHubCore):
 
 
 def ensure_hub(namespace: str, stream: str, capacity: int = 10_000, max_bytes: int | None = None,
-               model: str | None = None) -> Any:
-    """The stream's hub actor, created on the head node if it does not exist yet (idempotent)."""
+               model: str | None = None, store_url: str | None = None, durable: bool = True) -> Any:
+    """The stream's hub actor, created on the head node if it does not exist yet (idempotent). With a
+    ``store_url`` and ``durable``, what it accepts is written ahead to that store (and reloaded from it)."""
     return StreamHub.options(
         name=hub_name(stream),
         namespace=namespace,
@@ -372,7 +552,7 @@ def ensure_hub(namespace: str, stream: str, capacity: int = 10_000, max_bytes: i
         num_cpus=0,
         resources={HEAD_RESOURCE: 0.001},
         max_concurrency=1000,
-    ).remote(stream, capacity, max_bytes, model)
+    ).remote(stream, capacity, max_bytes, model, store_url=store_url if durable else None, namespace=namespace)
 
 
 def get_hub(namespace: str, stream: str) -> Any | None:

@@ -22,9 +22,12 @@ from fleet_ray.store.base import LogEntry, Store
 from fleet_ray.store.guardrails import GuardrailState
 from fleet_ray.store.memory import MemoryStore
 from fleet_ray.store.memory_guardrails import MemoryGuardrails
+from fleet_ray.store.memory_stream_log import MemoryStreamLog
+from fleet_ray.store.stream_log import StreamLog
 
 __all__ = [
-    "GuardrailState", "LogEntry", "MemoryStore", "Store", "open_guardrails", "open_store", "store_backend",
+    "GuardrailState", "LogEntry", "MemoryStore", "Store", "StreamLog", "open_guardrails", "open_store",
+    "open_stream_log", "store_backend",
 ]
 
 Backend = Literal["redis", "sqlite", "memory"]
@@ -68,3 +71,17 @@ def open_guardrails(url: str, namespace: str = "default", clock: Callable[[], fl
 
         return SQLiteGuardrails(where, namespace, clock=clock)
     return MemoryGuardrails(clock)
+
+
+def open_stream_log(url: str, namespace: str = "default") -> StreamLog:
+    """The durable streams' write-ahead copy next to the store at ``url`` (a fresh one for ``memory://``)."""
+    backend, where = store_backend(url)
+    if backend == "redis":
+        from fleet_ray.store.redis_stream_log import RedisStreamLog
+
+        return RedisStreamLog(where, namespace)
+    if backend == "sqlite":
+        from fleet_ray.store.sqlite_stream_log import SQLiteStreamLog
+
+        return SQLiteStreamLog(where, namespace)
+    return MemoryStreamLog()

@@ -50,3 +50,32 @@ def package(name: str, version: str) -> str:
 
 def canonical(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
+
+
+# -- durable streams (fleet_ray.store.redis_stream_log; SQLite keeps them in tables of the same file) ---------
+def stream_batches(stream: str) -> str:
+    """The Redis Stream of a fleet stream's retained batches (entry id ``<index>-1``)."""
+    return f"stream:{stream}:batches"
+
+
+def stream_groups(stream: str) -> str:
+    """Hash: consumer group → its acknowledged position (JSON)."""
+    return f"stream:{stream}:groups"
+
+
+def stream_producers(stream: str) -> str:
+    """Hash: producer → the last sequence number the stream accepted from it."""
+    return f"stream:{stream}:producers"
+
+
+def stream_meta(stream: str) -> str:
+    """Hash: ``next`` (the next batch index) and ``items_in`` (items ever accepted)."""
+    return f"stream:{stream}:meta"
+
+
+STREAM_SINK_PREFIX = "sinks:"
+
+
+def stream_sink(stream: str, name: str) -> str:
+    """A sink the supervisor started (its spec, JSON), so a restarted head starts it again."""
+    return f"{STREAM_SINK_PREFIX}{stream}:{name}"

@@ -59,6 +59,11 @@ class StreamOptions(BaseModel):
         64 * 2**20, ge=1024, description="Bytes the stream holds before producers wait (None: no byte bound)."
     )
     batch_max: int = Field(1000, ge=1, le=100_000, description="Most items a producer sends in one batch.")
+    durable: bool = Field(
+        True, description="Write every accepted batch ahead to the fleet's store before acknowledging it, so "
+        "what emit acknowledged survives the death of the stream hub and a head restart; false keeps the "
+        "stream in memory only (faster; a hub crash loses what no consumer group acknowledged yet).",
+    )
 
 
 def stream_name(pool: str, output: str) -> str:
