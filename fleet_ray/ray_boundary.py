@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleet_ray.errors import FleetError
+from fleet_ray.redact import redact_url
 
 
 def task_cause(exc: BaseException) -> BaseException:
@@ -30,13 +31,14 @@ def ray_errors(exc: BaseException) -> BaseException:
 
 
 def short_cause(exc: BaseException) -> str:
-    """One readable line for an error that came back from a remote call (at most 500 characters)."""
+    """One readable line for an error that came back from a remote call: the first non-empty line,
+    secrets redacted (:mod:`fleet_ray.redact`), at most 500 characters. Status and events show no more
+    of an error than this (the full text is the crash record's)."""
     cause = task_cause(exc)
-    if cause is not exc:
-        return f"{type(cause).__name__}: {cause}".splitlines()[0][:500]
-    text = str(exc).strip().splitlines()
-    first = next((line for line in text if line.strip()), type(exc).__name__)
-    return f"{type(exc).__name__}: {first}"[:500]
+    shown = cause if cause is not exc else exc
+    text = str(shown).strip().splitlines()
+    first = next((line for line in text if line.strip()), "")
+    return redact_url(f"{type(shown).__name__}: {first}" if first else type(shown).__name__)[:500]
 
 
 def is_actor_death(exc: BaseException) -> bool:

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     )
     api_read_auth: bool = Field(False, description="Read endpoints of the API need the token too.")
     api_status_ttl_s: float = Field(0.5, ge=0, description="The API caches fleet status this long.")
+    api_allowed_hosts: str = Field(
+        "", description="More Host header values the API answers for, comma-separated ('name' or 'name:port'; "
+        "'*' turns the check off), beyond loopback and the bound address (FLEET_API_ALLOWED_HOSTS).")
 
     def token(self) -> str | None:
         if self.api_token is not None:

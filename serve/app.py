@@ -9,6 +9,7 @@ is JSON of one shape (:class:`fleet_ray.api.models.ErrorResponse`)::
 
 
 import logging
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,13 +36,21 @@ from fleet_ray.api.models import (
 )
 from fleet_ray.api.status import FleetStatus, PoolStatus, SlotStatus
 from fleet_ray.api.supervisor import EventQuery
-from fleet_ray.errors import FleetError, FleetNotRunning, SpecError, UnknownPool, UnknownSlot
+from fleet_ray.errors import (
+    FleetError,
+    FleetNotRunning,
+    SpecError,
+    SupervisorRecovering,
+    UnknownPool,
+    UnknownSlot,
+)
 from fleet_ray.observe.grouping import FAILURE_KINDS, group_events, newest_first
 from fleet_ray.redact import redact_tree
 
 from .auth import ApiConfig, TokenCheck
 from .backend import Backend
 from .events import BadCursor, event_out, follow, format_cursor, parse_cursor
+from .guard import Guard, unauthorized_message
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,7 @@ STATIC = Path(__file__).parent / "static"
 API = "/api/v1"
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or wrong bearer token."},
+    421: {"model": ErrorResponse, "description": "The Host header names no address of this API."},
     404: {"model": ErrorResponse, "description": "No such pool or slot."},
     422: {"model": ErrorResponse, "description": "Invalid request or spec; nothing changed."},
     503: {"model": ErrorResponse, "description": "The fleet supervisor is not reachable."},
@@ -83,6 +93,9 @@ def _install_error_handlers(app: FastAPI) -> None:
             return error_response(404, "not_found", str(exc))
         if isinstance(exc, FleetNotRunning):
             return error_response(503, "unavailable", str(exc))
+        if isinstance(exc, SupervisorRecovering):  # nothing changed; the same request may be sent again
+            return error_response(503, "recovering", str(exc),
+                                  headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))})
         return error_response(409, "conflict", str(exc))
 
     @app.exception_handler(RequestValidationError)
@@ -110,23 +123,22 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
     app = FastAPI(
         title="fleet-ray control plane",
         version=fleet_ray.__version__,
-        description="Status and control of a fleet-ray fleet. Control endpoints need "
-        "`Authorization: Bearer <token>`; read endpoints too when the API is started with read auth.",
+        description="Status and control of a fleet-ray fleet. Control endpoints, the spec, events and "
+        "errors need `Authorization: Bearer <token>`; the other read endpoints too when the API is started "
+        "with read auth. Requests must name the API's own address in `Host` (421 otherwise).",
         docs_url="/docs",
         redoc_url=None,
     )
     app.state.backend, app.state.config, app.state.tokens = backend, config, tokens
     _install_error_handlers(app)
+    # Host check, token before body, body cap, stream limits, security headers (see .guard); the
+    # dependencies below check the token again and put it into the OpenAPI document
+    app.add_middleware(Guard, config=config, tokens=tokens)
 
     def _require(creds: HTTPAuthorizationCredentials | None) -> None:
-        header = f"{creds.scheme} {creds.credentials}" if creds else None
-        if tokens.check(header):
-            return
-        if not tokens.configured:
-            raise ApiError(401, "unauthorized", "no API token is configured on the server; set "
-                           "FLEET_API_TOKEN or FLEET_API_TOKEN_FILE and restart the API")
-        raise ApiError(401, "unauthorized", "this endpoint needs 'Authorization: Bearer <token>' "
-                       "(the token in FLEET_API_TOKEN or FLEET_API_TOKEN_FILE)" if creds is None else "wrong token")
+        why = unauthorized_message(tokens, f"{creds.scheme} {creds.credentials}" if creds else None)
+        if why is not None:
+            raise ApiError(401, "unauthorized", why)
 
     def require_token(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         _require(creds)
@@ -137,6 +149,7 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
 
     app.state.require_token = require_token
     read = [Depends(require_read)]
+    detail = [Depends(require_token)]  # config, event payloads, error text: always behind the token
 
     # -- health ------------------------------------------------------------------------------------
     @app.get(f"{API}/health", response_model=Health, tags=["health"])
@@ -188,7 +201,7 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
             raise UnknownSlot(slot_id)
         return found
 
-    @app.get(f"{API}/spec", response_model=SpecOut, responses=ERRORS, dependencies=read, tags=["status"])
+    @app.get(f"{API}/spec", response_model=SpecOut, responses=ERRORS, dependencies=detail, tags=["status"])
     async def get_spec() -> SpecOut:
         """The desired state. Values under secret-looking keys (password, token, secret, key, ...) and
         URL credentials are masked; ``redacted`` lists where."""
@@ -220,7 +233,7 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
         except BadCursor as exc:
             raise ApiError(422, "invalid_request", str(exc), [{"loc": where, "msg": str(exc)}]) from None
 
-    @app.get(f"{API}/events", response_model=EventsPage, responses=ERRORS, dependencies=read, tags=["events"])
+    @app.get(f"{API}/events", response_model=EventsPage, responses=ERRORS, dependencies=detail, tags=["events"])
     async def events(
         filters: Annotated[dict[str, Any], Depends(event_filters)],
         after: Annotated[str | None, Query(max_length=120, description="Only events after this cursor.")] = None,
@@ -234,19 +247,23 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
         out = [event_out(e) for e in page.events]
         return EventsPage(events=out, cursor=out[-1]["cursor"] if out else after, source=page.source)
 
-    @app.get(f"{API}/events/stream", dependencies=read, tags=["events"],
+    @app.get(f"{API}/events/stream", dependencies=detail, tags=["events"],
              responses={**ERRORS, 200: {"content": {"text/event-stream": {}},
-                                        "description": "Server-Sent Events; each `data:` is an EventOut."}})
+                                        "description": "Server-Sent Events; each `data:` is an EventOut."},
+                        429: {"model": ErrorResponse, "description": "Too many live streams open (in total or "
+                              "from this client)."}})
     async def events_stream(
         request: Request,
         filters: Annotated[dict[str, Any], Depends(event_filters)],
         after: Annotated[str | None, Query(max_length=120, description="Start after this cursor.")] = None,
         backlog: Annotated[int, Query(ge=0, le=1000, description="Recent events sent first.")] = 0,
-        timeout_s: Annotated[float | None, Query(gt=0, le=86400, description="Close after this long.")] = None,
+        timeout_s: Annotated[float | None, Query(gt=0, le=86400, description="Close after this long (at most "
+                                                  "the server's stream timeout, 900 s by default).")] = None,
         last_event_id: Annotated[str | None, Header(max_length=120)] = None,
     ) -> StreamingResponse:
         """Live events as Server-Sent Events (``id:`` is the event's cursor, so a reconnecting
-        EventSource resumes where it left off)."""
+        EventSource resumes where it left off). A stream ends after ``timeout_s`` or the server's stream
+        timeout, whichever is shorter; reconnect with ``Last-Event-ID`` to go on."""
         cur = cursor_of(last_event_id, "header.last-event-id") or cursor_of(after, "query.after")
         if filters["since_ms"] is not None or filters["until_ms"] is not None:
             raise ApiError(422, "invalid_request", "the live stream takes no since/until; use after or backlog",
@@ -261,13 +278,14 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
             except FleetNotRunning:  # supervisor restarting: keep the stream open and poll again
                 return {"events": [], "source": "memory", "newest": None}
 
-        gen = follow(fetch, filters, cur, backlog, config.sse_poll_s, config.sse_keepalive_s, timeout_s,
+        limit_s = min(timeout_s or config.sse_timeout_s, config.sse_timeout_s)
+        gen = follow(fetch, filters, cur, backlog, config.sse_poll_s, config.sse_keepalive_s, limit_s,
                      request.is_disconnected)
         return StreamingResponse(gen, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @app.get(f"{API}/errors", response_model=ErrorGroups, response_model_exclude=ERRORS_EXCLUDE, responses=ERRORS,
-             dependencies=read, tags=["events"])
+             dependencies=detail, tags=["events"])
     async def errors(
         since: Annotated[float | None, Query(ge=0, le=1e11, description="Group failures from this time (epoch s).")] = None,
         pool: Annotated[str | None, Query(max_length=200)] = None,

@@ -1,5 +1,6 @@
 """Control endpoints: apply a spec, scale, recycle, drain, pause, resume. All need the bearer token;
-without it the request is answered 401 before the supervisor is asked anything."""
+without it the request is answered 401 before its body is read (:mod:`.guard`) or the supervisor is
+asked anything."""
 
 
 from typing import Annotated, Any
@@ -23,7 +24,8 @@ API = "/api/v1"
 
 def add_control_routes(app: FastAPI, backend: Backend, require_token: Any, errors: dict) -> None:
     guarded = [Depends(require_token)]
-    responses = {**errors, 409: {"model": errors[401]["model"], "description": "Not possible in this state."}}
+    responses = {**errors, 409: {"model": errors[401]["model"], "description": "Not possible in this state."},
+                 413: {"model": errors[401]["model"], "description": "Request body too large."}}
 
     async def pool_change(pool: str, message: str) -> PoolChange:
         snap = await backend.status()

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleet_ray.observe.grouping import short_message
+
 
 class SlotState(enum.StrEnum):
     PENDING = "pending"  # wanted, not created: no node can host it, or waiting to be started
@@ -258,6 +260,16 @@ class LifecycleEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+#: an error shown in status (a slot's reason) or in an event message: its first line, redacted, this
+#: long at most — the full text is the crash record's (fleet_ray.observe.crashes)
+ERROR_LINE = 300
+
+
+def error_line(text: str | None) -> str:
+    """What status and events show of an error: its first line, secrets redacted, at most ERROR_LINE."""
+    return short_message(text or "", ERROR_LINE)
+
+
 def record_failure(rec: SlotRecord, now: float, heal: Any) -> LifecycleEvent | None:
     """Count a failure of a position; past ``heal.max_failures`` in the window, back off exponentially."""
     rec.failures = [t for t in rec.failures if now - t < heal.window_s] + [now]
@@ -306,14 +318,16 @@ def observe(
     elif isinstance(obs, StartFailed):
         if rec.state is SlotState.STARTING:
             rec.failure_pending = True
-            table.transition(rec.key, SlotState.STOPPING, f"start failed: {obs.cause}")
-            ev.append(E("slot.start_failed", obs.cause))
+            cause = error_line(obs.cause)
+            table.transition(rec.key, SlotState.STOPPING, f"start failed: {cause}")
+            ev.append(E("slot.start_failed", cause))
     elif isinstance(obs, Died):
         if rec.state in (SlotState.STARTING, SlotState.RUNNING, SlotState.DRAINING):
             was_draining = rec.state is SlotState.DRAINING
             rec.failure_pending = not was_draining
-            table.transition(rec.key, SlotState.STOPPING, f"died: {obs.cause}")
-            ev.append(E("slot.died", obs.cause, draining=was_draining))
+            cause = error_line(obs.cause)
+            table.transition(rec.key, SlotState.STOPPING, f"died: {cause}")
+            ev.append(E("slot.died", cause, draining=was_draining))
     elif isinstance(obs, HealthReport | HealthTimeout):
         rec.health_inflight = False
         if rec.state is not SlotState.RUNNING:
@@ -330,7 +344,7 @@ def observe(
                 rec.recycle_requested = obs.recycle_requested
         else:
             rec.health_failures += 1
-            cause = obs.error if isinstance(obs, HealthReport) and obs.error else "health check timed out"
+            cause = error_line(obs.error) if isinstance(obs, HealthReport) and obs.error else "health check timed out"
             if isinstance(obs, HealthReport):
                 rec.tasks, rec.rss_mb, rec.phase = obs.tasks, obs.rss_mb, obs.phase
             threshold = pool.health.failure_threshold if pool else 1
@@ -346,8 +360,9 @@ def observe(
             rec.config_hash = obs.config_hash
             ev.append(E("config.applied", "", config_hash=obs.config_hash))
         else:
-            rec.recycle_requested = f"config change needs a fresh slot{': ' + obs.error if obs.error else ''}"
-            ev.append(E("config.rejected" if obs.error else "config.needs_restart", obs.error or ""))
+            error = error_line(obs.error)
+            rec.recycle_requested = f"config change needs a fresh slot{': ' + error if error else ''}"
+            ev.append(E("config.rejected" if error else "config.needs_restart", error))
     return ev
 
 

@@ -1,5 +1,7 @@
 // fleet-ray dashboard: plain JS, no build step. Polls the API, follows live events (SSE over fetch,
-// so the bearer token can be sent when reads are locked), and posts control actions with the token.
+// so the bearer token can be sent), and posts control actions with the token. Events, grouped errors and
+// the spec always need the token; status and the rest only when the API locks reads. The page's CSP
+// allows no inline script or style: keep markup free of inline style attributes and on* handlers.
 "use strict";
 
 const API = "api/v1";
@@ -64,6 +66,7 @@ async function request(method, path, body, needToken) {
   return data;
 }
 const get = (path) => request("GET", path, undefined, false);
+const getLocked = (path) => request("GET", path, undefined, true);  // asks for the token if none is set
 const post = (path, body) => request("POST", path, body, true);
 
 // -- rendering -------------------------------------------------------------------------------------
@@ -113,7 +116,7 @@ function renderStatus(st) {
 
 function lineChart(el, series, field) {
   const all = series.flatMap((s) => s.points);
-  if (!all.length) { el.innerHTML = '<p class="muted" style="padding:8px">collecting samples…</p>'; return; }
+  if (!all.length) { el.innerHTML = '<p class="muted pad">collecting samples…</p>'; return; }
   const t0 = Math.min(...all.map((p) => p.t)), t1 = Math.max(...all.map((p) => p.t));
   const ymax = Math.max(1e-9, ...all.map((p) => p[field]));
   const W = 600, H = 140, x = (t) => (t1 > t0 ? ((t - t0) / (t1 - t0)) * (W - 10) + 5 : 5), y = (v) => H - 5 - (v / ymax) * (H - 20);
@@ -178,11 +181,16 @@ function addEvent(e) {
 async function followEvents() {
   let cursor = null;
   for (;;) {
+    if (!token()) {  // live events need the token: wait for one (Set token, or the first action)
+      $("events-state").textContent = "(set a token to follow live events)";
+      await new Promise((res) => setTimeout(res, 500));
+      continue;
+    }
     try {
-      const headers = { "Accept": "text/event-stream" };
-      if (token()) headers["Authorization"] = `Bearer ${token()}`;
+      const headers = { "Accept": "text/event-stream", "Authorization": `Bearer ${token()}` };
       if (cursor) headers["Last-Event-ID"] = cursor;
       const r = await fetch(`${API}/events/stream?backlog=${cursor ? 0 : 50}`, { headers });
+      if (r.status === 401) { sessionStorage.removeItem(TOKEN_KEY); updateTokenButton(); continue; }
       if (!r.ok) throw new Error(`events: HTTP ${r.status}`);
       $("events-state").textContent = "(live)";
       const reader = r.body.getReader(), dec = new TextDecoder();
@@ -223,7 +231,8 @@ async function refreshStatus() {
 async function refreshSlow() {
   const jobs = [
     get("/metrics/series").then((m) => { lineChart($("chart-tasks"), m.pools, "tasks_per_s"); lineChart($("chart-errors"), m.pools, "failures_per_s"); }),
-    get("/errors").then(renderErrors),
+    token() ? get("/errors").then(renderErrors)
+      : Promise.resolve().then(() => { $("errors").innerHTML = '<p class="muted">set a token to see grouped errors</p>'; }),
     get("/streams").then((s) => renderStreams(s.streams)),
     get("/nodes").then((n) => renderNodes(n.nodes)),
     get("/breakers").then((b) => renderBreakers(b.breakers)),
@@ -259,7 +268,7 @@ const actions = {
     notice(`breaker for ${r.target} reset${r.tripped ? " (it was tripped)" : ""}`);
     refreshSlow();
   },
-  async "load-spec"() { const s = await get("/spec"); $("spec-text").value = JSON.stringify(s.spec, null, 2);
+  async "load-spec"() { const s = await getLocked("/spec"); $("spec-text").value = JSON.stringify(s.spec, null, 2);
     if (s.redacted.length) notice(`masked values: ${s.redacted.join(", ")} — replace them before applying`, "error"); },
   async apply() {
     const out = $("apply-result");

@@ -1,6 +1,6 @@
 """The web dashboard in real headless Chromium (Playwright, system /usr/bin/chromium): it shows the slots
-of a running fleet, and recycling one from the page (the token is asked for in a prompt) makes the
-slot's generation go up. A screenshot is saved under the test's tmp_path."""
+of a running fleet, live events once the token is set (asked for in a prompt), and recycling one from
+the page makes the slot's generation go up. A screenshot is saved under the test's tmp_path."""
 
 from __future__ import annotations
 
@@ -69,6 +69,8 @@ def test_dashboard_shows_slots_and_recycles_one_from_the_page(dashboard_url, pag
         dialog.accept(TOKEN if "token" in dialog.message.lower() else "")
 
     page.on("dialog", on_dialog)
+    refused: list[str] = []  # the page's Content-Security-Policy must not block any of its own parts
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
     page.goto(f"{dashboard_url}/")
     expect(page.locator("#conn")).to_have_text("live", timeout=30_000)
     rows = page.locator("tr[data-slot]")
@@ -79,13 +81,16 @@ def test_dashboard_shows_slots_and_recycles_one_from_the_page(dashboard_url, pag
         expect(row.locator(".gen")).to_have_text("1")
         expect(row.locator(".node")).not_to_have_text("-")
     expect(page.locator('.pool[data-pool="web"] .pstate-ok')).to_have_text("ok")
+    # live events and grouped errors need the token: the page says so until one is set
+    expect(page.locator("#events-state")).to_contain_text("set a token", timeout=15_000)
+    page.locator("#token-btn").click()
+    assert prompts and "token" in prompts[0].lower()  # the page asked for the token
     # live events arrived over SSE, nodes are listed with their tags
     expect(page.locator("#events li").first).to_be_visible(timeout=15_000)
     expect(page.locator("#events-state")).to_have_text("(live)")
     expect(page.locator("#nodes")).to_contain_text("browser=4")
 
     page.locator('tr[data-slot="web:1"] button.recycle').click()
-    assert prompts and "token" in prompts[0].lower()  # the page asked for the token
     expect(page.locator("#notice")).to_contain_text("web:1", timeout=15_000)
     expect(page.locator('tr[data-slot="web:1"] .gen')).to_have_text("2", timeout=60_000)
     expect(page.locator('tr[data-slot="web:1"] .state')).to_have_text("running", timeout=60_000)
@@ -101,6 +106,7 @@ def test_dashboard_shows_slots_and_recycles_one_from_the_page(dashboard_url, pag
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+    assert not refused, refused
     print(f"dashboard screenshot: {shot}")
 
 
