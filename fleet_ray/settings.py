@@ -37,8 +37,14 @@ class Settings(BaseSettings):
         "'*' turns the check off), beyond loopback and the bound address (FLEET_API_ALLOWED_HOSTS).")
 
     def token(self) -> str | None:
+        """The API token: FLEET_API_TOKEN, else the first line of FLEET_API_TOKEN_FILE read now (never
+        cached, so a rotated or deleted file counts at once); None when neither holds one."""
         if self.api_token is not None:
-            return self.api_token.get_secret_value()
-        if self.api_token_file is not None and self.api_token_file.exists():
-            return self.api_token_file.read_text().strip() or None
+            return self.api_token.get_secret_value().strip() or None
+        if self.api_token_file is not None:
+            try:
+                lines = self.api_token_file.read_text().strip().splitlines()
+            except (OSError, UnicodeDecodeError):
+                return None
+            return lines[0].strip() or None if lines else None
         return None

@@ -14,7 +14,7 @@ from typing import Any
 from fleet_ray.cli.campaign import register as register_campaign_commands
 from fleet_ray.cli.demo import run_demo
 from fleet_ray.cli.render import progress_line, render_status
-from fleet_ray.errors import FleetError, FleetNotRunning, SpecError
+from fleet_ray.errors import FleetError, FleetNotRunning, SpecError, SupervisorRecovering
 from fleet_ray.ray_boundary import get
 from fleet_ray.redact import redact_url
 from fleet_ray.settings import Settings
@@ -95,7 +95,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         from fleet_ray.client.http import ensure_token_file
         from fleet_ray.serve.deploy import start_api
 
-        token_file = settings.api_token_file or (None if settings.api_token else ensure_token_file())
+        # FLEET_API_TOKEN wins over a file (as the clients' Settings.token() has it); a file, when
+        # used, is read on every request, so rotating, emptying or deleting it takes effect at once
+        token_file = None if settings.api_token else (settings.api_token_file or ensure_token_file())
         url = start_api(namespace=args.namespace, host=args.api_host, port=args.api_port, token=settings.token(),
                         token_file=token_file, read_auth=settings.api_read_auth,
                         status_ttl_s=settings.api_status_ttl_s)
@@ -350,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     except FleetNotRunning as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except SupervisorRecovering as exc:  # nothing changed: the same command may be run again
+        print(f"error: {exc}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL
     except FleetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -16,6 +16,7 @@ from fleet_ray.observe.grouping import group_events, message_signature
 from fleet_ray.redact import MASK, redact_json_bytes, redact_tree, redact_url
 from fleet_ray.serve.auth import ApiConfig, TokenCheck, token_digest
 from fleet_ray.serve.events import BadCursor, event_out, follow, format_cursor, parse_cursor
+from fleet_ray.settings import Settings
 from fleet_ray.testing import FakeClock
 
 
@@ -116,8 +117,51 @@ def test_token_file_is_reread_when_it_changes(tmp_path):
     f.write_text("second\n")
     os.utime(f, (1, 1))  # a different mtime, whatever the clock resolution
     assert check.check("Bearer second") and not check.check("Bearer first")
-    f.unlink()  # unreadable: the last token stays in force
-    assert check.check("Bearer second")
+
+
+def test_a_rotation_that_keeps_the_mtime_is_seen(tmp_path):
+    f = tmp_path / "token"
+    f.write_text("first\n")
+    os.utime(f, (5, 5))
+    check = TokenCheck(ApiConfig(token_sha256=token_digest("first"), token_file=str(f)))
+    assert check.check("Bearer first")
+    f.write_text("other\n")
+    os.utime(f, (5, 5))  # same mtime (and size) as before
+    assert check.check("Bearer other") and not check.check("Bearer first")
+
+
+@pytest.mark.parametrize("revoke", ["delete", "empty", "blank"])
+def test_deleting_or_emptying_the_token_file_revokes_the_token(tmp_path, revoke):
+    f = tmp_path / "token"
+    f.write_text("s3cret\n")
+    check = TokenCheck(ApiConfig(token_sha256=token_digest("s3cret"), token_file=str(f)))
+    assert check.check("Bearer s3cret") and check.configured
+    if revoke == "delete":
+        f.unlink()
+    else:
+        f.write_text("" if revoke == "empty" else "  \n\n")
+    assert not check.check("Bearer s3cret") and not check.configured  # fail closed
+    f.write_text("fresh\n")
+    assert check.check("Bearer fresh") and not check.check("Bearer s3cret")
+
+
+def test_token_file_is_the_source_of_truth_over_the_start_digest(tmp_path):
+    check = TokenCheck(ApiConfig(token_sha256=token_digest("old"), token_file=str(tmp_path / "absent")))
+    assert not check.configured and not check.check("Bearer old")
+
+
+def test_settings_token_reads_the_file_each_time(tmp_path):
+    f = tmp_path / "token"
+    f.write_text("one\n")
+    s = Settings(api_token_file=f)
+    assert s.token() == "one"
+    f.write_text("two\n")
+    assert s.token() == "two"
+    f.unlink()
+    assert s.token() is None
+    f.write_text("\n")
+    assert s.token() is None
+    assert Settings(api_token=" t ").token() == "t" and Settings(api_token="").token() is None
 
 
 def test_api_config_has_no_secret_field():
