@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 RECENT = 200
 WAIT_POLL_S = 0.05
-ReadLog = Callable[[int, int | None], Awaitable[list[Event] | None]]  # (since_ms, until_ms) -> events or None
+#: the durable log's oldest matches of a query (its filters and limit applied there), or None (store down)
+ReadLog = Callable[[EventQuery], Awaitable[list[Event] | None]]
 
 
 def cursor_of(e: Event) -> Cursor:
@@ -99,7 +100,7 @@ class EventJournal:
         start = cursor[0] if cursor else q.since_ms
         events, source = recent, "memory"
         if start is not None and read_log is not None:
-            stored = await read_log(start, q.until_ms)
+            stored = await read_log(q)
             if stored is not None:
                 ids = {e.id for e in stored}
                 events = sorted(stored + [e for e in recent if e.id not in ids], key=cursor_of)

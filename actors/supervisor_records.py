@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fleet_ray.api.models import BreakerOut
+from fleet_ray.api.supervisor import EventQuery
 from fleet_ray.client.runs import RunLedger, RunRecord, RunState
 from fleet_ray.observe.crashes import CrashRecord, list_crashes
 from fleet_ray.observe.events import EventLog
@@ -34,9 +35,13 @@ class StoreRecords:
         stored = await self.to_thread(self.gateway.call, lambda s: EventLog(s).query(kind="pool.drained", pool=pool))
         return int(stored[-1].data.get("previous_slots", 0)) if stored else 0
 
-    async def read_log(self, since_ms: int, until_ms: int | None) -> list | None:
-        return await self.to_thread(self.gateway.call, lambda s: EventLog(s).query(since_ms=since_ms,
-                                                                                  until_ms=until_ms))
+    async def read_log(self, q: EventQuery) -> list | None:
+        """The oldest ``q.limit`` events of the durable log that match ``q`` (filters and limit go into
+        the log's query, so a page from ``since=0`` doesn't parse the whole log); None if the store is down."""
+        after = tuple(q.after) if q.after else None
+        return await self.to_thread(self.gateway.call, lambda s: EventLog(s).query(
+            kinds=q.kinds, pool=q.pool, slot=q.slot, since_ms=q.since_ms, until_ms=q.until_ms, after=after,
+            limit=q.limit or None))
 
     # -- resumable runs (the run ledger; errors propagate to the caller) ---------------------------
     async def _ledger(self, run_id: str, fn: Callable[[RunLedger], T]) -> T:
