@@ -143,18 +143,30 @@ class ApiClient:
         return self._request("GET", "/events", params={k: v for k, v in filters.items() if v is not None})
 
     def follow_events(self, **filters: Any) -> Iterator[dict[str, Any]]:
-        """Yield events live from the Server-Sent Events stream (``backlog=N`` sends recent ones first)."""
+        """Yield events live from the Server-Sent Events stream (``backlog=N`` sends recent ones first).
+
+        Without ``timeout_s`` this follows for good: when the server ends a stream (it caps how long
+        one lasts), it reconnects after the last event it got (``Last-Event-ID``)."""
         params = {k: v for k, v in filters.items() if v is not None}
-        try:
-            with self._http.stream("GET", f"{API}/events/stream", params=params, timeout=None) as r:
-                if r.status_code >= 400:
-                    r.read()
-                    self._raise(r)
-                for line in r.iter_lines():
-                    if line.startswith("data:"):
-                        yield json.loads(line[5:].strip())
-        except httpx.TransportError as exc:
-            raise FleetNotRunning(f"event stream from {self.url} ended ({type(exc).__name__})") from None
+        last: str | None = None
+        while True:
+            headers = {"Last-Event-ID": last} if last else {}
+            try:
+                with self._http.stream("GET", f"{API}/events/stream", params=params, headers=headers,
+                                       timeout=None) as r:
+                    if r.status_code >= 400:
+                        r.read()
+                        self._raise(r)
+                    for line in r.iter_lines():
+                        if line.startswith("data:"):
+                            event = json.loads(line[5:].strip())
+                            last = event.get("cursor") or last
+                            yield event
+            except httpx.TransportError as exc:
+                raise FleetNotRunning(f"event stream from {self.url} ended ({type(exc).__name__})") from None
+            if "timeout_s" in params:
+                return
+            params.pop("backlog", None)  # a resumed stream sends only what is new
 
     def errors(self, **params: Any) -> dict[str, Any]:
         return self._request("GET", "/errors", params={k: v for k, v in params.items() if v is not None})
