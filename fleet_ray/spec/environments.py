@@ -14,16 +14,21 @@ A spec file may carry an ``environments`` section whose entries override pools b
 
 ``fleet-ray apply spec.yaml --env prod`` shows what will change, then applies; ``--dry-run`` only
 shows. Overrides merge into the base pool (nested mappings merge, anything else replaces); a pool
-named only in an environment is added there. Pure functions, no I/O.
+named only in an environment is added there. The diff never shows a secret (see :func:`diff`).
+Pure functions, no I/O.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from fleet_ray.errors import SpecError
+from fleet_ray.redact import is_masked_form, is_secret_key, redact_text, redact_tree, restore_masked
 from fleet_ray.spec.models import FleetSpec
 
 
@@ -80,15 +85,43 @@ def _flatten(value: Any, prefix: str) -> dict[str, Any]:
         for k, v in value.items():
             out.update(_flatten(v, f"{prefix}.{k}"))
         return out
+    if isinstance(value, list) and value and any(isinstance(v, Mapping | list) for v in value):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(_flatten(v, f"{prefix}[{i}]"))
+        return out
     return {prefix: value}
 
 
+def _secret_at(key: str, *values: Any) -> bool:
+    """Whether the leaf at ``key`` holds a secret: a secret-looking key (or an item of a list under
+    one), or a value that redaction would change (URL credentials, tokens in a path...)."""
+    parts = re.split(r"[.\[\]]+", key)
+    names = [p for p in parts if p and not p.isdigit()]
+    if names and is_secret_key(names[-1]):
+        return True
+    return any(redact_tree(v) != v for v in values if v is not None)
+
+
+def _show(value: Any) -> str:
+    return repr(redact_tree(value))
+
+
 def diff(current: FleetSpec | Mapping[str, Any] | None, new: FleetSpec | Mapping[str, Any]) -> list[str]:
-    """Human-readable changes from ``current`` to ``new`` (both normalised, so defaults don't show)."""
+    """Human-readable changes from ``current`` to ``new`` (both normalised, so defaults don't show).
+
+    Secrets never show: a changed secret reads ``changed (secret)``. ``current`` may come masked (from
+    ``GET /api/v1/spec``): a masked value in ``new`` means "keep the current one" (no change), and a real
+    value against a masked current one reads ``set (secret; the current value is masked, not compared)``.
+    """
     def pools(spec) -> dict[str, dict[str, Any]]:
         if spec is None:
             return {}
-        model = spec if isinstance(spec, FleetSpec) else FleetSpec.model_validate(spec)
+        try:
+            model = spec if isinstance(spec, FleetSpec) else FleetSpec.model_validate(spec)
+        except ValidationError as exc:  # listed without Pydantic's echo of the input (secrets)
+            raise SpecError([{"loc": ".".join(str(p) for p in e["loc"]) or "spec", "msg": redact_text(e["msg"])}
+                             for e in exc.errors(include_input=False, include_url=False)]) from None
         return {p.name: p.model_dump(mode="json") for p in model.pools}
 
     old, nxt = pools(current), pools(new)
@@ -97,12 +130,20 @@ def diff(current: FleetSpec | Mapping[str, Any] | None, new: FleetSpec | Mapping
         if name not in old:
             p = nxt[name]
             pin = f" {p['package'] or p['version'] or ''}".rstrip()
-            lines.append(f"+ pool {name}: {p['automation']}{pin}, {p['slots']} slot(s)")
+            lines.append(redact_text(f"+ pool {name}: {p['automation']}{pin}, {p['slots']} slot(s)"))
         elif name not in nxt:
             lines.append(f"- pool {name} ({old[name]['slots']} slot(s) will be drained)")
         else:
-            a, b = _flatten(old[name], name), _flatten(nxt[name], name)
+            kept = restore_masked(nxt[name], old[name])  # masked values sent back mean "keep"
+            a, b = _flatten(old[name], name), _flatten(kept, name)
             for key in sorted(set(a) | set(b)):
-                if a.get(key) != b.get(key):
-                    lines.append(f"~ {key}: {a.get(key)!r} -> {b.get(key)!r}")
+                before, after = a.get(key), b.get(key)
+                if before == after:
+                    continue
+                if not _secret_at(key, before, after):
+                    lines.append(f"~ {key}: {_show(before)} -> {_show(after)}")
+                elif is_masked_form(before) and not is_masked_form(after) and after is not None:
+                    lines.append(f"~ {key}: set (secret; the current value is masked, not compared)")
+                else:
+                    lines.append(f"~ {key}: changed (secret)")
     return lines

@@ -1,6 +1,9 @@
+import copy
+
 import pytest
 
 from fleet_ray.errors import SpecError
+from fleet_ray.redact import redact_tree
 from fleet_ray.spec.environments import diff, environments, resolve
 
 SPEC = {
@@ -47,3 +50,51 @@ def test_diff_shows_only_real_changes():
     assert diff(base, base) == []
     assert diff(None, base)[0].startswith("+ pool prices: builtin.echo ==0.1.0, 2 slot(s)")
     assert diff(prod, base)[0] == "- pool extra (3 slot(s) will be drained)"
+
+
+# -- secrets in diffs ------------------------------------------------------------------------------
+SECRET_BASE = {
+    "name": "s",
+    "pools": [{"name": "crawl", "automation": "builtin.echo", "kind": "browser",
+               "config": {"api_key": "k-OLD", "upstream": "http://bob:pw-OLD@10.0.0.1:8080/x", "tag": "a"},
+               "browser": {"proxies": [{"url": "http://10.0.0.5:3128", "username": "zone-OLD",
+                                        "password": "proxy-OLD"}]}}],
+}
+
+
+def _with(**config):
+    spec = copy.deepcopy(SECRET_BASE)
+    spec["pools"][0]["config"].update(config)
+    return spec
+
+
+def test_diff_masks_secrets_and_says_changed():
+    new = _with(api_key="k-NEW", upstream="http://bob:pw-NEW@10.0.0.1:8080/x", tag="b")
+    new["pools"][0]["browser"]["proxies"][0]["password"] = "proxy-NEW"
+    lines = diff(SECRET_BASE, new)
+    text = "\n".join(lines)
+    for secret in ("k-OLD", "k-NEW", "pw-OLD", "pw-NEW", "proxy-OLD", "proxy-NEW", "zone-OLD"):
+        assert secret not in text, (secret, text)
+    assert lines == [
+        "~ crawl.browser.proxies[0].password: changed (secret)",
+        "~ crawl.config.api_key: changed (secret)",
+        "~ crawl.config.tag: 'a' -> 'b'",
+        "~ crawl.config.upstream: changed (secret)",
+    ]
+
+
+def test_diff_against_a_masked_current_spec():
+    masked_current = redact_tree(SECRET_BASE)  # what GET /api/v1/spec returns
+    assert diff(masked_current, masked_current) == []
+    assert diff(SECRET_BASE, masked_current) == []  # masked values sent back mean "keep the current one"
+    lines = diff(masked_current, SECRET_BASE)  # real values against masked ones cannot be compared
+    assert "proxy-OLD" not in "\n".join(lines) and "k-OLD" not in "\n".join(lines)
+    assert "~ crawl.config.api_key: set (secret; the current value is masked, not compared)" in lines
+
+
+def test_an_invalid_spec_in_a_diff_is_a_spec_error_without_its_input():
+    bad = _with()
+    bad["pools"][0]["browser"]["proxies"][0]["url"] = "ftp://10.0.0.5:1"
+    with pytest.raises(SpecError) as e:
+        diff(SECRET_BASE, bad)
+    assert "proxy-OLD" not in str(e.value) and "zone-OLD" not in str(e.value)
