@@ -20,6 +20,7 @@ from fleet_ray.control.rollout import Rollout
 from fleet_ray.control.state import FleetState
 from fleet_ray.errors import FleetError, JobError, UnknownPool, UnknownSlot
 from fleet_ray.names import workqueue_name
+from fleet_ray.spec.environments import keep_masked
 from fleet_ray.spec.models import FleetSpec, PoolSpec, ResolvedPool, validate_spec
 
 from .supervisor_events import EventJournal
@@ -45,6 +46,7 @@ class SpecEditor:
     async def apply(self, spec: dict[str, Any], to_thread: Callable[..., Any]) -> ApplyResult:
         """Validate the whole spec, then make it the desired state. A bad spec changes nothing. A pool
         with a ``package`` is validated by a task running in that package's runtime env."""
+        spec = keep_masked(spec, self.state.spec)  # a masked secret sent back means "keep the current one"
         remote = await self.packages.resolve_packaged(spec, to_thread)
         new_spec, resolved = validate_spec(spec, resolve=self.packages.resolver(self.state, remote))
         return self.set_spec(new_spec, resolved)

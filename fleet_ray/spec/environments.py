@@ -14,7 +14,8 @@ A spec file may carry an ``environments`` section whose entries override pools b
 
 ``fleet-ray apply spec.yaml --env prod`` shows what will change, then applies; ``--dry-run`` only
 shows. Overrides merge into the base pool (nested mappings merge, anything else replaces); a pool
-named only in an environment is added there. The diff never shows a secret (see :func:`diff`).
+named only in an environment is added there. The diff never shows a secret (see :func:`diff`), and
+:func:`keep_masked` turns masked values sent back into "keep the current one" (the supervisor's apply).
 Pure functions, no I/O.
 """
 
@@ -77,6 +78,22 @@ def resolve(data: Mapping[str, Any], env: str | None) -> dict[str, Any]:
             pools.append({"name": name, **copy.deepcopy(dict(override))})
     base["pools"] = pools
     return base
+
+
+def keep_masked(new: Mapping[str, Any], current: FleetSpec | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``new`` with every masked value (as ``GET /api/v1/spec`` shows it: ``********`` under a secret
+    key, ``scheme://***@host`` in a URL) replaced by the current value at the same place: a spec read
+    back and applied again keeps its secrets instead of setting them to the mask. Pools match by name,
+    list items by ``name``/``id``/``url`` or position. A masked value with no current one to keep is a
+    :class:`~fleet_ray.errors.SpecError` (the mask is never taken as the secret)."""
+    if isinstance(current, FleetSpec):
+        current = current.model_dump(mode="json")
+    unresolved: list[str] = []
+    out = restore_masked(dict(new), dict(current or {}), "", unresolved)
+    if unresolved:
+        raise SpecError([{"loc": loc, "msg": "a masked value with no current value to keep; send the real one"}
+                         for loc in unresolved])
+    return out
 
 
 def _flatten(value: Any, prefix: str) -> dict[str, Any]:

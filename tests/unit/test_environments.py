@@ -4,7 +4,8 @@ import pytest
 
 from fleet_ray.errors import SpecError
 from fleet_ray.redact import redact_tree
-from fleet_ray.spec.environments import diff, environments, resolve
+from fleet_ray.spec.environments import diff, environments, keep_masked, resolve
+from fleet_ray.spec.models import FleetSpec
 
 SPEC = {
     "name": "prices",
@@ -98,3 +99,15 @@ def test_an_invalid_spec_in_a_diff_is_a_spec_error_without_its_input():
     with pytest.raises(SpecError) as e:
         diff(SECRET_BASE, bad)
     assert "proxy-OLD" not in str(e.value) and "zone-OLD" not in str(e.value)
+
+
+def test_keep_masked_restores_the_current_secrets_and_refuses_a_lonely_mask():
+    current = FleetSpec.model_validate(SECRET_BASE)
+    back = keep_masked(redact_tree(current.model_dump(mode="json")), current)
+    assert back == current.model_dump(mode="json")
+    assert FleetSpec.model_validate(back).pools[0].browser.proxies[0].password.get_secret_value() == "proxy-OLD"
+    fresh = copy.deepcopy(SECRET_BASE)
+    fresh["pools"][0]["name"] = "other"
+    with pytest.raises(SpecError) as e:
+        keep_masked(redact_tree(fresh), current)
+    assert "pools[0].config.api_key" in e.value.fields
