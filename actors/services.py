@@ -9,6 +9,10 @@ that a slot died or was killed. It:
   pool as a durable consumer group (so a consumer sees every item from the start); polls the
   hubs' stats once a second for :meth:`FleetServices.streams_state` and turns new back-pressure episodes into
   ``stream.backpressure`` events; re-registers groups when a hub restarted;
+- keeps a long poll open on every hub (``watch``, as for slots): when it fails the hub died; Ray
+  restarts a killed hub, and one that is gone for good is made again with its options. Either way
+  a durable hub rebuilds itself from the store (:mod:`fleet_ray.store.stream_log`);
+- remembers the sinks it started in the store and, after a head restart, starts them again;
 - hands the stream leases of a dead or killed consumer slot back to its group;
 - completes the crash bridge: reads what the slot wrote (:mod:`fleet_ray.observe.crashes`), fills in the
   death, appends the one record per generation, emits ``slot.crashed``; at start it sweeps slot
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -43,7 +48,7 @@ from fleet_ray.spec.models import validate_spec
 from fleet_ray.store import keys
 from fleet_ray.streams.declare import StreamOptions, declared, model_path
 
-from .stream_hub import ensure_hub
+from .stream_hub import ensure_hub, get_hub
 from .stream_sink import start_sink
 from .supervisor_events import EventJournal
 from .supervisor_store import StoreGateway
@@ -53,6 +58,7 @@ log = logging.getLogger(__name__)
 TICK_S = 0.25
 STATS_EVERY_S = 1.0
 REBUILD_S = 24 * 3600
+WATCH_RETRY_S = 1.0
 
 
 def _failure_of(ev: Event) -> FailureRecord | None:
@@ -80,6 +86,8 @@ class StreamEntry:
     hub: Any
     consumers: set[str] = field(default_factory=set)
     incarnation: str | None = None
+    watch: Any = None  # the long poll on the hub (fails when it dies)
+    watch_at: float = 0.0
 
 
 class FleetServices:
@@ -116,19 +124,22 @@ class FleetServices:
                 opts = pool.streams.get(output) or StreamOptions()
                 old = self.streams.get(name)
                 hub = old.hub if old is not None else ensure_hub(
-                    self.namespace, name, opts.capacity, opts.max_bytes, model_path(model))
+                    self.namespace, name, opts.capacity, opts.max_bytes, model_path(model),
+                    store_url=self.gateway.url, durable=opts.durable)
                 if old is not None and old.options != opts:
                     hub.set_limits.remote(opts.capacity, opts.max_bytes)
                 wanted[name] = StreamEntry(name, pool.name, output, model_path(model), opts, hub,
-                                           incarnation=old.incarnation if old else None)
+                                           incarnation=old.incarnation if old else None,
+                                           watch=old.watch if old else None)
         for pool in spec.pools:
             for ref in pool.inputs.values():
                 if ref not in wanted:  # its producer was resolved elsewhere (a packaged pool): declarations unknown
                     src, output = ref.rsplit(".", 1)
                     old = self.streams.get(ref)
-                    hub = old.hub if old is not None else ensure_hub(self.namespace, ref)
+                    hub = old.hub if old is not None else ensure_hub(self.namespace, ref, store_url=self.gateway.url)
                     wanted[ref] = StreamEntry(ref, src, output, old.model if old else "", StreamOptions(), hub,
-                                              incarnation=old.incarnation if old else None)
+                                              incarnation=old.incarnation if old else None,
+                                              watch=old.watch if old else None)
                 wanted[ref].consumers.add(pool.name)
         for name, entry in wanted.items():
             old = self.streams.get(name)
@@ -172,6 +183,7 @@ class FleetServices:
         if self._gone:
             await self._bridge_crashes()
         self._derive_events()
+        await self._watch_hubs()
         if time.monotonic() - self._stats_at >= STATS_EVERY_S:
             self._stats_at = time.monotonic()
             await self._poll_stats()
@@ -187,6 +199,7 @@ class FleetServices:
         if leftovers is None:
             return  # store down: try again next tick
         await self._rebuild_groups()
+        await self._restart_sinks()
         for k in leftovers:
             _, pool, index, gen = k.split(":")
             key, generation = (pool, int(index)), int(gen[1:])
@@ -213,7 +226,7 @@ class FleetServices:
             out = []
             for key, gen, cause, died, seen in batch:
                 ctx = read_slot_context(store, key[0], key[1], gen)
-                rec = merge_crash(key[0], key[1], gen, ctx, died, cause, seen)
+                rec = merge_crash(key[0], key[1], gen, ctx, died, cause, seen, run=self.state.run_id)
                 if rec is None:
                     if ctx is not None:
                         store.delete(keys.slot_context(key[0], key[1], gen))
@@ -269,6 +282,55 @@ class FleetServices:
                           failures=self._failing.pop(ev.slot), message="running again after failures")
 
     # -- streams -----------------------------------------------------------------------------------
+    async def _watch_hubs(self) -> None:
+        """Keep a long poll on every hub; a failed one means the hub died: find it again by name (Ray
+        restarts a killed hub) or, if it is gone for good, make it again with its options."""
+        watched = [e for e in self.streams.values() if e.watch is not None]
+        if watched:
+            done, _ = ray.wait([e.watch for e in watched], num_returns=len(watched), timeout=0)
+            finished = set(done)
+            for entry in watched:
+                if entry.watch not in finished:
+                    continue
+                try:
+                    ray.get(entry.watch, timeout=0)  # the poll ran out: the hub is alive
+                except Exception as exc:
+                    await self._hub_died(entry, exc)
+                entry.watch = None
+        now = time.monotonic()
+        for entry in self.streams.values():
+            if entry.watch is None and now >= entry.watch_at:
+                entry.watch_at = now + WATCH_RETRY_S
+                entry.watch = entry.hub.watch.options(max_task_retries=0).remote()
+
+    async def _hub_died(self, entry: StreamEntry, exc: BaseException) -> None:
+        found = await asyncio.to_thread(get_hub, self.namespace, entry.name)
+        if found is not None:
+            entry.hub = found  # restarted by Ray (or recreated by a producer): it rebuilt from the store
+            return
+        opts = entry.options
+        log.warning("stream hub %s is gone (%s); making it again", entry.name, type(exc).__name__)
+        entry.hub = await asyncio.to_thread(
+            ensure_hub, self.namespace, entry.name, opts.capacity, opts.max_bytes, entry.model or None,
+            self.gateway.url, opts.durable)
+        for group in entry.consumers:
+            entry.hub.add_group.remote(group, True, "earliest")
+
+    async def _restart_sinks(self) -> None:
+        """After a head restart: start the sinks this fleet had started (their specs are in the store)."""
+        def read(store: Any) -> dict[str, bytes]:
+            return {k: v for k in store.keys(keys.STREAM_SINK_PREFIX) if (v := store.get(k)) is not None}
+
+        found = await asyncio.to_thread(self.gateway.call, read)
+        for key, raw in (found or {}).items():
+            stream, _, name = key[len(keys.STREAM_SINK_PREFIX):].partition(":")
+            if stream not in self.streams:
+                continue
+            try:
+                start_sink(self.namespace, stream, name, json.loads(raw))
+            except Exception as exc:
+                log.warning("can't start sink %s of %s again: %s", name, stream, exc)
+
     async def _poll_stats(self) -> None:
         entries = list(self.streams.values())
         if not entries:
@@ -323,6 +385,8 @@ class FleetServices:
         """Start a sink actor copying ``stream``; its consumer group exists when this returns."""
         self.stream_info(stream)
         await self.streams[stream].hub.add_group.remote(f"sink:{name}", True, "earliest")
+        raw = json.dumps(spec).encode()
+        await asyncio.to_thread(self.gateway.call, lambda s: s.put(keys.stream_sink(stream, name), raw))
         start_sink(self.namespace, stream, name, spec)
         return SinkStarted(stream=stream, sink=sink_name(stream, name), group=f"sink:{name}")
 

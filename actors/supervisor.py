@@ -67,7 +67,8 @@ def build_core(store_url: str, namespace: str, fleet_name: str = "fleet", tick_s
     state = FleetState(fleet_name=fleet_name)
     journal = EventJournal()
     gateway = StoreGateway(store_url, namespace)
-    calls, workqueues = SlotCalls(namespace, store_url), WorkQueueCalls(namespace)
+    calls = SlotCalls(namespace, store_url)
+    workqueues = WorkQueueCalls(namespace, store_url, pool_spec=lambda name: state.desired.get(name))
     packages = PackageEnvs(calls, gateway, namespace)
     services = FleetServices(namespace, state, journal, gateway, calls)
     return SupervisorCore(Parts(
@@ -97,40 +98,63 @@ class Supervisor:
         return self.core.state.recovered
 
     # -- the desired state -------------------------------------------------------------------------
+    # Changes are never retried by Ray (max_task_retries=0): a retry of one that was in flight when the
+    # supervisor died would run on the restarted one, possibly after a later change, and undo it. The
+    # caller gets the actor error instead (the client says "try again"). Before the checkpoint is
+    # recovered a change waits a little, then is refused with SupervisorRecovering (retryable).
+    @ray.method(max_task_retries=0)
     async def apply(self, spec: dict[str, Any]) -> ApplyResult:
         """Validate the whole spec, then make it the desired state. A bad spec changes nothing."""
+        await self.core.until_recovered()
         return await self.core.specs.apply(spec, asyncio.to_thread)
 
     def spec(self) -> FleetSpec:
         return self.core.state.spec
 
-    def scale(self, pool: str, slots: int) -> ApplyResult:
+    @ray.method(max_task_retries=0)
+    async def scale(self, pool: str, slots: int) -> ApplyResult:
+        await self.core.until_recovered()
         return self.core.specs.update_pool(pool, slots=slots)
 
-    def set_paused(self, pool: str, paused: bool) -> ApplyResult:
+    @ray.method(max_task_retries=0)
+    async def set_paused(self, pool: str, paused: bool) -> ApplyResult:
+        await self.core.until_recovered()
         return self.core.specs.update_pool(pool, paused=paused)
 
-    def drain(self, pool: str) -> PoolTarget:
+    @ray.method(max_task_retries=0)
+    async def drain(self, pool: str) -> PoolTarget:
         """Pause the pool and drain all its slots; :meth:`resume` restores the slot count."""
+        await self.core.until_recovered()
         return self.core.specs.drain(pool)
 
+    @ray.method(max_task_retries=0)
     async def resume(self, pool: str, slots: int | None = None) -> PoolTarget:
         """Unpause a pool; a drained pool gets its slots back (or ``slots`` if given)."""
+        await self.core.until_recovered()
         return await self.core.resume(pool, slots)
 
-    def recycle(self, slot: str) -> RecycleResult:
+    @ray.method(max_task_retries=0)
+    async def recycle(self, slot: str) -> RecycleResult:
+        await self.core.until_recovered()
         return self.core.specs.recycle(slot)
 
-    def pause_rollout(self, pool: str) -> RolloutOut:
+    @ray.method(max_task_retries=0)
+    async def pause_rollout(self, pool: str) -> RolloutOut:
+        await self.core.until_recovered()
         return self.core.specs.pause_rollout(pool)
 
-    def resume_rollout(self, pool: str) -> RolloutOut:
+    @ray.method(max_task_retries=0)
+    async def resume_rollout(self, pool: str) -> RolloutOut:
+        await self.core.until_recovered()
         return self.core.specs.resume_rollout(pool)
 
-    def rollback(self, pool: str) -> RolloutOut:
+    @ray.method(max_task_retries=0)
+    async def rollback(self, pool: str) -> RolloutOut:
+        await self.core.until_recovered()
         return self.core.specs.rollback(pool)
 
-    def workqueue(self, pool: str) -> WorkQueueInfo:
+    async def workqueue(self, pool: str) -> WorkQueueInfo:
+        await self.core.until_recovered()
         return self.core.specs.workqueue(pool)
 
     async def shutdown(self, timeout_s: float = 30.0) -> ShutdownResult:

@@ -61,6 +61,8 @@ from .supervisor_store import Checkpointer, StoreGateway
 log = logging.getLogger(__name__)
 
 NODE_REFRESH_S = 1.0
+WAITING_FOR_STORE = "waiting for the store to record its next generation"
+RECOVERY_WAIT_S = 5.0  # a change waits this long for a (re)started supervisor to recover, then is refused
 STEP_WINDOW = 200  # status reports the median and p95 of the last this many reconcile steps
 
 
@@ -118,6 +120,7 @@ class SupervisorCore:
         if not self.state.recovered and not self._guard("recovery", self.recovery.run):
             return
         now = self.clock() if now is None else now
+        self._guard("work queues", self._recreate_workqueues)
         self._guard("reconcile", lambda: self._reconcile(now))
         self._guard("rollouts", self.specs.track_rollouts)
         self.steps += 1
@@ -151,6 +154,11 @@ class SupervisorCore:
             else:
                 st.dirty = True
 
+    def _recreate_workqueues(self) -> None:
+        """A work queue that died is created again; it reloads its jobs from the store."""
+        for pool, cause in self.workqueues.poll():
+            self.journal.lifecycle("workqueue.recreated", pool, cause)
+
     def _slot_gone(self, key: SlotKey, generation: int, cause: str, died: bool) -> None:
         self.workqueues.release(key[0], slot_actor_name(key[0], key[1], generation), cause)
         self.services.slot_gone(key, generation, cause, died=died)
@@ -159,8 +167,12 @@ class SupervisorCore:
     def _act(self, actions: list, now: float) -> None:
         st = self.state
         starts = [a for a in actions if isinstance(a, Start)]
-        if starts:  # write-ahead: a generation is durable before its actor exists
-            self.checkpointer.write_ahead({keys.generation(*a.key): a.generation for a in starts})
+        # write-ahead: a generation is durable before its actor exists; one that isn't (the store is
+        # degraded) starts no actor, or a restarted supervisor that never saw it could hand it out again
+        if starts and not self.checkpointer.write_ahead({keys.generation(*a.key): a.generation for a in starts}):
+            actions = [a for a in actions if not isinstance(a, Start)]
+            for a in starts:
+                self._wait_for_store(a.key)
         for a in actions:
             pool = st.desired.get(a.key[0])
             rec = st.table.get(a.key)
@@ -196,6 +208,17 @@ class SupervisorCore:
             elif isinstance(a, PushConfig):
                 rec.config_inflight = True
                 self.calls.reconfigure(a.key, a.generation, a.config, a.config_hash)
+
+    def _wait_for_store(self, key: SlotKey) -> None:
+        st = self.state
+        rec = st.table.get(key)
+        if rec is None:
+            rec = SlotRecord(key[0], key[1])
+            st.table.add(rec)
+        if rec.state is not SlotState.PENDING or rec.reason != WAITING_FOR_STORE:
+            self.journal.record([LifecycleEvent("slot.pending", rec.pool, rec.index, rec.generation,
+                                                WAITING_FOR_STORE)])
+            st.table.transition(key, SlotState.PENDING, WAITING_FOR_STORE)
 
     def _start(self, a: Start, rec: SlotRecord | None, pool: Any, now: float) -> None:
         st = self.state
@@ -258,7 +281,16 @@ class SupervisorCore:
     def node_list(self) -> list[NodeOut]:
         return node_views(self.nodes, self.state)
 
+    async def until_recovered(self, timeout_s: float = RECOVERY_WAIT_S) -> None:
+        """Wait (up to ``timeout_s``) for the checkpoint to be recovered, so a change that arrives
+        just after a restart goes through instead of being refused; a recovery that failed, or one
+        still waiting for the store after that, is left to the change to refuse."""
+        deadline = time.monotonic() + timeout_s
+        while not self.state.recovered and self.state.recovery_error is None and time.monotonic() < deadline:
+            await asyncio.sleep(min(self.tick_s, 0.05))
+
     async def resume(self, pool: str, slots: int | None) -> Any:
+        self.specs.ready()
         spec = self.specs.pool(pool)
         previous = None
         if slots is None and not spec.slots and pool not in self.state.drained_from:
@@ -267,6 +299,7 @@ class SupervisorCore:
 
     async def shutdown(self, timeout_s: float = 30.0) -> ShutdownResult:
         """Remove every slot (gracefully, within ``timeout_s``), the work queues and the checkpoint."""
+        self.state.recovered = True  # a recovery still to come must not bring the old spec back meanwhile
         self.specs.clear()
         deadline = time.monotonic() + timeout_s
         while len(self.state.table) and time.monotonic() < deadline:

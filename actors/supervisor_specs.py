@@ -1,7 +1,9 @@
 """The desired state's edits: apply, scale, pause, drain and resume, recycle, and rollouts.
 
 :class:`SpecEditor` is the one place the supervisor's desired state changes. A new spec is validated
-as a whole first (a bad one changes nothing); a pool whose slot shape changed starts a rollout
+as a whole first (a bad one changes nothing); scaling or pausing a pool validates only that pool. Before
+the checkpoint was recovered every change is refused (:class:`~fleet_ray.errors.SupervisorRecovering`).
+A pool whose slot shape changed starts a rollout
 (:mod:`fleet_ray.control.rollout`), which the reconcile step then carries out and
 :meth:`SpecEditor.track_rollouts` completes or rolls back.
 """
@@ -12,16 +14,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
+
 from fleet_ray.api.models import ApplyResult, RecycleResult
 from fleet_ray.api.supervisor import PoolTarget, RolloutOut, WorkQueueInfo
 from fleet_ray.control import rollout
 from fleet_ray.control.lifecycle import SlotRecord, SlotState, parse_slot_id
 from fleet_ray.control.rollout import Rollout
 from fleet_ray.control.state import FleetState
-from fleet_ray.errors import FleetError, JobError, UnknownPool, UnknownSlot
+from fleet_ray.errors import FleetError, JobError, SpecError, SupervisorRecovering, UnknownPool, UnknownSlot
 from fleet_ray.names import workqueue_name
 from fleet_ray.spec.environments import keep_masked
-from fleet_ray.spec.models import FleetSpec, PoolSpec, ResolvedPool, validate_spec
+from fleet_ray.spec.models import USER_SPEC, FleetSpec, PoolSpec, ResolvedPool, validate_spec
 
 from .supervisor_events import EventJournal
 from .supervisor_packages import PackageEnvs
@@ -37,6 +41,14 @@ class SpecEditor:
         self.clock = clock
 
     # -- the desired state -------------------------------------------------------------------------
+    def ready(self) -> None:
+        """Refuse a change before the checkpoint was recovered: recovery would overwrite it (and a
+        change answered with success must never be undone)."""
+        st = self.state
+        if not st.recovered:
+            retry = max(1.0, round(st.recovery_retry_at - self.clock(), 1)) if st.recovery_error else 1.0
+            raise SupervisorRecovering(st.recovery_error or "its checkpoint is not read yet", retry)
+
     def pool(self, name: str) -> PoolSpec:
         pool = self.state.desired.get(name)
         if pool is None:
@@ -46,9 +58,11 @@ class SpecEditor:
     async def apply(self, spec: dict[str, Any], to_thread: Callable[..., Any]) -> ApplyResult:
         """Validate the whole spec, then make it the desired state. A bad spec changes nothing. A pool
         with a ``package`` is validated by a task running in that package's runtime env."""
+        self.ready()
         spec = keep_masked(spec, self.state.spec)  # a masked secret sent back means "keep the current one"
         remote = await self.packages.resolve_packaged(spec, to_thread)
         new_spec, resolved = validate_spec(spec, resolve=self.packages.resolver(self.state, remote))
+        self.state.unrecovered_pools.clear()  # the new spec is the whole desired state
         return self.set_spec(new_spec, resolved)
 
     def set_spec(self, new_spec: FleetSpec, resolved: dict[str, ResolvedPool]) -> ApplyResult:
@@ -85,21 +99,40 @@ class SpecEditor:
         return summary
 
     def update_pool(self, name: str, **changes: Any) -> ApplyResult:
-        self.pool(name)
-        raw = self.state.spec.model_dump(mode="json")
-        for p in raw["pools"]:
-            if p["name"] == name:
-                p.update(changes)
-        new_spec, resolved = validate_spec(raw, resolve=self.packages.resolver(self.state, {}))
-        return self.set_spec(new_spec, resolved)
+        """Change one pool's ``slots`` and/or ``paused``. Only that pool is validated again, and
+        nothing is resolved: neither changes the automation, its config or the streams, and another
+        pool whose automation no longer resolves must not block scaling or pausing this one."""
+        self.ready()
+        unknown = set(changes) - {"slots", "paused"}
+        if unknown:
+            raise ValueError(f"update_pool changes only slots and paused, not {sorted(unknown)}")
+        st = self.state
+        old = self.pool(name)
+        raw = old.model_dump(mode="json") | changes
+        try:
+            new = PoolSpec.model_validate(raw, context={USER_SPEC: True})
+        except ValidationError as exc:
+            raise SpecError([{"loc": f"pools.{name}.{'.'.join(str(p) for p in e['loc'])}".rstrip("."),
+                              "msg": e["msg"]} for e in exc.errors(include_input=False)]) from None
+        if new == old:
+            return ApplyResult(added=[], removed=[], changed=[])
+        st.set_desired(st.spec.model_copy(update={"pools": [new if p.name == name else p for p in st.spec.pools]}))
+        if st.batch.get(name):
+            self.workqueues.ensure(name)
+            self.workqueues.set_paused(name, new.paused)
+        self.journal.lifecycle("pool.applied", name, f"{new.slots} slots")
+        st.dirty = True
+        return ApplyResult(added=[], removed=[], changed=[name])
 
     def clear(self) -> ApplyResult:
+        self.state.unrecovered_pools.clear()
         return self.set_spec(FleetSpec(name=self.state.fleet_name), {})
 
     # -- pools and slots ---------------------------------------------------------------------------
     def drain(self, pool: str) -> PoolTarget:
         """Pause the pool and drain all its slots; the slot count is remembered for :meth:`resume`
         (in memory and in the ``pool.drained`` event)."""
+        self.ready()
         spec = self.pool(pool)
         if spec.slots:
             self.state.drained_from[pool] = spec.slots
@@ -111,6 +144,7 @@ class SpecEditor:
     def resume(self, pool: str, slots: int | None, logged_previous: Callable[[], int]) -> PoolTarget:
         """Unpause a pool; a drained pool gets its slots back (or ``slots`` if given).
         ``logged_previous`` reads the count from the event log (drained before a restart)."""
+        self.ready()
         spec = self.pool(pool)
         target = slots if slots is not None else (spec.slots or self.state.drained_from.get(pool))
         if target is None:
@@ -121,6 +155,7 @@ class SpecEditor:
         return PoolTarget(pool=pool, desired=target, paused=False)
 
     def recycle(self, slot: str) -> RecycleResult:
+        self.ready()
         try:
             key = parse_slot_id(slot)
         except ValueError:
@@ -134,6 +169,7 @@ class SpecEditor:
         return RecycleResult(slot=slot, generation=rec.generation, state=rec.state.value)
 
     def workqueue(self, pool: str) -> WorkQueueInfo:
+        self.ready()
         spec = self.pool(pool)
         if not self.state.batch.get(pool):
             raise JobError(f"pool {pool!r} runs a continuous automation; only batch pools take items")
@@ -175,6 +211,7 @@ class SpecEditor:
                                {"automatic": automatic, "to_version": r.from_version})
 
     def _active_rollout(self, pool: str) -> Rollout:
+        self.ready()
         self.pool(pool)
         r = self.state.rollouts.get(pool)
         if r is None or not r.active:

@@ -1,11 +1,13 @@
 """The supervisor's store access: one gateway that notices outages, and the checkpointer.
 
-:class:`StoreGateway` runs every store call; when the store raises (``StoreError`` / ``OSError``) the
-call answers ``(False, None)``, the fleet runs on in memory and reports itself degraded, and the
-gateway remembers that the store is *behind*. :class:`Checkpointer` writes, once per persist tick and
-off the reconcile step: the write-ahead generations again after an outage (the store may be a fresh,
-empty one), the checkpoint when something changed, and the events not yet in the log. The store
-counts as healthy again only once all of it was written.
+:class:`StoreGateway` runs every store call; when the store raises (``StoreError``, which the backends
+translate every failure to, or ``OSError``) the call answers ``(False, None)``, the fleet runs on in
+memory and reports itself degraded, and the gateway remembers that the store is *behind*. With nothing
+to write it pings the store every :data:`PING_S`, so an idle fleet's status still says degraded.
+:class:`Checkpointer` writes, once per persist tick and off the reconcile step: the write-ahead
+generations again after an outage (the store may be a fresh, empty one), the checkpoint when
+something changed, and the events not yet in the log; a write that fails leaves its marks and its
+batch as they were. The store counts as healthy again only once all of it was written.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fleet_ray.control.checkpoint import Checkpoint
 from fleet_ray.control.state import FleetState
@@ -32,17 +34,25 @@ T = TypeVar("T")
 ROUTINE_CHECKPOINT_S = 5.0
 
 
+# with nothing to write, the gateway still pings the store this often, so status says degraded while
+# it is unreachable even when the fleet is idle
+PING_S = 2.0
+
+
 class StoreGateway:
     def __init__(self, url: str, namespace: str, store: Store | None = None,
-                 opener: Callable[[str, str], Store] = open_store):
+                 opener: Callable[[str, str], Store] = open_store,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.url, self.namespace = url, namespace
         self.store = store
         self._open = opener
+        self.monotonic = monotonic
         self.degraded = False
         self.error: str | None = None
         # set when a call failed: what was written meanwhile must be written again before the store
         # counts as healthy (it may be a fresh, empty one)
         self.behind = False
+        self._answered_at = float("-inf")  # monotonic time the store last answered a call
 
     @property
     def shown_url(self) -> str:
@@ -53,15 +63,23 @@ class StoreGateway:
         try:
             if self.store is None:
                 self.store = self._open(self.url, self.namespace)
-            return True, fn(self.store)
-        except (StoreError, OSError) as exc:
+            out = fn(self.store)
+        except (StoreError, OSError) as exc:  # the backends translate every store failure to StoreError
             if not self.degraded:
                 log.warning("store unavailable, running degraded: %s", exc)
             self.degraded, self.error, self.behind = True, str(exc), True
             return False, None
+        self._answered_at = self.monotonic()
+        return True, out
 
     def call(self, fn: Callable[[Store], T]) -> T | None:
         return self.attempt(fn)[1]
+
+    def ping_if_quiet(self) -> None:
+        """Ping the store when no call reached it for :data:`PING_S` (an idle fleet writes nothing,
+        and an outage would go unnoticed in status); a failed ping makes the gateway degraded."""
+        if self.monotonic() - self._answered_at >= PING_S:
+            self.attempt(lambda s: s.ping())
 
     def healthy_again(self) -> None:
         if self.degraded and not self.behind:
@@ -80,33 +98,67 @@ class Checkpointer:
         return Checkpoint.of(self.state, self.clock())
 
     def persist_once(self) -> None:
+        """One persist tick. A write that fails (the store answers with an error, or anything else
+        raises) leaves what it was writing as it was: the catch-up mark, the dirty marks, the events."""
         st, gw = self.state, self.gateway
         if not st.recovered:
+            gw.ping_if_quiet()
             return  # until the checkpoint was read, an empty state must never overwrite it
         if st.routine_dirty and self.monotonic() - self._written_at >= ROUTINE_CHECKPOINT_S:
             st.dirty = True
-        ok = True
-        if gw.behind:
-            # catching up after an outage: the store may have lost everything (a fresh Redis), so
-            # write the generations (never lowering one) and the checkpoint again whatever changed
-            gw.behind, st.dirty = False, True
-            gens = {keys.generation(*k): g for k, g in st.table.floors().items()}
-            gens.update({keys.generation(r.pool, r.index): r.generation for r in st.table if r.generation})
-            if gens and not gw.attempt(lambda s: [s.raise_to(k, g) for k, g in gens.items()])[0]:
-                return
-        if st.dirty:
-            st.dirty = st.routine_dirty = False  # before the snapshot: later changes make it dirty again
-            snap = self.snapshot().encode()
-            self._written_at = self.monotonic()
-            if not gw.attempt(lambda s: s.put(keys.SUPERVISOR_CHECKPOINT, snap))[0]:
-                st.dirty, ok = True, False
-        batch = self.journal.take_unsaved()
-        if batch and not gw.attempt(lambda s: EventLog(s).append(batch))[0]:
-            self.journal.put_back_unsaved(batch)
-            ok = False
+        if gw.behind and not self._catch_up():
+            return
+        ok = self._write_checkpoint() if st.dirty else True
+        ok = self._write_events() and ok
         if ok:
+            gw.ping_if_quiet()
+        if ok and not gw.behind:
             gw.healthy_again()
 
-    def write_ahead(self, generations: dict[str, int]) -> Any:
-        """Make slot generations durable before their actors exist (a failed write degrades the store)."""
-        return self.gateway.call(lambda s: s.put_many({k: str(g).encode() for k, g in generations.items()}))
+    def _catch_up(self) -> bool:
+        """After an outage the store may have lost everything (a fresh Redis): write the generations
+        again (never lowering one) and mark the checkpoint to be written whatever changed."""
+        st, gw = self.state, self.gateway
+        gens = {keys.generation(*k): g for k, g in st.table.floors().items()}
+        gens.update({keys.generation(r.pool, r.index): r.generation for r in st.table if r.generation})
+        if gens and not gw.attempt(lambda s: [s.raise_to(k, g) for k, g in gens.items()])[0]:
+            return False
+        gw.behind, st.dirty = False, True
+        return True
+
+    def _write_checkpoint(self) -> bool:
+        st, gw = self.state, self.gateway
+        routine = st.routine_dirty
+        st.dirty = st.routine_dirty = False  # before the snapshot: later changes make it dirty again
+        written = False
+        try:
+            snap = self.snapshot().encode()
+            written = gw.attempt(lambda s: s.put(keys.SUPERVISOR_CHECKPOINT, snap))[0]
+        finally:
+            if written:
+                self._written_at = self.monotonic()
+            else:  # not written (or raised): still to write
+                st.dirty, st.routine_dirty = True, st.routine_dirty or routine
+        return written
+
+    def _write_events(self) -> bool:
+        batch = self.journal.take_unsaved()
+        if not batch:
+            return True
+        written = False
+        try:
+            written = self.gateway.attempt(lambda s: EventLog(s).append(batch))[0]
+        finally:
+            if not written:  # kept for the next tick, still in order
+                self.journal.put_back_unsaved(batch)
+        return written
+
+    def write_ahead(self, generations: dict[str, int]) -> bool:
+        """Make slot generations durable before their actors exist; True once they are. While the
+        store is degraded nothing is tried (the persist tick finds out when it is back) and the answer
+        is False: the caller must not start those slots (a restarted supervisor that never saw the
+        generation could hand it out again)."""
+        if self.gateway.degraded:
+            return False
+        items = {k: str(g).encode() for k, g in generations.items()}
+        return self.gateway.attempt(lambda s: s.put_many(items))[0]

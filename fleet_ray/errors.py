@@ -12,6 +12,7 @@ URLs are redacted (:func:`fleet_ray.redact.redact_url`) before they are put into
     ├── StoreError                 the durable store
     │   └── StoreUnavailable       the store's server can't be reached
     ├── FleetNotRunning            no supervisor answers under that name
+    ├── SupervisorRecovering       the supervisor has not recovered its checkpoint yet (retry after ``retry_after_s``)
     ├── UnknownPool / UnknownSlot  a command names something the fleet doesn't have
     ├── ItemFailed                 a batch item failed for good (after retries)
     ├── JobError                   a batch job can't be submitted or followed
@@ -115,6 +116,21 @@ class StoreUnavailable(StoreError, ConnectionError):
 
 class FleetNotRunning(FleetError, ConnectionError):
     """No supervisor could be found; run ``fleet-ray up`` first."""
+
+
+class SupervisorRecovering(FleetError):
+    """The supervisor refused a change because it has not recovered its checkpoint yet (it just
+    (re)started, or the store is unreachable, or the checkpoint was rejected: ``reason``). Nothing
+    changed; the same request may be sent again after ``retry_after_s`` seconds."""
+
+    def __init__(self, reason: str = "", retry_after_s: float = 1.0):
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+        super().__init__("the supervisor is recovering, try again" + (f" ({reason})" if reason else "")
+                         + f" in {retry_after_s:g}s")
+
+    def __reduce__(self):
+        return (type(self), (self.reason, self.retry_after_s))
 
 
 class UnknownPool(FleetError, KeyError):

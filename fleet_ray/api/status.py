@@ -137,6 +137,10 @@ class FleetStatus(_Model):
                                         "workers at 15; the supervisor asks for FLEET_SUPERVISOR_NICE, default 0).")
     supervisor_nice_problem: str | None = Field(None, description="Why the supervisor could not take that niceness.")
     steps: int = Field(description="Reconcile steps since the supervisor process started.")
+    recovered: bool = Field(True, description="False until a (re)started supervisor has read its checkpoint; "
+                            "until then it refuses changes (HTTP 503, retry after the Retry-After header).")
+    recovery: str | None = Field(None, description="Why recovery has not succeeded ('recovery failed: <field>: "
+                                 "<message>'), or what this version left out of the checkpoint.")
     pools: list[PoolStatus] = Field(description="Every pool of the desired state.")
     events: list[EventStatus] = Field(default_factory=list, description="Most recent lifecycle events.")
 

@@ -24,13 +24,28 @@ import ray
 from fleet_ray.api.status import FleetStatus
 from fleet_ray.api.supervisor import EventQuery
 from fleet_ray.client.items import ItemResult
+from fleet_ray.client.jobs import Job
 from fleet_ray.client.runs import Run
-from fleet_ray.errors import FleetNotRunning, JobError
+from fleet_ray.errors import FleetNotRunning, JobError, SupervisorRecovering
 from fleet_ray.names import SUPERVISOR_NAME
 from fleet_ray.ray_boundary import get as _get
 from fleet_ray.spec.models import FleetSpec, PoolSpec, ResolvedPool, load_spec_file, validate_spec
 
 SUBMIT_CHUNK = 5_000
+
+
+def _change(ref: Any) -> Any:
+    """The answer to a change (apply, scale, pause, ...). Ray does not retry changes (a retry on a
+    restarted supervisor could undo a later one), so a supervisor that died while handling one is
+    :class:`~fleet_ray.errors.SupervisorRecovering`: it may or may not have been applied, and every
+    change is safe to send again (the same spec or count gives the same desired state)."""
+    try:
+        return _get(ref)
+    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+        if isinstance(exc, ray.exceptions.RayTaskError):
+            raise
+        raise SupervisorRecovering(f"it restarted while handling this change ({type(exc).__name__}); "
+                                   "the change may or may not have been applied", 1.0) from None
 
 
 def _resolve_locally(pool: PoolSpec) -> ResolvedPool:
@@ -41,46 +56,6 @@ def _resolve_locally(pool: PoolSpec) -> ResolvedPool:
     from fleet_ray.spec.discovery import resolve_pool
 
     return resolve_pool(pool)
-
-
-class Job:
-    """A batch of items submitted to a pool. Iterate :meth:`results` or call :meth:`wait`."""
-
-    def __init__(self, pool: str, job_id: str, workqueue: Any, total: int):
-        self.pool = pool
-        self.id = job_id
-        self._wq = workqueue
-        self.total = total
-        self._cursor = 0
-        self.done = 0
-        self.failed = 0
-
-    def progress(self) -> dict[str, Any]:
-        return _get(self._wq.progress.remote(self.id)) or {}
-
-    def results(self, timeout_s: float | None = None, poll_s: float = 1.0) -> Iterator[ItemResult]:
-        """Yield each item's result as it lands, until every item has one (or the timeout passes)."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while self.done + self.failed < self.total:
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {self.id}: {self.done + self.failed}/{self.total} results after {timeout_s}s")
-            reply = _get(self._wq.fetch.remote(self.id, self._cursor, 10_000, poll_s), timeout=poll_s + 60)
-            if reply["progress"] is None:
-                raise JobError(f"job {self.id} is unknown to pool {self.pool!r} (its work queue restarted?)")
-            self._cursor = reply["cursor"]
-            for item_id, ok, value, attempts in reply["results"]:
-                if ok:
-                    self.done += 1
-                    yield ItemResult(item_id=item_id, ok=True, value=value, attempts=attempts)
-                else:
-                    self.failed += 1
-                    yield ItemResult(item_id=item_id, ok=False, error=str(value), attempts=attempts)
-
-    def wait(self, timeout_s: float | None = None) -> list[ItemResult]:
-        return list(self.results(timeout_s=timeout_s))
-
-    def drop(self) -> None:
-        _get(self._wq.drop.remote(self.id))
 
 
 class FleetClient:
@@ -94,28 +69,28 @@ class FleetClient:
         if isinstance(spec, str | Path):
             spec = load_spec_file(spec)
         validated, _ = validate_spec(spec, resolve=_resolve_locally)
-        return _get(self.supervisor.apply.remote(validated.model_dump(mode="json"))).model_dump(mode="json")
+        return _change(self.supervisor.apply.remote(validated.model_dump(mode="json"))).model_dump(mode="json")
 
     def scale(self, pool: str, slots: int) -> dict[str, Any]:
-        return _get(self.supervisor.scale.remote(pool, slots)).model_dump(mode="json")
+        return _change(self.supervisor.scale.remote(pool, slots)).model_dump(mode="json")
 
     def recycle(self, slot_id: str) -> dict[str, Any]:
-        return _get(self.supervisor.recycle.remote(slot_id)).model_dump(mode="json")
+        return _change(self.supervisor.recycle.remote(slot_id)).model_dump(mode="json")
 
     def pause(self, pool: str) -> dict[str, Any]:
-        return _get(self.supervisor.set_paused.remote(pool, True)).model_dump(mode="json")
+        return _change(self.supervisor.set_paused.remote(pool, True)).model_dump(mode="json")
 
     def resume(self, pool: str) -> dict[str, Any]:
-        return _get(self.supervisor.set_paused.remote(pool, False)).model_dump(mode="json")
+        return _change(self.supervisor.set_paused.remote(pool, False)).model_dump(mode="json")
 
     def pause_rollout(self, pool: str) -> dict[str, Any]:
-        return _get(self.supervisor.pause_rollout.remote(pool)).model_dump(mode="json")
+        return _change(self.supervisor.pause_rollout.remote(pool)).model_dump(mode="json")
 
     def resume_rollout(self, pool: str) -> dict[str, Any]:
-        return _get(self.supervisor.resume_rollout.remote(pool)).model_dump(mode="json")
+        return _change(self.supervisor.resume_rollout.remote(pool)).model_dump(mode="json")
 
     def rollback(self, pool: str) -> dict[str, Any]:
-        return _get(self.supervisor.rollback.remote(pool)).model_dump(mode="json")
+        return _change(self.supervisor.rollback.remote(pool)).model_dump(mode="json")
 
     def spec(self) -> dict[str, Any]:
         """The desired state the supervisor holds now."""
@@ -156,6 +131,8 @@ class FleetClient:
         With ``run_id`` the job is a resumable run (:class:`fleet_ray.client.runs.Run`): results are
         recorded durably, and submitting the same run again processes only what is not done yet.
         Give stable ``ids`` when the item list may change order between attempts (default: position).
+        Items are written to the store (durable pools) before this returns; submitting to an existing
+        ``job_id`` adds only the item ids it does not hold yet. Re-attach later with :meth:`job`.
         """
         info = _get(self.supervisor.workqueue.remote(pool))
         wq = ray.get_actor(info.name, namespace=self.namespace)
@@ -169,14 +146,28 @@ class FleetClient:
             if len(item_of) != len(items):
                 raise JobError(f"run {run_id!r}: item ids must be unique")
             return Run(pool, run_id, _get, self.supervisor, wq, item_of, retries, retry_failed, SUBMIT_CHUNK)
-        job_id = job_id or uuid.uuid4().hex[:12]
-        total = 0
+        job = Job(pool, job_id or uuid.uuid4().hex[:12], wq, 0, resolve=lambda: self._workqueue(pool))
         for start in range(0, len(items), SUBMIT_CHUNK):
-            chunk = list(zip(id_list[start : start + SUBMIT_CHUNK], items[start : start + SUBMIT_CHUNK], strict=True))
-            total = _get(wq.submit.remote(job_id, chunk, retries))
-        if not items:
-            total = 0
-        return Job(pool, job_id, wq, total)
+            job.submit(list(zip(id_list[start : start + SUBMIT_CHUNK], items[start : start + SUBMIT_CHUNK],
+                                strict=True)), retries)
+        return job
+
+    def job(self, pool: str, job_id: str, cursor: int | None = None) -> Job:
+        """Re-attach to a job by id (this driver restarted, or another one submitted it): a :class:`Job`
+        that reads on from ``cursor``, by default the job's last acknowledged result (see
+        :mod:`fleet_ray.client.jobs` for what the cursor means)."""
+        wq = self._workqueue(pool)
+        progress = _get(wq.progress.remote(job_id))
+        if progress is None:
+            raise JobError(f"job {job_id!r} is unknown to pool {pool!r} (never submitted, dropped, or finished "
+                           "more than the pool's work_queue.finished_job_ttl_s ago)")
+        return Job(pool, job_id, wq, progress["total"], resolve=lambda: self._workqueue(pool),
+                   cursor=progress["cursor"] if cursor is None else cursor)
+
+    def _workqueue(self, pool: str) -> Any:
+        """The pool's work queue actor, found by name (the supervisor creates it if it is missing)."""
+        info = _get(self.supervisor.workqueue.remote(pool))
+        return ray.get_actor(info.name, namespace=self.namespace)
 
     def map(self, pool: str, items: Iterable[Any], timeout_s: float | None = None) -> list[ItemResult]:
         """Submit items and return their results in submission order."""
@@ -205,7 +196,7 @@ class FleetClient:
         info = _get(self.supervisor.stream_info.remote(stream))
         hub = ray.get_actor(info.hub, namespace=self.namespace)
         return Subscription(hub, stream, group=group, model=model or import_model(info.model),
-                            durable=durable, start=start)
+                            durable=durable, start=start, namespace=self.namespace)
 
     def streams(self) -> list[dict[str, Any]]:
         """Each stream's depth, bytes, capacity, in/out rates, blocked producers and group lag."""

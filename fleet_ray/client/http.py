@@ -11,7 +11,8 @@
 
 Errors come back as the library's own: an invalid spec raises :class:`~fleet_ray.errors.SpecError`
 naming the fields, an unreachable API or supervisor :class:`~fleet_ray.errors.FleetNotRunning`, an
-unknown pool or slot :class:`~fleet_ray.errors.UnknownPool` / :class:`~fleet_ray.errors.UnknownSlot`,
+unknown pool or slot :class:`~fleet_ray.errors.UnknownPool` / :class:`~fleet_ray.errors.UnknownSlot`, a
+supervisor that has not recovered yet :class:`~fleet_ray.errors.SupervisorRecovering` (``retry_after_s``),
 and anything else :class:`ApiRequestError` (with the API's stable ``code``).
 """
 
@@ -27,7 +28,14 @@ from typing import Any
 import httpx
 
 from fleet_ray.api.status import FleetStatus, PoolStatus, SlotStatus
-from fleet_ray.errors import FleetError, FleetNotRunning, SpecError, UnknownPool, UnknownSlot
+from fleet_ray.errors import (
+    FleetError,
+    FleetNotRunning,
+    SpecError,
+    SupervisorRecovering,
+    UnknownPool,
+    UnknownSlot,
+)
 from fleet_ray.settings import DEFAULT_HOME, Settings
 
 DEFAULT_TOKEN_FILE = DEFAULT_HOME / "api-token"
@@ -104,6 +112,12 @@ class ApiClient:
             raise SpecError(details or [{"loc": "spec", "msg": message}])
         if code == "unavailable":
             raise FleetNotRunning(message)
+        if code == "recovering":
+            try:
+                retry = float(r.headers.get("Retry-After", "1"))
+            except ValueError:
+                retry = 1.0
+            raise SupervisorRecovering(message, retry)
         if code == "not_found" and message.startswith("no pool named '"):
             raise UnknownPool(message.split("'")[1])
         if code == "not_found" and message.startswith("no slot '"):

@@ -29,6 +29,17 @@ class FleetState:
     dirty: bool = True
     routine_dirty: bool = False
     drained_from: dict[str, int] = field(default_factory=dict)  # pool -> slots before api drain
+    # this fleet run (``up`` to ``down``; kept across supervisor restarts by the checkpoint): crash ids
+    # carry it, so a new fleet's generation 1 is not the old one's
+    run_id: str = ""
+    # recovery: why it has not succeeded yet ("recovery failed: <field>: <message>"), when the next
+    # attempt is due (epoch s), and what a lenient recovery left out (each "<field>: <message>")
+    recovery_error: str | None = None
+    recovery_retry_at: float = 0.0
+    recovery_problems: list[str] = field(default_factory=list)
+    # pools a checkpoint held that this version rejects, as written (pool name -> spec JSON): kept in
+    # the checkpoint, so a version that understands them again gets them back; an apply drops them
+    unrecovered_pools: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.spec.pools:  # nothing applied yet: the empty spec carries the fleet's name

@@ -125,6 +125,9 @@ def fleet_status(state: FleetState, recent: Sequence[Event], facts: SupervisorFa
         supervisor_nice=facts.nice,
         supervisor_nice_problem=facts.nice_problem,
         steps=facts.steps,
+        recovered=state.recovered,
+        recovery=state.recovery_error if not state.recovered else (
+            "recovered without: " + "; ".join(state.recovery_problems[:10]) if state.recovery_problems else None),
         pools=pools,
         events=[
             EventStatus(kind=e.kind, at=e.physical / 1000, pool=e.pool, slot=e.slot, generation=e.generation,

@@ -12,7 +12,8 @@ Two paths write about a crash:
    still gets a full record.
 
 :func:`merge_crash` builds the one :class:`CrashRecord`; it is appended to the store log
-``crashes`` with the generation's id ``<pool>:<index>:g<generation>``, and log appends are
+``crashes`` with the generation's id ``<pool>:<index>:g<generation>@<run>`` (``run``: the fleet run,
+see :func:`crash_id`), and log appends are
 idempotent by id, so a crash both paths saw (or a supervisor that restarted in between) is
 recorded and notified once.
 """
@@ -68,7 +69,7 @@ class CrashRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(description="'<pool>:<index>:g<generation>': one record per generation.")
+    id: str = Field(description="'<pool>:<index>:g<generation>@<run>': one record per generation of a fleet run.")
     pool: str
     slot: str
     generation: int
@@ -105,8 +106,11 @@ class CrashRecord(BaseModel):
         return LogEntry(self.id, f"{int(self.at * 1e6):020d}", self.model_dump_json().encode())
 
 
-def crash_id(pool: str, index: int, generation: int) -> str:
-    return f"{pool}:{index}:g{generation}"
+def crash_id(pool: str, index: int, generation: int, run: str = "") -> str:
+    """``<pool>:<index>:g<generation>@<run>``: one id per slot generation of one fleet run (``run`` is the
+    supervisor's per-run id, kept across its restarts; after ``down`` and ``up`` generations start
+    again at 1, and the new fleet's crashes must not look like the old one's, already recorded)."""
+    return f"{pool}:{index}:g{generation}" + (f"@{run}" if run else "")
 
 
 def merge_crash(
@@ -118,10 +122,12 @@ def merge_crash(
     death_cause: str,
     seen: dict[str, Any] | None = None,
     now: float | None = None,
+    run: str = "",
 ) -> CrashRecord | None:
     """The crash record from both halves, or None if this was no crash (a clean stop).
 
-    ``seen`` is the supervisor's view of the slot (pid, node_id, phase from its last health check).
+    ``seen`` is the supervisor's view of the slot (pid, node_id, phase from its last health check);
+    ``run`` the fleet run's id (see :func:`crash_id`).
     """
     err = slot_ctx.error if slot_ctx is not None else None
     if not died and err is None:
@@ -142,7 +148,7 @@ def merge_crash(
     phase = (err.phase if err and err.phase else None) or (slot_ctx.phase if slot_ctx else None) or seen.get("phase")
     step = (err.step if err and err.step else None) or (slot_ctx.step if slot_ctx else None)
     return CrashRecord(
-        id=crash_id(pool, index, generation),
+        id=crash_id(pool, index, generation, run),
         pool=pool,
         slot=f"{pool}:{index}",
         generation=generation,

@@ -3,7 +3,9 @@
 Every key lives under ``fleet:<namespace>:`` (names in :mod:`fleet_ray.store.keys`). Multi-key
 writes run in one MULTI/EXEC transaction; read-modify-write updates and idempotent log appends are
 Lua scripts, so they are atomic however many supervisors, slots and drivers share the server.
-Connection failures surface as :class:`~fleet_ray.errors.StoreUnavailable` naming the (redacted) URL.
+Connection failures (and a server refusing writes for now) surface as
+:class:`~fleet_ray.errors.StoreUnavailable` naming the (redacted) URL, every other Redis error as
+:class:`~fleet_ray.errors.StoreError`.
 The connection setup (:func:`connect`) and that translator (:func:`redis_errors`) are shared with the
 campaign guardrail state on the same server (:mod:`fleet_ray.store.redis_guardrails`).
 """
@@ -16,7 +18,7 @@ from typing import TypeVar
 
 import redis as redis_lib
 
-from fleet_ray.errors import StoreUnavailable
+from fleet_ray.errors import StoreError, StoreUnavailable
 from fleet_ray.redact import redact_url
 from fleet_ray.store.base import LogEntry
 
@@ -68,16 +70,36 @@ def connect(url: str, timeout_s: float) -> redis_lib.Redis:
     )
 
 
+# the server refuses writes for now (a replica, out of memory, a cluster moving, a script busy): the
+# store is unavailable (callers run degraded and retry), not broken
+_UNAVAILABLE = (
+    redis_lib.ConnectionError, redis_lib.TimeoutError, redis_lib.exceptions.ReadOnlyError,
+    redis_lib.exceptions.OutOfMemoryError, redis_lib.exceptions.BusyLoadingError,
+    redis_lib.exceptions.TryAgainError, redis_lib.exceptions.ClusterDownError,
+)
+
+
+def _reply_text(exc: redis_lib.RedisError) -> str:
+    """The server's reply, first line, short: its error text names no password (the URL is redacted apart)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {redact_url(text[0])[:200]}" if text and text[0] else type(exc).__name__
+
+
 def redis_errors(fn: Callable[..., T]) -> Callable[..., T]:
-    """The Redis backends' error translator, for methods of an object with a redacted ``url``: a
-    connection error or timeout becomes :class:`~fleet_ray.errors.StoreUnavailable`, chained."""
+    """The Redis backends' error translator, for methods of an object with a redacted ``url``, chained
+    to the original: a connection error, a timeout, or a server that refuses writes for now
+    (``READONLY``, ``OOM``, ``LOADING``, ``TRYAGAIN``, ``CLUSTERDOWN``; also an ``AuthenticationError``,
+    a connection error) becomes :class:`~fleet_ray.errors.StoreUnavailable`; every other Redis error
+    (``NOPERM``, a ``ResponseError``, a failed script, a bad reply) :class:`~fleet_ray.errors.StoreError`."""
 
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
         try:
             return fn(self, *args, **kwargs)
-        except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
-            raise StoreUnavailable(self.url, type(exc).__name__) from exc
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(self.url, _reply_text(exc)) from exc
+        except redis_lib.RedisError as exc:
+            raise StoreError(f"store at {self.url}: {fn.__name__}: {_reply_text(exc)}") from exc
 
     return wrapper
 

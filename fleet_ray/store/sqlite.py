@@ -11,13 +11,16 @@ guardrail state on the same file (:mod:`fleet_ray.store.sqlite_guardrails`).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
-from fleet_ray.errors import StoreError
+from fleet_ray.errors import StoreError, StoreUnavailable
 from fleet_ray.store.base import LogEntry
 
 _SCHEMA = """
@@ -28,6 +31,7 @@ CREATE TABLE IF NOT EXISTS log (
 );
 CREATE INDEX IF NOT EXISTS log_order ON log (log, sort_key, id);
 """
+T = TypeVar("T")
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -61,13 +65,31 @@ class ThreadConnections:
 
 
 @contextmanager
-def sqlite_errors(what: str) -> Iterator[None]:
-    """The SQLite backends' error translator: ``sqlite3`` and file-system errors become
-    :class:`~fleet_ray.errors.StoreError` (``"<what>: <error>"``), chained to the original."""
+def sqlite_errors(what: str, url: str | None = None) -> Iterator[None]:
+    """The SQLite backends' error translator, chained to the original: an ``OperationalError`` (the
+    file is locked by another writer past the busy timeout, the disk is full, the file can't be
+    opened or read) becomes :class:`~fleet_ray.errors.StoreUnavailable` naming ``url`` when given (the
+    store can't be used right now; callers run degraded and retry); every other ``sqlite3`` error
+    and file-system error becomes :class:`~fleet_ray.errors.StoreError` (``"<what>: <error>"``)."""
     try:
         yield
+    except sqlite3.OperationalError as exc:
+        if url is not None:
+            raise StoreUnavailable(url, f"{what}: {exc}") from exc
+        raise StoreError(f"{what}: {exc}") from exc
     except (sqlite3.Error, OSError) as exc:
         raise StoreError(f"{what}: {exc}") from exc
+
+
+def _translated(fn: Callable[..., T]) -> Callable[..., T]:
+    """A :class:`SQLiteStore` method whose every failure is translated by :func:`sqlite_errors`."""
+
+    @functools.wraps(fn)
+    def wrapper(self: SQLiteStore, *args: Any, **kwargs: Any) -> T:
+        with sqlite_errors(f"embedded store {fn.__name__.lstrip('_')}", self.url):
+            return fn(self, *args, **kwargs)
+
+    return wrapper
 
 
 def open_file(path: Path, schema: str, what: str) -> ThreadConnections:
@@ -91,10 +113,13 @@ def immediate(conn: sqlite3.Connection, begin_error: str | None = None) -> Itera
             conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # a failed COMMIT (disk full, locked) leaves the transaction open: roll it back, or every later
+        # BEGIN on this connection fails; SQLite may already have rolled back (then this is a no-op)
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 class SQLiteStore:
@@ -113,9 +138,11 @@ class SQLiteStore:
     def _k(self, key: str) -> str:
         return f"{self.namespace}:{key}"
 
+    @_translated
     def ping(self) -> None:
         self._conn().execute("SELECT 1")
 
+    @_translated
     def get(self, key: str) -> bytes | None:
         row = self._conn().execute("SELECT value FROM kv WHERE key=?", (self._k(key),)).fetchone()
         return bytes(row[0]) if row else None
@@ -123,6 +150,7 @@ class SQLiteStore:
     def put(self, key: str, value: bytes) -> None:
         self.put_many({key: value})
 
+    @_translated
     def put_many(self, items: Mapping[str, bytes]) -> None:
         with self._tx() as c:
             c.executemany(
@@ -130,10 +158,12 @@ class SQLiteStore:
                 [(self._k(k), bytes(v)) for k, v in items.items()],
             )
 
+    @_translated
     def delete(self, *keys: str) -> int:
         with self._tx() as c:
             return sum(c.execute("DELETE FROM kv WHERE key=?", (self._k(k),)).rowcount for k in keys)
 
+    @_translated
     def _update_int(self, key: str, fn) -> int:
         with self._tx() as c:
             row = c.execute("SELECT value FROM kv WHERE key=?", (self._k(key),)).fetchone()
@@ -150,6 +180,7 @@ class SQLiteStore:
     def raise_to(self, key: str, value: int) -> int:
         return self._update_int(key, lambda v: max(v, value))
 
+    @_translated
     def keys(self, prefix: str = "") -> list[str]:
         base = self._k("")
         rows = self._conn().execute(
@@ -158,6 +189,7 @@ class SQLiteStore:
         )
         return [r[0][len(base):] for r in rows]
 
+    @_translated
     def log_append(self, log: str, entries: list[LogEntry]) -> int:
         with self._tx() as c:
             return sum(
@@ -168,6 +200,7 @@ class SQLiteStore:
                 for e in entries
             )
 
+    @_translated
     def log_range(self, log, start=None, end=None, limit=None) -> list[LogEntry]:
         sql = "SELECT id, sort_key, data FROM log WHERE log=?"
         args: list = [self._k(log)]
@@ -183,9 +216,11 @@ class SQLiteStore:
             args.append(limit)
         return [LogEntry(i, k, bytes(d)) for i, k, d in self._conn().execute(sql, args)]
 
+    @_translated
     def log_len(self, log: str) -> int:
         return self._conn().execute("SELECT count(*) FROM log WHERE log=?", (self._k(log),)).fetchone()[0]
 
+    @_translated
     def log_trim(self, log: str, max_len: int) -> int:
         with self._tx() as c:
             return c.execute(

@@ -34,7 +34,7 @@ class Rig:
         self.workqueues = FakeWorkQueues()
         state = FleetState(fleet_name="test")
         journal = EventJournal(HLC(clock.ms), clock=clock, monotonic=clock)
-        gateway = StoreGateway("memory://", "test", opener=lambda url, ns: store)
+        gateway = StoreGateway("memory://", "test", opener=lambda url, ns: store, monotonic=clock)
         packages = PackageEnvs(self.calls, gateway, "test", monotonic=clock)
         self.services = FleetServices("test", state, journal, gateway, self.calls, notify=NotifyConfig())
         self.core = SupervisorCore(Parts(
@@ -48,6 +48,9 @@ class Rig:
         ))
 
     def apply(self, spec: dict[str, Any]) -> Any:
+        """What the actor does: wait for recovery (here: one step), then apply."""
+        if not self.core.state.recovered:
+            self.core.step()
         return asyncio.run(self.core.specs.apply(spec, _inline))
 
     def run(self, seconds: float, every: float = 0.5) -> None:

@@ -69,15 +69,19 @@ def test_while_the_store_is_down_the_fleet_runs_degraded_and_catches_up_when_it_
     sup.run(3)
     st = sup.status()
     assert st.store_degraded and "connection refused" in (st.store_error or "")
-    assert running(st) == [("web:0", 1), ("web:1", 1)]  # it kept reconciling in memory
+    assert running(st) == [("web:0", 1)]  # the running slot keeps running, watched in memory
+    # a new generation starts no actor before it is durable (a restarted supervisor could reuse it)
+    new = st.slot("web:1")
+    assert new.state == "pending" and "store" in new.reason and sup.calls.created == [(("web", 0), 1)]
 
     store.down = False
-    sup.run(1)
+    sup.run(2)
     st = sup.status()
     assert not st.store_degraded and st.store_error is None
+    assert running(st) == [("web:0", 1), ("web:1", 1)]
     saved = json.loads(store.get(keys.SUPERVISOR_CHECKPOINT))
     assert saved["spec"]["pools"][0]["slots"] == 2 and len(saved["slots"]) == 2
-    assert int(store.get(keys.generation("web", 1))) == 1  # the write-ahead generation, written late
+    assert int(store.get(keys.generation("web", 1))) == 1  # written ahead, once the store was back
 
 
 def test_a_supervisor_that_starts_while_the_store_is_down_waits_for_it(rig, store):
