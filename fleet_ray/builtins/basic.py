@@ -54,16 +54,18 @@ class Chaos(ContinuousAutomation):
         fail_setup: bool = Field(False, description="Raise in setup(): the slot never starts.")
         crash_after_s: float | None = Field(None, gt=0, description="run() raises after this long.")
         unhealthy_after_s: float | None = Field(None, gt=0, description="Health probe fails after this long.")
+        message: str = Field("", description="Text of the errors raised (default: says it was on purpose); "
+                             "tests put multi-line text or credentials here to see what the fleet shows.")
 
     async def setup(self) -> None:
         if self.config.fail_setup:
-            raise RuntimeError("chaos: setup failed on purpose")
+            raise RuntimeError(self.config.message or "chaos: setup failed on purpose")
         self._t0 = time.monotonic()
 
     async def run(self) -> None:
         while await self.ctx.sleep(self.config.crash_after_s or 3600):
             if self.config.crash_after_s:
-                raise RuntimeError("chaos: run() crashed on purpose")
+                raise RuntimeError(self.config.message or "chaos: run() crashed on purpose")
 
     async def check_health(self) -> bool:
         limit = self.config.unhealthy_after_s
