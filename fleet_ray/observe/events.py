@@ -3,7 +3,8 @@
 :class:`~fleet_ray.observe.envelope.Event` (re-exported here) is the envelope every event travels in;
 the typed model of each kind lives in :mod:`fleet_ray.observe.kinds` (``SlotDied``, ``TaskFailed``,
 ``StreamBackpressure``, ...). :class:`EventLog` takes either, dedupes by ``id``, answers queries in
-causal (HLC) order by kind, origin, pool, slot and time range, caps its size, and can be followed live
+causal (HLC) order by kind, origin, pool, slot and time range, caps its size (never trimming campaign
+audit receipts, kept in a log of their own), and can be followed live
 (:meth:`EventLog.follow`).
 
 :func:`kind_matches` (exact kind or ``"slot.*"`` prefix) and :func:`matches` (kinds, pool, slot,
@@ -13,6 +14,7 @@ the supervisor's in-memory queries and its long-poll all use them.
 
 from __future__ import annotations
 
+import heapq
 import json
 import time
 from collections.abc import Iterable, Iterator
@@ -22,9 +24,11 @@ from fleet_ray.observe.envelope import Event
 from fleet_ray.observe.hlc import HLCTimestamp
 from fleet_ray.observe.kinds import TypedEvent, typed
 from fleet_ray.store import keys
-from fleet_ray.store.base import Store
+from fleet_ray.store.base import LogEntry, Store
 
-__all__ = ["Event", "EventLog", "kind_matches", "matches"]
+RECEIPT_ORIGIN = "campaign:"  # fleet_ray.campaign.audit.origin()
+
+__all__ = ["Event", "EventLog", "is_receipt", "kind_matches", "matches"]
 
 
 def kind_matches(kind: str, kinds: Iterable[str]) -> bool:
@@ -60,20 +64,40 @@ def matches(
     )
 
 
+def is_receipt(ev: Event) -> bool:
+    """A campaign's signed audit receipt (:mod:`fleet_ray.campaign.audit`): kept for good, never trimmed."""
+    return ev.origin.startswith(RECEIPT_ORIGIN) and "receipt" in ev.data
+
+
 class EventLog:
-    """The durable event log on a :class:`Store` (query in causal order, optional size cap)."""
+    """The durable event log on a :class:`Store` (query in causal order, optional size cap).
+
+    It is two store logs read as one: campaigns' audit receipts in ``keys.AUDIT_LOG``, never trimmed
+    (a trimmed receipt breaks the chain ``verify-audit`` checks), and every other event in
+    ``keys.EVENT_LOG``, which the writers that pass ``max_len`` (the supervisor) cap."""
 
     def __init__(self, store: Store, max_len: int | None = 100_000):
         self.store = store
         self.max_len = max_len
 
     def append(self, events: list[Event | TypedEvent]) -> int:
-        """Append events (generic or typed) not seen before; returns how many were new."""
+        """Append events (generic or typed) not seen before; returns how many were new. Audit receipts
+        (:func:`is_receipt`) go to their own log, which no cap trims; the cap trims the rest."""
         events = [e if isinstance(e, Event) else e.to_event() for e in events]
-        new = self.store.log_append(keys.EVENT_LOG, [e.to_entry() for e in events])
-        if self.max_len is not None and new:
-            self.store.log_trim(keys.EVENT_LOG, self.max_len)
+        receipts = [e.to_entry() for e in events if is_receipt(e)]
+        others = [e.to_entry() for e in events if not is_receipt(e)]
+        new = self.store.log_append(keys.AUDIT_LOG, receipts) if receipts else 0
+        if others:
+            added = self.store.log_append(keys.EVENT_LOG, others)
+            if self.max_len is not None and added:
+                self.store.log_trim(keys.EVENT_LOG, self.max_len)
+            new += added
         return new
+
+    def _entries(self, start: str | None, end: str | None) -> Iterator[LogEntry]:
+        """Both logs' entries in ``[start, end)``, merged in (sort key, id) order."""
+        return heapq.merge(self.store.log_range(keys.EVENT_LOG, start, end),
+                           self.store.log_range(keys.AUDIT_LOG, start, end), key=lambda e: (e.sort_key, e.id))
 
     def query(
         self,
@@ -94,7 +118,7 @@ class EventLog:
         start = HLCTimestamp(since_ms, 0).key() if since_ms is not None else None
         end = HLCTimestamp(until_ms, 0).key() if until_ms is not None else None
         out = []
-        for entry in self.store.log_range(keys.EVENT_LOG, start, end):
+        for entry in self._entries(start, end):
             ev = Event.model_validate(json.loads(entry.data))
             # an empty-string filter means "any" here (the store's range already applied the times)
             if not matches(ev, kind=kind or None, kinds=kinds, pool=pool or None, slot=slot or None,
@@ -110,7 +134,7 @@ class EventLog:
         return [typed(e) for e in self.query(**filters)]
 
     def size(self) -> int:
-        return self.store.log_len(keys.EVENT_LOG)
+        return self.store.log_len(keys.EVENT_LOG) + self.store.log_len(keys.AUDIT_LOG)
 
     def follow(
         self,

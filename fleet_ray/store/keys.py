@@ -6,6 +6,7 @@ a table per namespace in SQLite), so two fleets can share one Redis.
 
 SUPERVISOR_CHECKPOINT = "supervisor:checkpoint"
 EVENT_LOG = "events"
+AUDIT_LOG = "audit"  # campaigns' signed receipts (fleet_ray.observe.events.EventLog reads both as one); never trimmed
 
 
 def generation(pool: str, index: int) -> str:
@@ -22,7 +23,7 @@ def job_done(job_id: str) -> str:
 
 
 # -- crash bridge, resumable runs (fleet_ray.observe.crashes, fleet_ray.client.runs) ------------------------------
-CRASH_LOG = "crashes"  # one entry per crashed slot generation, id = "<pool>:<index>:g<generation>"
+CRASH_LOG = "crashes"  # one entry per crashed slot generation, id = "<pool>:<index>:g<generation>@<run>"
 
 
 def slot_context(pool: str, index: int, generation: int) -> str:
