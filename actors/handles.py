@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ from fleet_ray.control.reconcile import NodeView
 from fleet_ray.names import HEAD_RESOURCE, parse_slot_actor_name, slot_actor_name, workqueue_name
 from fleet_ray.ray_boundary import is_actor_death, short_cause
 from fleet_ray.spec.models import PoolSpec
+from fleet_ray.store import open_work_log
 
 log = logging.getLogger(__name__)
 
@@ -277,33 +279,102 @@ class SlotCalls:
 
 
 class WorkQueueCalls:
-    """The batch pools' work queue actors: created on demand (one per pool, detached, on the head node)."""
+    """The batch pools' work queue actors: created on demand (one per pool, detached, on the head node).
 
-    def __init__(self, namespace: str):
+    Each queue has a ``watch`` call outstanding (as slots do), so its death is noticed at once:
+    :meth:`poll` (every supervisor step) recreates a queue that died — the new one reloads its jobs
+    from the store — backing off when one keeps dying at once. ``pool_spec`` gives a pool's spec (its
+    ``work_queue`` options and whether it is paused) for each queue created.
+    """
+
+    def __init__(self, namespace: str, store_url: str | None = None,
+                 pool_spec: Callable[[str], PoolSpec | None] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.namespace = namespace
+        self.store_url = store_url
+        self.pool_spec = pool_spec or (lambda _pool: None)
+        self.monotonic = monotonic
         self._queues: dict[str, Any] = {}
+        self._options: dict[str, dict[str, Any]] = {}
+        self._born: dict[str, float] = {}
+        self._finished: deque[tuple[str, Any, Any]] = deque()  # (pool, handle, its watch call)
+        self._due: dict[str, float] = {}  # pools whose queue died → when to recreate it
+        self._backoff: dict[str, float] = {}
+        self._causes: dict[str, str] = {}
+        self.recreated = 0
 
     def pools(self) -> list[str]:
-        return list(self._queues)
+        return list(dict.fromkeys([*self._queues, *self._due]))
+
+    def _opts(self, pool: str) -> tuple[dict[str, Any], bool]:
+        spec = self.pool_spec(pool)
+        if spec is None:
+            return {}, False
+        return spec.work_queue.model_dump(mode="json"), spec.paused
 
     def ensure(self, pool: str) -> None:
         if pool not in self._queues:
-            from .workqueue import WorkQueue
+            self._due.pop(pool, None)
+            self._create(pool)
+            return
+        opts, paused = self._opts(pool)
+        if opts and opts != self._options.get(pool):  # the pool's work_queue options changed
+            self._options[pool] = opts
+            self._queues[pool].configure.remote(opts, paused)
 
-            self._queues[pool] = WorkQueue.options(
-                name=workqueue_name(pool),
-                namespace=self.namespace,
-                lifetime="detached",
-                get_if_exists=True,
-                num_cpus=0,
-                resources={HEAD_RESOURCE: 0.001},
-            ).remote(pool)
+    def _create(self, pool: str) -> None:
+        from .workqueue import WorkQueue
+
+        opts, paused = self._opts(pool)
+        handle = WorkQueue.options(
+            name=workqueue_name(pool),
+            namespace=self.namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            num_cpus=0,
+            resources={HEAD_RESOURCE: 0.001},
+            max_concurrency=10_000,  # every slot keeps a lease long-polling, drivers a fetch
+        ).remote(pool, self.store_url, self.namespace, opts, paused)
+        self._queues[pool], self._options[pool], self._born[pool] = handle, opts, self.monotonic()
+        watch = handle.watch.remote().future()
+        watch.add_done_callback(lambda f, pool=pool, handle=handle: self._finished.append((pool, handle, f)))
+
+    def poll(self) -> list[tuple[str, str]]:
+        """Recreate the queues that died (never blocks); returns ``(pool, cause)`` for each recreated."""
+        now = self.monotonic()
+        while self._finished:
+            pool, handle, watch = self._finished.popleft()
+            if self._queues.get(pool) is not handle:
+                continue  # removed or replaced meanwhile
+            del self._queues[pool]
+            try:
+                watch.result(timeout=0)
+                continue  # closed on purpose (purged)
+            except Exception as exc:
+                cause = short_cause(exc)
+            lived = now - self._born.get(pool, now)
+            backoff = 0.0 if lived > 30.0 else min(max(self._backoff.get(pool, 0.0) * 2, 0.5), 10.0)
+            self._backoff[pool] = backoff
+            self._due[pool] = now + (0.0 if lived > 30.0 else backoff)
+            self._causes[pool] = cause
+            log.warning("work queue of pool %s died (%s); recreating it", pool, cause)
+        out = []
+        for pool, due in list(self._due.items()):
+            if now >= due:
+                del self._due[pool]
+                self._create(pool)
+                self.recreated += 1
+                out.append((pool, self._causes.pop(pool, "")))
+        return out
 
     def set_paused(self, pool: str, paused: bool) -> None:
-        self._queues[pool].set_paused.remote(paused)
+        wq = self._queues.get(pool)
+        if wq is not None:
+            wq.set_paused.remote(paused)
 
     def release(self, pool: str, lessee: str, cause: str) -> None:
-        """Hand the items leased by ``lessee`` (a slot actor's name) back to the queue, if it has one."""
+        """Hand the items leased by ``lessee`` (a slot actor's name) back to the queue, if it has one.
+        (A queue that is being recreated finds such a lessee gone when it reloads.)"""
         wq = self._queues.get(pool)
         if wq is not None:
             wq.release.remote(lessee, cause)
@@ -311,13 +382,32 @@ class WorkQueueCalls:
     def lessees(self, pool: str, timeout_s: float = 10) -> list[str]:
         return ray.get(self._queues[pool].lessees.remote(), timeout=timeout_s)
 
-    def remove(self, pool: str) -> None:
+    def remove(self, pool: str, timeout_s: float = 2.0) -> None:
+        """Kill the pool's queue and delete its copy in the store (the pool was removed)."""
         wq = self._queues.pop(pool, None)
+        known = wq is not None or self._due.pop(pool, None) is not None
+        self._options.pop(pool, None)
+        purged = False
         if wq is not None:
+            ref = wq.purge.remote()
+            ready, _ = ray.wait([ref], timeout=timeout_s)
+            try:
+                purged = bool(ready) and bool(ray.get(ready[0], timeout=0))
+            except Exception as exc:  # dead already, or the store is down
+                log.debug("purge of work queue %s: %s", pool, exc)
             ray.kill(wq, no_restart=True)
+        if known and not purged and self.store_url:
+            try:
+                work_log = open_work_log(self.store_url, self.namespace)
+                try:
+                    work_log.drop(pool)
+                finally:
+                    work_log.close()
+            except Exception as exc:
+                log.warning("could not delete the stored work of removed pool %s: %s", pool, exc)
 
     def remove_all(self) -> None:
-        for pool in list(self._queues):
+        for pool in self.pools():
             self.remove(pool)
 
 

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 FAST_ITEM_S = 0.05  # items finishing faster than this on average are prefetched (see _batch_loop)
 LEASE_WAIT_S = 10.0  # long-poll: returns as soon as work arrives, or at once when the slot drains
+HEARTBEAT_S = 5.0  # a slot busy with long items tells its work queue it is alive this often
 
 
 def error_text(exc: BaseException) -> str:
@@ -197,7 +198,8 @@ class SlotCore:
         item. Results go back with the next lease, or in a ``complete`` call of their own while a
         lease is long-polling, so none waits for work to arrive.
         """
-        wq = self._wq = ray.get_actor(self._workqueue_name, namespace=self.namespace)
+        wq = self._wq = await self._resolve_workqueue()
+        me = ray.get_runtime_context().get_actor_id()  # tells this actor from another under our name
         conc = self.pool.concurrency
         sem = asyncio.Semaphore(conc)
         wake = asyncio.Event()
@@ -237,13 +239,17 @@ class SlotCore:
                 # by complete()
                 wait = 0 if (stopping or results) else LEASE_WAIT_S
                 sent, results = results, []
-                send("lease", wq.lease.remote(self.lessee, max(room, 0), wait, sent), sent)
+                send("lease", wq.lease.remote(self.lessee, max(room, 0), wait, sent, me), sent)
             elif results and "complete" not in calls:
                 sent, results = results, []
-                send("complete", wq.complete.remote(self.lessee, sent), sent)
+                send("complete", wq.complete.remote(self.lessee, sent, me), sent)
             if stopping and not calls and not running and not results and not buffered:
                 return
-            await wake.wait()
+            try:
+                await asyncio.wait_for(wake.wait(), HEARTBEAT_S)
+            except TimeoutError:
+                if not calls:  # busy with long items: say we're alive (a restarted queue waits for us)
+                    send("complete", wq.complete.remote(self.lessee, [], me), [])
             wake.clear()
             for kind, (fut, sent) in list(calls.items()):
                 if not fut.done():
@@ -254,12 +260,25 @@ class SlotCore:
                 except ray.exceptions.RayActorError:  # the work queue is being replaced: send again
                     if self.ctx.stopping:
                         return  # the supervisor hands what this slot held to other slots
-                    results = sent + results
-                    await asyncio.sleep(0.5)
-                    wq = self._wq = ray.get_actor(self._workqueue_name, namespace=self.namespace)
+                    results = sent + results  # (another call to the dead queue fails too, and is sent again)
+                    wq = self._wq = await self._resolve_workqueue(wait_s=0.2)
                     continue
                 if kind == "lease":
                     buffered.extend(value)
+
+    async def _resolve_workqueue(self, wait_s: float = 0.0) -> Any:
+        """The pool's work queue by name, waiting while the supervisor recreates it (never gives up
+        while the slot runs: the items it finished are kept and sent once the queue is back)."""
+        delay = wait_s
+        while True:
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                return ray.get_actor(self._workqueue_name, namespace=self.namespace)
+            except ValueError:
+                if self.ctx is not None and self.ctx.stopping and self._wq is not None:
+                    return self._wq  # draining: the next call fails and the loop ends
+                delay = min(max(delay * 2, 0.2), 2.0)
 
     async def _run_item(self, sem: asyncio.Semaphore, item: tuple) -> tuple:
         job_id, item_id, payload, _attempt = item

@@ -203,12 +203,22 @@ class FakeWorkQueues:
     queues: dict[str, bool] = field(default_factory=dict)  # pool -> paused
     leased: dict[str, list[str]] = field(default_factory=dict)  # pool -> lessees (for recovery)
     released: list[tuple[str, str, str]] = field(default_factory=list)  # (pool, lessee, cause)
+    dead: list[tuple[str, str]] = field(default_factory=list)  # (pool, cause): recreated at the next poll
 
     def pools(self) -> list[str]:
         return list(self.queues)
 
     def ensure(self, pool: str) -> None:
         self.queues.setdefault(pool, False)
+
+    def poll(self) -> list[tuple[str, str]]:
+        """Queues recreated since the last poll, with the cause (tests mark one dead with :meth:`died`)."""
+        out, self.dead = self.dead, []
+        return out
+
+    def died(self, pool: str, cause: str = "SIGKILL") -> None:
+        if pool in self.queues:
+            self.dead.append((pool, cause))
 
     def set_paused(self, pool: str, paused: bool) -> None:
         self.queues[pool] = paused

@@ -96,6 +96,22 @@ class RolloutPolicy(_Strict):
     )
 
 
+class WorkQueueOptions(_Strict):
+    """A batch pool's work queue (``fleet:<pool>:work``)."""
+
+    durable: bool = Field(
+        True, description="Write submitted items, leases and results to the fleet's store before acknowledging "
+        "them, so a work queue that dies (or a head node that restarts) loses nothing. false: in memory only.",
+    )
+    finished_job_ttl_s: float = Field(
+        3 * 86400.0, gt=0, description="A finished job's unread results are kept this long, then the job is forgotten.",
+    )
+    lease_timeout_s: float = Field(
+        30.0, gt=0, description="After a restart, items leased to a slot that doesn't come back within this "
+        "are handed to other slots.",
+    )
+
+
 SlotKind = Literal["process", "browser"]
 
 
@@ -122,6 +138,9 @@ class PoolSpec(_Strict):
     heal: HealPolicy = Field(default_factory=HealPolicy)
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
     paused: bool = Field(False, description="A paused pool keeps its slots but leases them no work.")
+    work_queue: WorkQueueOptions = Field(
+        default_factory=WorkQueueOptions, description="The batch work queue: durable or in memory, retention."
+    )
     browser: BrowserOptions = Field(
         default_factory=BrowserOptions, description="Chromium, identity and proxy options of kind: browser."
     )

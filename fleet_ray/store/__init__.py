@@ -23,11 +23,13 @@ from fleet_ray.store.guardrails import GuardrailState
 from fleet_ray.store.memory import MemoryStore
 from fleet_ray.store.memory_guardrails import MemoryGuardrails
 from fleet_ray.store.memory_stream_log import MemoryStreamLog
+from fleet_ray.store.memory_work_log import MemoryWorkLog
 from fleet_ray.store.stream_log import StreamLog
+from fleet_ray.store.work_log import WorkLog
 
 __all__ = [
-    "GuardrailState", "LogEntry", "MemoryStore", "Store", "StreamLog", "open_guardrails", "open_store",
-    "open_stream_log", "store_backend",
+    "GuardrailState", "LogEntry", "MemoryStore", "Store", "StreamLog", "WorkLog", "open_guardrails", "open_store",
+    "open_stream_log", "open_work_log", "store_backend",
 ]
 
 Backend = Literal["redis", "sqlite", "memory"]
@@ -85,3 +87,17 @@ def open_stream_log(url: str, namespace: str = "default") -> StreamLog:
 
         return SQLiteStreamLog(where, namespace)
     return MemoryStreamLog()
+
+
+def open_work_log(url: str, namespace: str = "default") -> WorkLog:
+    """The work queues' write-ahead copy next to the store at ``url`` (a fresh one for ``memory://``)."""
+    backend, where = store_backend(url)
+    if backend == "redis":
+        from fleet_ray.store.redis_work_log import RedisWorkLog
+
+        return RedisWorkLog(where, namespace)
+    if backend == "sqlite":
+        from fleet_ray.store.sqlite_work_log import SQLiteWorkLog
+
+        return SQLiteWorkLog(where, namespace)
+    return MemoryWorkLog()

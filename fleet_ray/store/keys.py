@@ -22,6 +22,30 @@ def job_done(job_id: str) -> str:
     return f"job:{job_id}:done"
 
 
+# -- durable work queues (fleet_ray.store.work_log; SQLite keeps them in tables of the same file) -----------
+WORK_PREFIX = "work:"
+
+
+def work_jobs(pool: str) -> str:
+    """Hash: job id → the job's meta (JSON) in a pool's work queue."""
+    return f"{WORK_PREFIX}{pool}:jobs"
+
+
+def work_items(pool: str) -> str:
+    """Hash: ``<job>\\0<item>`` → an item that has no result yet (queued or leased)."""
+    return f"{WORK_PREFIX}{pool}:items"
+
+
+def work_leases(pool: str) -> str:
+    """Hash: ``<job>\\0<item>`` → the lease record (lessee, deadline) of a leased item."""
+    return f"{WORK_PREFIX}{pool}:leases"
+
+
+def work_results(pool: str, job_id: str) -> str:
+    """Sorted set: a job's results not yet read by its driver, scored by sequence number."""
+    return f"{WORK_PREFIX}{pool}:results:{job_id}"
+
+
 # -- crash bridge, resumable runs (fleet_ray.observe.crashes, fleet_ray.client.runs) ------------------------------
 CRASH_LOG = "crashes"  # one entry per crashed slot generation, id = "<pool>:<index>:g<generation>@<run>"
 
