@@ -14,7 +14,7 @@ from typing import Any
 from fleet_ray.cli.campaign import register as register_campaign_commands
 from fleet_ray.cli.demo import run_demo
 from fleet_ray.cli.render import progress_line, render_status
-from fleet_ray.errors import FleetError, FleetNotRunning, SpecError
+from fleet_ray.errors import FleetError, FleetNotRunning, SpecError, SupervisorRecovering
 from fleet_ray.ray_boundary import get
 from fleet_ray.redact import redact_url
 from fleet_ray.settings import Settings
@@ -352,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     except FleetNotRunning as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except SupervisorRecovering as exc:  # nothing changed: the same command may be run again
+        print(f"error: {exc}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL
     except FleetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
