@@ -2,7 +2,9 @@
 
 Files go to ``<logs_root>/<YYYY-MM-DD>/<pool>/<slot index>/<task>-<phase>.{png,trace.zip,console.log,json}``
 (UTC date from the injected clock). The JSON record names the slot, task, phase, error type and
-message, identity id and the proxy's *display* name: credentials never reach these files.
+message, identity id and the proxy's *display* name: credentials never reach these files. Every
+directory below ``logs_root`` is 0700 and every file 0600 (a trace or screenshot carries cookies and
+what the page showed), written atomically without following a symlink.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fleet_ray.private_files import private_subdirs, tighten, write_private
 from fleet_ray.redact import redact_url
 from fleet_ray.spec.browser_options import ArtifactOptions
 
@@ -55,6 +58,12 @@ class ArtifactWriter:
         day = dt.datetime.fromtimestamp(self.clock(), dt.UTC).strftime("%Y-%m-%d")
         return Path(self.options.logs_root) / day / self.pool / str(self.slot_index)
 
+    def _private_directory(self) -> Path:
+        """:meth:`directory`, each level below ``logs_root`` created 0700 and checked (a trace holds
+        cookies and the pages' requests: no other local user may read it or plant a link there)."""
+        folder = self.directory()
+        return private_subdirs(self.options.logs_root, *folder.relative_to(self.options.logs_root).parts)
+
     async def save(
         self,
         *,
@@ -68,23 +77,28 @@ class ArtifactWriter:
         meta: dict[str, Any],
     ) -> dict[str, str]:
         """Write what can be written; each piece is best effort (a hung page gets no screenshot)."""
-        folder = self.directory()
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder = self._private_directory()
+        except OSError as exc:  # UnsafePath included: the task's own error is what the caller reports
+            log.warning("artifacts of task %s not saved: %s", task, exc)
+            return {}
         stem = f"{safe_name(task)}-{safe_name(phase or 'task')}"
         files: dict[str, str] = {}
         if self.options.screenshot and page is not None:
             path = folder / f"{stem}.png"
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(page.screenshot(path=str(path), timeout=5_000), 6)
+                tighten(path)
                 files["screenshot"] = str(path)
         if tracing and context is not None:
             path = folder / f"{stem}.trace.zip"
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(context.tracing.stop(path=str(path)), 15)
+                tighten(path)
                 files["trace"] = str(path)
         if self.options.console and console is not None:
             path = folder / f"{stem}.console.log"
-            path.write_text("\n".join(console.lines) + ("\n" if console.lines else ""))
+            write_private(path, "\n".join(console.lines) + ("\n" if console.lines else ""))
             files["console"] = str(path)
         record = {
             "pool": self.pool,
@@ -98,7 +112,7 @@ class ArtifactWriter:
             **meta,
         }
         path = folder / f"{stem}.json"
-        path.write_text(json.dumps(record, indent=2, default=str))
+        write_private(path, json.dumps(record, indent=2, default=str))
         files["record"] = str(path)
         self.saved += 1
         log.info("task %s failed in phase %s; artifacts in %s", task, phase, folder)

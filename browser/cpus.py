@@ -34,7 +34,9 @@ from pathlib import Path
 
 import psutil
 
-from .reaper import owner_alive
+from fleet_ray.private_files import private_file, read_nofollow, write_private
+
+from .reaper import owner_alive, private_root
 
 log = logging.getLogger(__name__)
 
@@ -84,23 +86,23 @@ class CpuShare:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / (TABLE + ".lock"), "a+") as lock:
+        # the table lives in the browser root, private to this user (checked, never through a symlink)
+        root = private_root(self.root)
+        lock_path = private_file(root / (TABLE + ".lock"))
+        with open(os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            path = self.root / TABLE
+            path = root / TABLE
             try:
-                table = json.loads(path.read_text())
+                table = json.loads(read_nofollow(path))
                 if not isinstance(table.get("members"), dict):
                     raise ValueError("no members")
-            except (OSError, ValueError):
+            except (OSError, ValueError, AttributeError):
                 table = {"next": 0, "members": {}}
             before = json.dumps(table, sort_keys=True)
             table["members"] = {o: seq for o, seq in table["members"].items() if o == self.owner or owner_alive(o)}
             yield table
             if json.dumps(table, sort_keys=True) != before:
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(table))
-                tmp.replace(path)
+                write_private(path, json.dumps(table))
 
     def share(self) -> list[int]:
         """This slot's share; joins the table first if it is not a member (its first call, or the

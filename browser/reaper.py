@@ -14,6 +14,11 @@ Chromium → zygote/renderers/GPU/utility processes), and Ray reaps only the wor
    Playwright's temporary ``--user-data-dir`` for the tagged one.
 3. **Reaper.** On slot start (and from :func:`reap_stale` anywhere), every tagged process whose owner
    is no longer alive (pid gone, or reused by another process) is killed, and its directory removed.
+
+The root (:func:`default_root`) is private to the fleet's user: ``<tmp>/fleet-ray-browsers-<uid>``
+(or ``$FLEET_RAY_BROWSER_ROOT``), 0700, refused when another user owns it, when others can write to
+it or when it is a symlink (:func:`private_root`). Profiles, the launcher and the CPU-shares table
+live there; nothing is written through a symlink.
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ import os
 import re
 import shutil
 import signal
-import tempfile
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+from fleet_ray.private_files import private_dir, private_subdirs, read_nofollow, user_tmp_root, write_private
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +58,16 @@ exec setpriv --pdeathsig KILL -- "$real" "$@"
 
 
 def default_root() -> Path:
-    return Path(os.environ.get(ROOT_ENV) or Path(tempfile.gettempdir()) / "fleet-ray-browsers")
+    """``$FLEET_RAY_BROWSER_ROOT``, else ``<tmp>/fleet-ray-browsers-<uid>``: private to this user (a
+    directory shared by every user would let another one plant the launcher Chromium runs through)."""
+    return Path(os.environ.get(ROOT_ENV) or user_tmp_root("fleet-ray-browsers"))
+
+
+def private_root(root: Path | None = None) -> Path:
+    """The browser root, created 0700 or checked: a real directory of this user that no one else can
+    write to (:func:`fleet_ray.private_files.private_dir`; :class:`~fleet_ray.private_files.UnsafePath`
+    otherwise, naming what is wrong)."""
+    return private_dir(Path(root or default_root()))
 
 
 def _ctime_token(proc: psutil.Process) -> int:
@@ -77,25 +93,36 @@ class ProcessTag:
         return self.root / self.owner
 
     def user_data_dir(self, launch: int) -> Path:
-        path = self.owner_dir / f"b{launch}"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        """``<root>/<owner>/b<launch>``, every level private to this user (the profile holds cookies)."""
+        return private_subdirs(private_root(self.root), self.owner, f"b{launch}")
 
     def processes(self) -> list[psutil.Process]:
         """Every live Chromium process of this owner."""
         return find_tagged(str(self.owner_dir) + os.sep)
 
 
+LAUNCHER_NAME = "chromium-launcher.sh"
+
+
+def _launcher_ok(path: Path) -> bool:
+    try:
+        st = os.lstat(path)
+        return (stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) == 0o700
+                and read_nofollow(path) == LAUNCHER.encode())
+    except OSError:
+        return False
+
+
 def write_launcher(root: Path | None = None) -> Path:
-    """Write (once) the launcher script; returns its path."""
-    root = Path(root or default_root())
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "chromium-launcher.sh"
-    if not path.exists() or path.read_text() != LAUNCHER:
-        tmp = root / f".launcher-{os.getpid()}.tmp"
-        tmp.write_text(LAUNCHER)
-        tmp.chmod(0o755)
-        tmp.replace(path)
+    """Write the launcher script (once: a correct one is kept) into the private root; returns its path.
+
+    The root is checked first (:func:`private_root`); the script is written atomically to a file
+    created with ``O_EXCL | O_NOFOLLOW`` and renamed into place, mode 0700, so nothing another user
+    placed there (a file, a symlink) is followed, kept or run.
+    """
+    path = private_root(root) / LAUNCHER_NAME
+    if not _launcher_ok(path):
+        write_private(path, LAUNCHER, mode=0o700)
     return path
 
 
@@ -166,6 +193,7 @@ def reap_stale(root: Path | None = None) -> int:
             continue
     killed = kill_processes(stale) if stale else 0
     if root.exists():
+        private_root(root)  # never remove directories in a root someone else controls
         for d in root.iterdir():
             if d.is_dir() and _OWNER_RE.match(d.name) and not owner_alive(d.name):
                 shutil.rmtree(d, ignore_errors=True)

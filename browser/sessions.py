@@ -3,7 +3,8 @@
 ``mode: rotate`` draws a fresh identity (and proxy) for every task. ``mode: session`` keeps up to
 ``max_sessions`` identities, each with a sticky proxy and its browser storage (cookies, local
 storage) carried from task to task, and retires a session after ``max_uses`` tasks, after
-``max_age_s``, or on a block signal. With ``persist_dir`` sessions survive slot restarts.
+``max_age_s``, or on a block signal. With ``persist_dir`` sessions survive slot restarts; their files
+(cookies) are 0600 in a 0700 directory, written atomically, never through a symlink.
 
 Pure bookkeeping: clock and randomness are injected; Playwright is not imported here.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet_ray.errors import ProxyError
+from fleet_ray.private_files import private_dir, read_nofollow, write_private
 from fleet_ray.spec.browser_options import SessionPolicy
 
 from .identity import Identity, IdentityFactory
@@ -176,7 +178,6 @@ class SessionManager:
     def _save(self, s: Session) -> None:
         if self.persist_dir is None:
             return
-        self.persist_dir.mkdir(parents=True, exist_ok=True)
         data = {
             "id": s.id,
             "identity": s.identity.model_dump(mode="json"),
@@ -185,15 +186,27 @@ class SessionManager:
             "uses": s.uses,
             "storage_state": s.storage_state,
         }
-        tmp = self.persist_dir / f".{s.id}.tmp"
-        tmp.write_text(json.dumps(data))
-        tmp.replace(self.persist_dir / f"{s.id}.json")
+        # cookies and storage: a private directory, a 0600 file written atomically, no symlink followed
+        write_private(self._private_dir() / f"{s.id}.json", json.dumps(data))
+
+    def _private_dir(self) -> Path:
+        """``persist_dir``, 0700 and checked (:func:`~fleet_ray.private_files.private_dir`); missing
+        levels above it are created with the default mode (they hold no secrets)."""
+        assert self.persist_dir is not None
+        return private_dir(self.persist_dir)
 
     def _load(self) -> None:
         by_display = {p.display: pid for pid, p in self.proxies.states.items()}
-        for path in sorted(self.persist_dir.glob("*.json")) if self.persist_dir.exists() else []:
+        if not self.persist_dir.exists():
+            return
+        try:
+            folder = self._private_dir()  # never read sessions another user could have planted
+        except OSError as exc:
+            log.warning("saved sessions not loaded: %s", exc)
+            return
+        for path in sorted(folder.glob("*.json")):
             try:
-                data = json.loads(path.read_text())
+                data = json.loads(read_nofollow(path))
                 identity = Identity.model_validate(data["identity"])
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("skipping unreadable session file %s: %s", path.name, exc)

@@ -139,7 +139,7 @@ def _redact_pairs(text: str) -> str:
         if v[0] in "'\"":
             out.append(f"{v[0]}{MASK}{v[0]}")
         else:
-            out.append(v if v in (MASK, "None", "null", "***") else MASK)
+            out.append(v if v in (MASK, "***") else MASK)
         pos = m.end("v")
     out.append(text[pos:])
     return "".join(out)

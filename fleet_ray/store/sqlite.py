@@ -1,6 +1,7 @@
 """The embedded default store: one SQLite file (WAL mode), no server to run.
 
-Good for a laptop or a single head node: every process on that host can open the same file.
+Good for a laptop or a single head node: every process of the fleet's user on that host can open the
+same file (0600 in a 0700 directory: :func:`private_location`; it holds proxy passwords).
 Writers serialise with ``BEGIN IMMEDIATE``, so read-modify-write updates (``incr``, ``raise_to``)
 are atomic across processes. For multi-host fleets use Redis.
 
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fleet_ray.errors import StoreError, StoreUnavailable
+from fleet_ray.private_files import private_dir, private_file
+from fleet_ray.settings import DEFAULT_HOME
 from fleet_ray.store.base import LogEntry
 
 _SCHEMA = """
@@ -97,9 +100,28 @@ def open_file(path: Path, schema: str, what: str) -> ThreadConnections:
     that, :class:`~fleet_ray.errors.StoreError` (``"<what>: <error>"``)."""
     conns = ThreadConnections(path)
     with sqlite_errors(what):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_location(path)
         conns.get().executescript(schema)
     return conns
+
+
+def private_location(path: Path) -> None:
+    """Make the store file private before SQLite opens it: it holds proxy passwords and automation
+    configs. A missing directory is created 0700 (``~/.fleet-ray`` is tightened to 0700 too; another
+    existing directory is the operator's choice); the file is created, or tightened, 0600 without
+    following a symlink, and so are its ``-wal``/``-shm`` files when they exist (SQLite creates them
+    with the database file's mode). A file or ``~/.fleet-ray`` owned by another user is refused
+    (:class:`~fleet_ray.private_files.UnsafePath`, a ``StoreError`` here)."""
+    if str(path) in ("", ":memory:"):
+        return
+    parent = path.parent
+    if not parent.exists() or parent.absolute() == DEFAULT_HOME.absolute():
+        private_dir(parent)
+    private_file(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        side = path.with_name(path.name + suffix)
+        if side.exists() or side.is_symlink():
+            private_file(side)
 
 
 @contextmanager
