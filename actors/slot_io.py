@@ -110,9 +110,16 @@ class SlotServices:
     def _producer(self, name: str) -> StreamProducer:
         opts = self.pool.streams.get(name) or StreamOptions()
         stream = stream_name(self.pool.name, name)
-        hub = ensure_hub(self.namespace, stream, opts.capacity, opts.max_bytes, model_path(self.outputs[name]))
-        hub.set_limits.remote(opts.capacity, opts.max_bytes, model_path(self.outputs[name]))  # if made by a consumer
-        producer = StreamProducer(stream, hub, self.origin, self.codecs[name], min(opts.batch_max, opts.capacity))
+        model = model_path(self.outputs[name])
+
+        def find() -> Any:  # the hub, found again by name (or made again) if it went away
+            return ensure_hub(self.namespace, stream, opts.capacity, opts.max_bytes, model,
+                              store_url=self.slot.store_url, durable=opts.durable)
+
+        hub = find()
+        hub.set_limits.remote(opts.capacity, opts.max_bytes, model)  # if made by a consumer
+        producer = StreamProducer(stream, hub, self.origin, self.codecs[name], min(opts.batch_max, opts.capacity),
+                                  resolve=find)
         self._producers[name] = producer
         return producer
 
@@ -122,9 +129,11 @@ class SlotServices:
         if model is None or ref is None:
             raise StreamError(f"pool {self.pool.name!r} has no wired input {name!r} "
                               f"(declared: {sorted(self.inputs) or 'none'}, wired: {sorted(self.pool.inputs) or 'none'})")
-        hub = get_hub(self.namespace, ref) or ensure_hub(self.namespace, ref)
-        reader = StreamReader(ref, hub, self.pool.name, self.origin, Codec(ref, model),
-                              stopping=lambda: self.ctx is not None and self.ctx.stopping)
+        def find() -> Any:  # made here only if the supervisor hasn't yet (it makes every wired stream's hub)
+            return get_hub(self.namespace, ref) or ensure_hub(self.namespace, ref, store_url=self.slot.store_url)
+
+        reader = StreamReader(ref, find(), self.pool.name, self.origin, Codec(ref, model),
+                              stopping=lambda: self.ctx is not None and self.ctx.stopping, resolve=find)
         return reader.items()
 
     async def flush(self) -> None:

@@ -318,10 +318,23 @@ class StreamHubCore:
         return len(mine)
 
     def _ack(self, g: _Group, consumer: str, indices: list[int]) -> None:
-        mine = g.leases.get(consumer)
-        if mine:
-            for i in indices:
-                mine.pop(i, None)
+        mine = g.leases.get(consumer) or {}
+        changed = False
+        for i in indices:
+            if mine.pop(i, 0) is None:
+                changed = True
+                continue
+            # not this consumer's lease (any more): a restarted hub or an expired lease handed it on,
+            # but it was consumed, so it needn't go out again
+            if i in g.redeliver:
+                g.redeliver.remove(i)
+                changed = True
+                continue
+            for other in g.leases.values():
+                if other.pop(i, 0) is None:
+                    changed = True
+                    break
+        if changed:
             self._touch(g.name)
 
     def _lease(self, g: _Group, consumer: str, max_items: int) -> list[int]:

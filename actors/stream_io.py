@@ -13,30 +13,53 @@ without waiting and flush before a work item counts as done.
 
 A reader leases batches for its consumer group, fetches them by object ref and yields typed
 items; a batch is acknowledged with the next ``pull`` once every item of it was consumed.
+
+Both ends ride through the death of the hub. Ray restarts a killed hub (its calls are retried
+there); a hub that is gone for good (recreated by the supervisor, or after a head restart) is found
+again by name through ``resolve``. A reader holding refs of a dead hub (``OwnerDiedError``) drops
+them unacknowledged and pulls again: the new hub, rebuilt from the store, delivers them again, and
+the reader skips a batch it already yielded (by ``(producer, seq)``), so a restart of the hub
+neither loses nor repeats what one reader sees.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ray.exceptions import RayActorError
+from ray.exceptions import ObjectLostError, RayActorError
 
 from fleet_ray.streams.declare import Codec
+from fleet_ray.streams.delivery import SeenBatches
 
 log = logging.getLogger(__name__)
 
 RETRY_MAX_S = 2.0
 
+Resolver = Callable[[], Any]
+
+
+async def reresolve(stream: str, resolve: Resolver | None, hub: Any) -> Any:
+    """The hub found again by name (it may have been recreated); the old handle if that fails."""
+    if resolve is None:
+        return hub
+    try:
+        found = await asyncio.to_thread(resolve)
+    except Exception as exc:  # not there yet: the supervisor brings it back
+        log.debug("stream %s: can't resolve the hub yet: %s", stream, exc)
+        return hub
+    return found if found is not None else hub
+
 
 class StreamProducer:
     def __init__(self, stream: str, hub: Any, producer_id: str, codec: Codec, batch_max: int = 1000,
-                 max_buffer: int | None = None):
+                 max_buffer: int | None = None, resolve: Resolver | None = None):
         self.stream = stream
         self.hub = hub
+        self.resolve = resolve
         self.producer_id = producer_id
         self.codec = codec
         self.batch_max = batch_max
@@ -104,10 +127,12 @@ class StreamProducer:
                 await self.hub.put.remote(self.producer_id, self.seq, payload, n)
                 self.seq += 1
                 return
-            except (RayActorError, Exception) as exc:  # hub restarting (or failing): keep the batch
+            except Exception as exc:  # hub gone or failing: keep the batch, find the hub again
                 log.warning("stream %s: put failed (%s); retrying", self.stream, type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(RETRY_MAX_S, delay * 2)
+                if isinstance(exc, RayActorError):
+                    self.hub = await reresolve(self.stream, self.resolve, self.hub)
 
     async def flush(self) -> None:
         """Return once every queued item was accepted by the hub."""
@@ -130,9 +155,12 @@ class Delivery:
 
 class StreamReader:
     def __init__(self, stream: str, hub: Any, group: str, consumer: str, codec: Codec,
-                 max_items: int = 1000, wait_s: float = 0.5, stopping: Any = None):
+                 max_items: int = 1000, wait_s: float = 0.5, stopping: Any = None, resolve: Resolver | None = None):
         self.stream = stream
         self.hub = hub
+        self.resolve = resolve
+        self.seen = SeenBatches()
+        self.skipped = 0  # redelivered batches this reader had yielded already
         self.group = group
         self.consumer = consumer
         self.codec = codec
@@ -152,14 +180,24 @@ class StreamReader:
                 except RayActorError:
                     self._ack = ack + self._ack
                     await asyncio.sleep(0.2)
+                    self.hub = await reresolve(self.stream, self.resolve, self.hub)
                     continue
                 if not entries:
                     continue
-                payloads = await asyncio.gather(*(e[1] for e in entries))
+                try:
+                    payloads = await asyncio.gather(*(e[1] for e in entries))
+                except (ObjectLostError, RayActorError) as exc:  # their owner, the old hub, died
+                    log.info("stream %s: %s; pulling again from the restarted hub", self.stream, type(exc).__name__)
+                    continue
                 for (index, _ref, _n, producer, seq), payload in zip(entries, payloads, strict=True):
+                    if (producer, seq) in self.seen:
+                        self.skipped += 1
+                        self._ack.append(index)
+                        continue
                     items = self.codec.decode(payload)
                     self.received += len(items)
                     yield Delivery(producer, seq, items, index)
+                    self.seen.add(producer, seq)
                     self._ack.append(index)
         finally:
             await self.close()

@@ -2,13 +2,17 @@
 
 It reads as the durable consumer group ``sink:<name>`` and acknowledges a batch only after the
 sink wrote it; restarted by Ray, it first hands back what its previous incarnation had leased, so
-nothing is skipped (at-least-once; see :mod:`fleet_ray.streams.sinks`).
+nothing is skipped (at-least-once; see :mod:`fleet_ray.streams.sinks`). When the stream's hub dies,
+the sink's reader finds the restarted (or recreated) hub by name and its group resumes from what it
+acknowledged (the group's position is in the store with the stream); after a head restart the
+supervisor starts the sinks it had started again (their specs are in the store).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import ray
@@ -23,6 +27,21 @@ from .stream_io import StreamReader
 
 log = logging.getLogger(__name__)
 
+HUB_WAIT_S = 60.0
+
+
+async def _find_hub(namespace: str, stream: str, wait_s: float = HUB_WAIT_S) -> Any:
+    """The stream's hub; waits a while for the supervisor to create it (a restarting head)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        hub = await asyncio.to_thread(get_hub, namespace, stream)
+        if hub is not None:
+            return hub
+        if time.monotonic() > deadline:
+            raise StreamError(f"no stream {stream!r} in namespace {namespace!r}")
+        await asyncio.sleep(0.5)
+
+
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class StreamSinkActor:
     async def __init__(self, namespace: str, stream: str, name: str, spec: dict[str, Any]):
@@ -30,12 +49,11 @@ class StreamSinkActor:
         self.group = f"sink:{name}"
         self.spec = parse_sink_spec(spec)
         self.sink = await asyncio.to_thread(open_sink, self.spec)
-        hub = get_hub(namespace, stream)
-        if hub is None:
-            raise StreamError(f"no stream {stream!r} in namespace {namespace!r}")
+        hub = await _find_hub(namespace, stream)
         await hub.add_group.remote(self.group, True, "earliest")
         await hub.release.remote(self.group, self.group)  # what a previous incarnation held
-        self.reader = StreamReader(stream, hub, self.group, self.group, Codec(stream, None))
+        self.reader = StreamReader(stream, hub, self.group, self.group, Codec(stream, None),
+                                   resolve=lambda: get_hub(namespace, stream))
         self.errors = 0
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
@@ -54,7 +72,7 @@ class StreamSinkActor:
     async def stats(self) -> dict[str, Any]:
         shown = self.spec.shown() if hasattr(self.spec, "shown") else self.spec.model_dump()
         return {"stream": self.stream, "group": self.group, "written": self.sink.written, "errors": self.errors,
-                "sink": shown}
+                "skipped": self.reader.skipped, "sink": shown}
 
     async def stop(self) -> dict[str, Any]:
         self._task.cancel()

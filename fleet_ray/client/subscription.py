@@ -14,6 +14,11 @@ item; give two drivers the same ``group`` to split the items between them). A ba
 acknowledged when the next one is requested; :meth:`Subscription.close` acknowledges what was
 consumed, hands back the rest and, for a non-durable group, removes the group so it no longer
 holds the stream's items.
+
+A subscription rides through the death of the stream's hub: Ray restarts it (or the supervisor
+recreates it, found again here by name), the new hub rebuilds from the store, refs of the dead one
+(``OwnerDiedError``) are dropped unacknowledged and pulled again, and a batch this subscription
+yielded already is skipped (:class:`~fleet_ray.streams.delivery.SeenBatches`).
 """
 
 from __future__ import annotations
@@ -27,8 +32,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+from ray.exceptions import ObjectLostError, RayActorError
 
+from fleet_ray.names import hub_name
 from fleet_ray.streams.declare import Codec
+from fleet_ray.streams.delivery import SeenBatches
+
+RETRY_S = 0.2
 
 
 @dataclass
@@ -42,8 +52,10 @@ class Batch:
 
 class Subscription:
     def __init__(self, hub: Any, stream: str, group: str | None = None, model: type | None = None,
-                 durable: bool = False, start: str = "earliest", max_items: int = 5_000, wait_s: float = 0.5):
+                 durable: bool = False, start: str = "earliest", max_items: int = 5_000, wait_s: float = 0.5,
+                 namespace: str | None = None):
         self.hub = hub
+        self.namespace = namespace  # where to find the hub again by name if it was recreated
         self.stream = stream
         self.group = group or f"driver-{uuid.uuid4().hex[:8]}"
         self.consumer = f"driver:{uuid.uuid4().hex[:8]}"
@@ -52,19 +64,51 @@ class Subscription:
         self.max_items = max_items
         self.wait_s = wait_s
         self._ack: list[int] = []
-        self._buffer: deque[tuple[Any, int | None]] = deque()
+        self._buffer: deque[tuple[Any, tuple[int, Batch] | None]] = deque()
         self._closed = False
         self.received = 0
+        self.seen = SeenBatches()
+        self.skipped = 0  # redelivered batches this subscription had yielded already
         ray.get(hub.add_group.remote(self.group, durable, start))
+
+    def _hub_lost(self, ack: list[int]) -> None:
+        """A pull failed on a dead hub: keep the acks for the next one, find the hub again by name."""
+        self._ack = ack + self._ack
+        time.sleep(RETRY_S)
+        if self.namespace is not None:
+            try:
+                self.hub = ray.get_actor(hub_name(self.stream), namespace=self.namespace)
+            except ValueError:
+                pass  # not recreated yet
+
+    def _done(self, index: int, batch: Batch) -> None:
+        """The consumer is done with ``batch``: acknowledge it with the next pull, skip it if it comes again."""
+        self.seen.add(batch.producer, batch.seq)
+        self._ack.append(index)
 
     # -- sync --------------------------------------------------------------------------------------
     def _entries(self) -> list:
         ack, self._ack = self._ack, []
-        return ray.get(self.hub.pull.remote(self.group, self.consumer, self.max_items, self.wait_s, ack))
+        try:
+            return ray.get(self.hub.pull.remote(self.group, self.consumer, self.max_items, self.wait_s, ack))
+        except RayActorError:
+            self._hub_lost(ack)
+            return []
+
+    def _fetch(self, entries: list) -> list[tuple[int, Batch]]:
+        try:
+            payloads = ray.get([e[1] for e in entries])
+        except (ObjectLostError, RayActorError):
+            return []  # owned by a hub that died: its successor delivers them again
+        return self._decode(entries, payloads)
 
     def _decode(self, entries: list, payloads: list) -> list[tuple[int, Batch]]:
         out = []
         for (index, _ref, _n, producer, seq), payload in zip(entries, payloads, strict=True):
+            if (producer, seq) in self.seen:
+                self.skipped += 1
+                self._ack.append(index)
+                continue
             items = self.codec.decode(payload)
             self.received += len(items)
             out.append((index, Batch(producer, seq, items)))
@@ -74,7 +118,9 @@ class Subscription:
         for index, batch in decoded:
             last = len(batch.items) - 1
             for j, item in enumerate(batch.items):
-                self._buffer.append((item, index if j == last else None))
+                self._buffer.append((item, (index, batch) if j == last else None))
+            if last < 0:
+                self._done(index, batch)
 
     def _expired(self, deadline: float | None, idle_s: float | None, last: float) -> bool:
         now = time.monotonic()
@@ -87,10 +133,10 @@ class Subscription:
         while not self._closed and not self._expired(deadline, idle_s, last):
             entries = self._entries()
             if entries:
-                for index, batch in self._decode(entries, ray.get([e[1] for e in entries])):
+                for index, batch in self._fetch(entries):
                     last = time.monotonic()
                     yield batch
-                    self._ack.append(index)
+                    self._done(index, batch)
 
     def iter(self, idle_s: float | None = None, timeout_s: float | None = None) -> Iterator[Any]:
         """Typed items as they come (stops like :meth:`batches`). Leaving the loop early is fine:
@@ -99,9 +145,9 @@ class Subscription:
         last = time.monotonic()
         while not self._closed:
             if self._buffer:
-                item, done_index = self._buffer.popleft()
-                if done_index is not None:  # the batch's last item is handed out: ack with the next pull
-                    self._ack.append(done_index)
+                item, done = self._buffer.popleft()
+                if done is not None:  # the batch's last item is handed out: ack with the next pull
+                    self._done(*done)
                 last = time.monotonic()
                 yield item
                 continue
@@ -109,7 +155,7 @@ class Subscription:
                 return
             entries = self._entries()
             if entries:
-                self._buffer_batches(self._decode(entries, ray.get([e[1] for e in entries])))
+                self._buffer_batches(self._fetch(entries))
 
     def __iter__(self) -> Iterator[Any]:
         return self.iter()
@@ -128,7 +174,18 @@ class Subscription:
     # -- async -------------------------------------------------------------------------------------
     async def _aentries(self) -> list:
         ack, self._ack = self._ack, []
-        return await self.hub.pull.remote(self.group, self.consumer, self.max_items, self.wait_s, ack)
+        try:
+            return await self.hub.pull.remote(self.group, self.consumer, self.max_items, self.wait_s, ack)
+        except RayActorError:
+            await asyncio.to_thread(self._hub_lost, ack)
+            return []
+
+    async def _afetch(self, entries: list) -> list[tuple[int, Batch]]:
+        try:
+            payloads = await asyncio.gather(*(e[1] for e in entries))
+        except (ObjectLostError, RayActorError):
+            return []
+        return self._decode(entries, list(payloads))
 
     async def abatches(self, idle_s: float | None = None, timeout_s: float | None = None) -> AsyncIterator[Batch]:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -136,20 +193,19 @@ class Subscription:
         while not self._closed and not self._expired(deadline, idle_s, last):
             entries = await self._aentries()
             if entries:
-                payloads = await asyncio.gather(*(e[1] for e in entries))
-                for index, batch in self._decode(entries, list(payloads)):
+                for index, batch in await self._afetch(entries):
                     last = time.monotonic()
                     yield batch
-                    self._ack.append(index)
+                    self._done(index, batch)
 
     async def aiter(self, idle_s: float | None = None, timeout_s: float | None = None) -> AsyncIterator[Any]:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         last = time.monotonic()
         while not self._closed:
             if self._buffer:
-                item, done_index = self._buffer.popleft()
-                if done_index is not None:
-                    self._ack.append(done_index)
+                item, done = self._buffer.popleft()
+                if done is not None:
+                    self._done(*done)
                 last = time.monotonic()
                 yield item
                 continue
@@ -157,8 +213,7 @@ class Subscription:
                 return
             entries = await self._aentries()
             if entries:
-                payloads = await asyncio.gather(*(e[1] for e in entries))
-                self._buffer_batches(self._decode(entries, list(payloads)))
+                self._buffer_batches(await self._afetch(entries))
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self.aiter()
