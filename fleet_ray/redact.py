@@ -19,8 +19,9 @@ decided in one place:
   takes the current value at each masked place ("keep the current one");
 - :func:`host_only` — a URL cut down to ``scheme://host:port`` (for URLs that carry a token in the path);
 - :func:`masked_userinfo` — a URL shown with a ``***@`` marker (its credentials are kept elsewhere);
-- :class:`RedactingFilter` / :func:`install_log_redaction` — log records redacted before any handler
-  formats them.
+- :class:`RedactingFilter` / :func:`install_redaction` — log records redacted before any handler
+  formats them, and uncaught exceptions printed redacted, in every fleet-ray process (actors, the
+  API replica, the CLI).
 
 What counts as a secret key (decided here, documented in the README's "Secrets" section): the key is
 split into words (``proxyUser`` → ``proxy user``, ``API_KEY`` → ``api key``). It is a secret if a word
@@ -41,6 +42,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
+import traceback
+from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -301,7 +305,7 @@ def masked_userinfo(url: str) -> str:
 # -- logs ------------------------------------------------------------------------------------------
 class RedactingFilter(logging.Filter):
     """Redacts a record's message, arguments and exception text in place (a filter on a handler, or
-    through :func:`install_log_redaction`, sees every record before it is formatted)."""
+    through :func:`install_redaction`, sees every record before it is formatted)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         redact_record(record)
@@ -329,10 +333,14 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
 _installed = False
 
 
-def install_log_redaction() -> None:
-    """Make every log record of this process redacted when it is created (idempotent): the supervisor,
-    the slots, the API replica and the CLI call this once, so no handler (Ray's included) formats a
-    secret. Also adds :class:`RedactingFilter` to the root logger's handlers present now."""
+def install_redaction() -> None:
+    """Redact this process's logs and uncaught exceptions (idempotent).
+
+    Every log record is redacted when it is created (a record factory), so no handler — Ray's
+    included — formats a secret; the root logger's handlers present now also get a
+    :class:`RedactingFilter`. An uncaught exception's traceback is printed redacted. The actors
+    package, the API package and the CLI call this once per process.
+    """
     global _installed
     if _installed:
         return
@@ -346,3 +354,8 @@ def install_log_redaction() -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+    sys.excepthook = _redacting_excepthook
+
+
+def _redacting_excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    sys.stderr.write(redact_text("".join(traceback.format_exception(kind, exc, tb))))

@@ -10,4 +10,11 @@
 
 Endpoints live under ``/api/v1`` (``/docs`` and ``/openapi.json`` describe them); see
 :mod:`fleet_ray.api.models` for the response shapes and :mod:`fleet_ray.client.http` for a client.
+
+The API replica's logs and uncaught exceptions go through :mod:`fleet_ray.redact` (turned on here, as
+every process that serves the API imports this package).
 """
+
+from fleet_ray.redact import install_redaction
+
+install_redaction()

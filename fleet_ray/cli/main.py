@@ -16,7 +16,7 @@ from fleet_ray.cli.demo import run_demo
 from fleet_ray.cli.render import progress_line, render_status
 from fleet_ray.errors import FleetError, FleetNotRunning, SpecError, SupervisorRecovering
 from fleet_ray.ray_boundary import get
-from fleet_ray.redact import redact_url
+from fleet_ray.redact import install_redaction, redact_text, redact_url
 from fleet_ray.settings import Settings
 from fleet_ray.spec import environments
 from fleet_ray.spec.models import load_spec_file
@@ -125,7 +125,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     st = _control(args).status()
-    print(st.model_dump_json(indent=2) if args.json else render_status(st))
+    print(redact_text(st.model_dump_json(indent=2) if args.json else render_status(st)))
     return 0
 
 
@@ -166,7 +166,8 @@ def _event_line(e: dict[str, Any]) -> str:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    show = (lambda e: print(json.dumps(e), flush=True)) if args.json else (lambda e: print(_event_line(e), flush=True))
+    show = ((lambda e: print(redact_text(json.dumps(e)), flush=True)) if args.json else
+            (lambda e: print(redact_text(_event_line(e)), flush=True)))
     api = _api(args)
     filters = {"kind": args.kind or None, "pool": args.pool, "slot": args.slot}
     if args.follow:
@@ -343,20 +344,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    install_redaction()  # logs and uncaught exceptions of the CLI, like every fleet-ray process
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.fn(args)
     except SpecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     except FleetNotRunning as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 3
     except SupervisorRecovering as exc:  # nothing changed: the same command may be run again
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 75  # EX_TEMPFAIL
     except FleetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 1
 
 

@@ -6,6 +6,8 @@ import io
 import json
 import logging
 import string
+import subprocess
+import sys
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -184,3 +186,21 @@ def test_log_records_are_redacted_before_formatting():
     text = stream.getvalue()
     assert "redis://***@h:6379" in text and "Zq" not in text and "9xLr2" not in text
     assert "hunter2" not in text and "s3cret" not in text and "'password': '********'" in text
+
+
+def test_every_actor_process_logs_and_crashes_redacted():
+    """Importing fleet_ray.actors (what every actor process does) turns redaction on for its logs and
+    its uncaught exceptions, whatever handler formats them."""
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(stream=sys.stdout, format='%(message)s')\n"
+        "import fleet_ray.actors\n"
+        "logging.getLogger('x').warning('store %s lost; proxy %s', 'redis://default:Zq@9xLr2@h:6379', "
+        "'bob:s3cret@10.0.0.1:8080')\n"
+        "raise RuntimeError(\"input_value={'password': 'hunter2'}\")\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "redis://***@h:6379" in out.stdout and "***@10.0.0.1:8080" in out.stdout, out.stdout
+    assert "RuntimeError" in out.stderr and "'password': '********'" in out.stderr, out.stderr
+    for secret in ("Zq", "9xLr2", "s3cret", "hunter2"):
+        assert secret not in out.stdout + out.stderr
