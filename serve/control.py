@@ -6,6 +6,7 @@ asked anything."""
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI
+from fastapi.exceptions import RequestValidationError
 
 from fleet_ray.api.models import (
     ApplyResult,
@@ -15,6 +16,7 @@ from fleet_ray.api.models import (
     ResumeRequest,
     ScaleRequest,
 )
+from fleet_ray.campaign.config import target_host
 from fleet_ray.errors import UnknownPool
 
 from .backend import Backend
@@ -84,5 +86,10 @@ def add_control_routes(app: FastAPI, backend: Backend, require_token: Any, error
               dependencies=guarded, tags=["control"])
     async def reset_breaker(target: str) -> BreakerOut:
         """Close a tripped campaign breaker so work for ``target`` flows again; returns the state it
-        had. Recorded as a ``campaign.breaker.reset`` event (operator ``api``)."""
+        had. Recorded as a ``campaign.breaker.reset`` event (operator ``api``). A target that names no
+        host is answered 422."""
+        try:
+            target_host(target)
+        except ValueError as exc:
+            raise RequestValidationError([{"loc": ("path", "target"), "msg": str(exc)[:200]}]) from None
         return await backend.reset_breaker(target, "api")

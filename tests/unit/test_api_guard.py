@@ -214,3 +214,12 @@ def test_the_dashboard_has_no_inline_script_or_style():
     assert "<script>" not in html and "<style" not in html and " style=" not in html and "onclick" not in html
     js = (STATIC / "app.js").read_text()
     assert "style=" not in js and "eval(" not in js
+
+
+def test_a_breaker_target_that_names_no_host_is_422_not_500():
+    # found by the schemathesis run: urlsplit's ValueError came back as a 500
+    c, _ = client()
+    for target in ["%E9%AC%A2%5B", "%5B", "%20"]:
+        r = c.post(f"/api/v1/breakers/{target}/reset", headers=AUTH)
+        assert r.status_code == 422, (target, r.text)
+        assert r.json()["error"]["details"][0]["loc"] == "path.target"
