@@ -300,7 +300,8 @@ class WorkQueueCalls:
         self._finished: deque[tuple[str, Any, Any]] = deque()  # (pool, handle, its watch call)
         self._due: dict[str, float] = {}  # pools whose queue died → when to recreate it
         self._backoff: dict[str, float] = {}
-        self._causes: dict[str, str] = {}
+        self._causes: dict[str, str] = {}  # pools whose queue died → why, until it is recreated
+        self._recreated: list[tuple[str, str]] = []
         self.recreated = 0
 
     def pools(self) -> list[str]:
@@ -336,6 +337,9 @@ class WorkQueueCalls:
             max_concurrency=10_000,  # every slot keeps a lease long-polling, drivers a fetch
         ).remote(pool, self.store_url, self.namespace, opts, paused)
         self._queues[pool], self._options[pool], self._born[pool] = handle, opts, self.monotonic()
+        if pool in self._causes:  # it replaces one that died (here or through ensure)
+            self._recreated.append((pool, self._causes.pop(pool)))
+            self.recreated += 1
         watch = handle.watch.remote().future()
         watch.add_done_callback(lambda f, pool=pool, handle=handle: self._finished.append((pool, handle, f)))
 
@@ -352,19 +356,18 @@ class WorkQueueCalls:
                 continue  # closed on purpose (purged)
             except Exception as exc:
                 cause = short_cause(exc)
+            # at once the first time; a queue that keeps dying right after it starts backs off (0.5 s → 10 s)
             lived = now - self._born.get(pool, now)
-            backoff = 0.0 if lived > 30.0 else min(max(self._backoff.get(pool, 0.0) * 2, 0.5), 10.0)
+            backoff = 0.0 if lived > 30.0 or pool not in self._backoff else min(max(self._backoff[pool] * 2, 0.5), 10.0)
             self._backoff[pool] = backoff
-            self._due[pool] = now + (0.0 if lived > 30.0 else backoff)
+            self._due[pool] = now + backoff
             self._causes[pool] = cause
             log.warning("work queue of pool %s died (%s); recreating it", pool, cause)
-        out = []
         for pool, due in list(self._due.items()):
             if now >= due:
                 del self._due[pool]
                 self._create(pool)
-                self.recreated += 1
-                out.append((pool, self._causes.pop(pool, "")))
+        out, self._recreated = self._recreated, []
         return out
 
     def set_paused(self, pool: str, paused: bool) -> None:
@@ -386,6 +389,7 @@ class WorkQueueCalls:
         """Kill the pool's queue and delete its copy in the store (the pool was removed)."""
         wq = self._queues.pop(pool, None)
         known = wq is not None or self._due.pop(pool, None) is not None
+        self._causes.pop(pool, None)
         self._options.pop(pool, None)
         purged = False
         if wq is not None:

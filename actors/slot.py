@@ -203,25 +203,38 @@ class SlotCore:
         conc = self.pool.concurrency
         sem = asyncio.Semaphore(conc)
         wake = asyncio.Event()
-        running: dict[asyncio.Task, float] = {}  # task → when it started
+        running: dict[asyncio.Task, tuple[float, tuple]] = {}  # task → when it started, its (job, item)
         buffered: deque[tuple] = deque()  # prefetched items not started yet
         avg_s = [FAST_ITEM_S * 10]  # moving average of item durations (slow until measured)
         results: list[tuple] = []
         calls: dict[str, tuple[asyncio.Future, list]] = {}  # "lease" / "complete" → (call, results sent)
+        resync = [False]  # the queue was found anew: the next call says what this slot holds
 
         def finished(t: asyncio.Task) -> None:
             started = running.pop(t, None)
             if not t.cancelled():
                 results.append(t.result())  # _run_item returns a failure as a result
                 if started is not None:
-                    avg_s[0] += 0.1 * (time.monotonic() - started - avg_s[0])
+                    avg_s[0] += 0.1 * (time.monotonic() - started[0] - avg_s[0])
             wake.set()
 
         def fill() -> None:
             while buffered and len(running) < conc:
-                t = asyncio.ensure_future(self._run_item(sem, buffered.popleft()))
-                running[t] = time.monotonic()
+                item = buffered.popleft()
+                t = asyncio.ensure_future(self._run_item(sem, item))
+                running[t] = (time.monotonic(), (item[0], item[1]))
                 t.add_done_callback(finished)
+
+        def holding() -> list | None:
+            """Once after the queue was replaced: every item this slot holds (running, prefetched, or
+            finished with the result not yet acknowledged), so the new queue requeues leases it never got."""
+            if not resync[0]:
+                return None
+            resync[0] = False
+            held = [key for _, key in running.values()] + [(i[0], i[1]) for i in buffered]
+            held += [(r[0], r[1]) for r in results]
+            held += [(r[0], r[1]) for _, sent in calls.values() for r in sent]
+            return held
 
         def send(kind: str, ref: Any, sent: list) -> None:
             fut = asyncio.ensure_future(ref)
@@ -239,17 +252,17 @@ class SlotCore:
                 # by complete()
                 wait = 0 if (stopping or results) else LEASE_WAIT_S
                 sent, results = results, []
-                send("lease", wq.lease.remote(self.lessee, max(room, 0), wait, sent, me), sent)
+                send("lease", wq.lease.remote(self.lessee, max(room, 0), wait, sent, me, holding()), sent)
             elif results and "complete" not in calls:
                 sent, results = results, []
-                send("complete", wq.complete.remote(self.lessee, sent, me), sent)
+                send("complete", wq.complete.remote(self.lessee, sent, me, holding()), sent)
             if stopping and not calls and not running and not results and not buffered:
                 return
             try:
                 await asyncio.wait_for(wake.wait(), HEARTBEAT_S)
             except TimeoutError:
                 if not calls:  # busy with long items: say we're alive (a restarted queue waits for us)
-                    send("complete", wq.complete.remote(self.lessee, [], me), [])
+                    send("complete", wq.complete.remote(self.lessee, [], me, holding()), [])
             wake.clear()
             for kind, (fut, sent) in list(calls.items()):
                 if not fut.done():
@@ -262,6 +275,7 @@ class SlotCore:
                         return  # the supervisor hands what this slot held to other slots
                     results = sent + results  # (another call to the dead queue fails too, and is sent again)
                     wq = self._wq = await self._resolve_workqueue(wait_s=0.2)
+                    resync[0] = True
                     continue
                 if kind == "lease":
                     buffered.extend(value)

@@ -351,12 +351,15 @@ class WorkQueueCore:
 
     # -- slots -----------------------------------------------------------------------------------
     async def lease(self, lessee: str, max_n: int, wait_s: float, completed: list | None = None,
-                    incarnation: str | None = None) -> list:
+                    incarnation: str | None = None, holding: list | None = None) -> list:
         """Hand back ``completed`` results, then lease up to ``max_n`` items (long-poll ``wait_s``).
-        Returns once the results handed back are written (the lessee sends them again otherwise)."""
+        Returns once the results handed back are written (the lessee sends them again otherwise).
+        ``holding``: every (job, item) the lessee holds, sent once to a queue it found anew."""
         self._start()
         if completed:
             self._complete(lessee, completed, incarnation)
+        if holding is not None and not self._is_released(lessee, incarnation):
+            self._resync(lessee, holding)
         out = await self._lease(lessee, max_n, wait_s, incarnation)
         if completed:
             await self._durable()
@@ -408,10 +411,14 @@ class WorkQueueCore:
         """Return ``lessee``'s pending (or next) lease at once, empty: the slot is draining."""
         self._kicks.setdefault(lessee, asyncio.Event()).set()
 
-    async def complete(self, lessee: str, results: list, incarnation: str | None = None) -> int:
-        """Hand back results (an empty list: the lessee is alive and busy); returns once they are written."""
+    async def complete(self, lessee: str, results: list, incarnation: str | None = None,
+                       holding: list | None = None) -> int:
+        """Hand back results (an empty list: the lessee is alive and busy); returns once they are written.
+        ``holding``: as for :meth:`lease`."""
         self._start()
         accepted = self._complete(lessee, results, incarnation)
+        if holding is not None and not self._is_released(lessee, incarnation):
+            self._resync(lessee, holding)
         if results:
             await self._durable()
         return accepted
@@ -490,17 +497,38 @@ class WorkQueueCore:
                 failed += 1
             else:
                 item.attempt += 1
-                item.order, self._front = self._front, self._front - 1
-                item.ticket += 1
-                self._queue.appendleft((key, item.ticket))
-                self._queued += 1
-                self._pending.item(key, item.record())
+                self._to_front(key, item)
                 retried += 1
         if retried:
             self._work.set()
         if retried or failed:
             self._dirty.set()
         return {"retried": retried, "failed": failed}
+
+    def _to_front(self, key: ItemKey, item: WorkItem) -> None:
+        item.order, self._front = self._front, self._front - 1
+        item.ticket += 1
+        self._queue.appendleft((key, item.ticket))
+        self._queued += 1
+        self._pending.item(key, item.record())
+
+    def _resync(self, lessee: str, holding: list) -> int:
+        """The lessee says which items it holds (its first call to a restarted queue): items leased to
+        it that it doesn't hold were leased by a reply it never got — queued again, same attempt."""
+        held = {(str(j), str(i)) for j, i in holding}
+        mine = self._leases.get(lessee, set())
+        lost = sorted(((self._items[k].order, k) for k in mine if k not in held and k in self._items), reverse=True)
+        for _, key in lost:
+            item = self._items[key]
+            mine.discard(key)
+            self._jobs[key[0]].leased -= 1
+            item.lessee = None
+            self._pending.lease(key, None)
+            self._to_front(key, item)
+        if lost:
+            self._work.set()
+            self._dirty.set()
+        return len(lost)
 
     def _is_released(self, lessee: str, incarnation: str | None) -> bool:
         entry = self._released.get(lessee)

@@ -278,3 +278,22 @@ def test_dropping_a_job_removes_it_from_the_store():
         assert await wq.complete("s1", [("j", "a", True, 1)]) == 0
 
     run(go())
+
+
+def test_leases_whose_reply_never_reached_the_lessee_are_queued_again_when_it_says_what_it_holds():
+    async def go():
+        log = MemoryWorkLog()
+        wq = WorkQueueCore("p", log, OPTS)
+        await wq.submit("j", [("a", 1), ("b", 2), ("c", 3)])
+        await wq.lease("s1", 1, 0)  # s1 got "a"
+        await wq.lease("s1", 2, 0)  # the queue died before this reply ("b", "c") reached s1
+        await wq.flush()
+        wq2 = restarted(log)
+        # s1's first call to the new queue hands in "a" and says it holds nothing else
+        assert await wq2.complete("s1", [("j", "a", True, 1)], holding=[]) == 1
+        got = await wq2.lease("s2", 10, 0)
+        got += await wq2.lease("s2", 10, 0)  # (a fair share each time: s1 is active too)
+        assert sorted((g[1], g[3]) for g in got) == [("b", 1), ("c", 1)]  # same attempt: they never ran
+        assert wq2.lessees() == ["s2"]
+
+    run(go())
