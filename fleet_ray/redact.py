@@ -39,6 +39,7 @@ Pure functions, standard library only; nothing else in fleet-ray is imported her
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -84,7 +85,12 @@ def _words(key: str) -> list[str]:
 
 def is_secret_key(key: object) -> bool:
     """Whether a mapping key names a credential (its value is shown as :data:`MASK`); see the module."""
-    words = _words(str(key))
+    return _is_secret_name(str(key))
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret_name(key: str) -> bool:
+    words = _words(key)
     if not words or any(w in _NOT_SECRET_WORDS for w in words):
         return False
     if any(w in _SECRET_WORDS or w.endswith("token") or any(s in w for s in _SECRET_STEMS) for w in words):
@@ -118,14 +124,13 @@ _KNOWN_TOKENS = re.compile(
 # user:password@host:port without a scheme (a proxy as providers hand it out); the password runs to
 # the last '@' that a host:port follows
 _BARE_CRED = re.compile(
-    r"(?:^|(?<=[\s'\"(\[{<,;=]))[^\s:/@'\"(\[{<,;=]+:(?!//)\S*@(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})\b"
+    r"(?:^|(?<=[\s'\"(\[{<,;=]))[^\s:/@'\"(\[{<,;=]{1,128}:(?!//)\S{0,256}@(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})\b"
 )
 # key=value, key: value, 'key': 'value', "key": "value" — masked when the key looks secret; an unquoted
-# value runs to the next whitespace or '&' (a query string's separator), punctuation included
-_KV = re.compile(
-    r"(?P<k>(?P<kq>['\"]?)(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)(?P=kq)\s*(?:=|:(?!//))\s*)"
-    r"(?P<v>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&]+)"
-)
+# value runs to the next whitespace or '&' (a query string's separator), punctuation included. The key
+# is matched first and the value only after a secret key, so text with many pairs stays linear.
+_KV_KEY = re.compile(r"(?P<kq>['\"]?)(?P<key>[A-Za-z_][A-Za-z0-9_.-]{0,127})(?P=kq)\s*(?:=|:(?!//))\s*")
+_KV_VALUE = re.compile(r"'(?:[^'\\]|\\.){0,1024}'|\"(?:[^\"\\]|\\.){0,1024}\"|[^\s&]{1,1024}")
 
 
 def _redact_pairs(text: str) -> str:
@@ -133,18 +138,20 @@ def _redact_pairs(text: str) -> str:
     # (``input_value={'password': ...}``) is still seen
     out: list[str] = []
     pos = 0
-    while (m := _KV.search(text, pos)) is not None:
+    while (m := _KV_KEY.search(text, pos)) is not None:
+        out.append(text[pos:m.end()])
+        pos = m.end()
         if not is_secret_key(m.group("key")):
-            out.append(text[pos:m.end("k")])
-            pos = m.end("k")
             continue
-        v = m.group("v")
-        out.append(text[pos:m.end("k")])
-        if v[0] in "'\"":
-            out.append(f"{v[0]}{MASK}{v[0]}")
+        v = _KV_VALUE.match(text, pos)
+        if v is None:
+            continue
+        value = v.group(0)
+        if value[0] in "'\"" and len(value) > 1 and value[-1] == value[0]:
+            out.append(f"{value[0]}{MASK}{value[0]}")
         else:
-            out.append(v if v in (MASK, "***") else MASK)
-        pos = m.end("v")
+            out.append(value if value in (MASK, "***") else MASK)
+        pos = v.end()
     out.append(text[pos:])
     return "".join(out)
 

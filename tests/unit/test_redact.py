@@ -8,6 +8,7 @@ import logging
 import string
 import subprocess
 import sys
+import time
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -204,3 +205,14 @@ def test_every_actor_process_logs_and_crashes_redacted():
     assert "RuntimeError" in out.stderr and "'password': '********'" in out.stderr, out.stderr
     for secret in ("Zq", "9xLr2", "s3cret", "hunter2"):
         assert secret not in out.stdout + out.stderr
+
+
+def test_redaction_stays_linear_on_hostile_text():
+    """Before the bounds, each of these took a minute or more (quadratic backtracking); a log line or
+    an error message must never stall a tick."""
+    cases = ["x" + ",a:b" * 20000, "a: 'x " * 20000, "a:" * 50000, "http://a:b" * 20000, "password: '" * 20000,
+             "12345:" * 20000, "u:" + "p@" * 50000]
+    start = time.monotonic()
+    for text in cases:
+        redact_text(text)
+    assert time.monotonic() - start < 10
