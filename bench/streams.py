@@ -1,13 +1,18 @@
 """Benchmark: typed items end to end through a stream vs a single-item ``ray.util.queue.Queue``.
 
     python -m bench.streams [--items 200000] [--queue-items 4000] [--acked-items 8000] [--capacity 100000]
+                            [--store sqlite:///path/bench.db | redis://127.0.0.1:6379/15]
 
 1. items/s from K producer actors (K = 1 and 4) through a stream hub to a driver that iterates
    typed models: each item is built and validated as a Pydantic model at the producer
    (``Codec.validate``, as ``ctx.emit`` does), batched by :class:`StreamProducer`, ``ray.put`` by
-   the hub, fetched by object ref and validated back into models by :class:`Subscription`;
+   the hub, fetched by object ref and validated back into models by :class:`Subscription`. The
+   streams are **durable** (every batch written ahead to the store before the put is acknowledged;
+   the embedded SQLite store in a temporary directory unless ``--store``), and with 4 producers
+   also in memory only (``durable: false``) → ``ratio_durable_memory``;
 2. the same with ``ray.util.queue.Queue``: K producer actors ``put`` one model at a time, the
-   driver ``get``\\s one at a time, same run → ``ratio`` (stream / queue, 4 producers each);
+   driver ``get``\\s one at a time, same run → ``ratio`` (durable stream / queue, 4 producers each)
+   and ``ratio_memory`` (in-memory stream / queue);
 3. acknowledged emits, as continuous automations make them (``emit`` returns once the hub holds
    the item): 4 producers emitting one item at a time (``stream_4p_acked1_items_per_s``) and lists of
    100 (``stream_4p_acked100_items_per_s``, ``ctx.emit_many``);
@@ -23,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import tempfile
 import time
 
 import ray
@@ -32,9 +38,12 @@ from ray.util.queue import Queue
 from fleet_ray.actors.stream_hub import ensure_hub, get_hub
 from fleet_ray.actors.stream_io import StreamProducer
 from fleet_ray.client.subscription import Subscription
+from fleet_ray.store import open_stream_log
 from fleet_ray.streams.declare import Codec, model_path
 
 NS = "bench-streams"
+DURABLE_GOAL = 20_000  # items/s, 4 producers, durable
+STORE: dict[str, str | None] = {"url": None}  # the store durable streams write ahead to (set in main)
 
 
 class Tick(BaseModel):
@@ -83,9 +92,10 @@ class QueueSource:
         return True
 
 
-def stream_rate(producers: int, items: int, tag: str, acked_batch: int = 0) -> float:
+def stream_rate(producers: int, items: int, tag: str, acked_batch: int = 0, durable: bool = True) -> float:
     stream = f"bench.{tag}"
-    hub = ensure_hub(NS, stream, capacity=200_000, max_bytes=None, model=model_path(Tick))
+    hub = ensure_hub(NS, stream, capacity=200_000, max_bytes=None, model=model_path(Tick),
+                     store_url=STORE["url"], durable=durable)
     sub = Subscription(hub, stream, group="reader", model=Tick, durable=True)
     sources = [StreamSource.remote(stream, f"p{k}") for k in range(producers)]
     ray.get([s.ready.remote() for s in sources])
@@ -107,7 +117,16 @@ def stream_rate(producers: int, items: int, tag: str, acked_batch: int = 0) -> f
     for s in sources:
         ray.kill(s)
     ray.kill(hub)
+    _drop(stream)
     return got / dt
+
+
+def _drop(stream: str) -> None:
+    """Forget a benchmark stream's write-ahead copy (a rerun starts empty)."""
+    if STORE["url"]:
+        log = open_stream_log(STORE["url"], NS)
+        log.drop(stream)
+        log.close()
 
 
 def queue_rate(producers: int, items: int) -> float:
@@ -129,7 +148,8 @@ def queue_rate(producers: int, items: int) -> float:
 
 def full_stream(capacity: int, producers: int = 2) -> dict:
     stream = "bench.full"
-    hub = ensure_hub(NS, stream, capacity=capacity, max_bytes=None, model=model_path(Tick))
+    hub = ensure_hub(NS, stream, capacity=capacity, max_bytes=None, model=model_path(Tick),
+                     store_url=STORE["url"])
     base = ray.get(hub.stats.remote())
     sources = [StreamSource.remote(stream, f"f{k}") for k in range(producers)]
     ray.get([s.ready.remote() for s in sources])
@@ -158,6 +178,7 @@ def full_stream(capacity: int, producers: int = 2) -> dict:
     for s in sources:
         ray.kill(s)
     ray.kill(hub)
+    _drop(stream)
     del refs  # still held back; killed with their actors
     return out
 
@@ -180,32 +201,46 @@ def main() -> None:
     ap.add_argument("--acked-items", type=int, default=8_000)
     ap.add_argument("--capacity", type=int, default=100_000)
     ap.add_argument("--num-cpus", type=int, default=os.cpu_count())
+    ap.add_argument("--store", default=None, help="store URL durable streams write ahead to "
+                    "(default: an embedded SQLite file in a temporary directory)")
+    ap.add_argument("--skip-full", action="store_true", help="leave out the full-stream measurement")
     args = ap.parse_args()
+    tmp = tempfile.TemporaryDirectory(prefix="fleet-bench-streams-")
+    STORE["url"] = args.store or f"sqlite://{tmp.name}/store.db"
     ray.init(address="local", num_cpus=args.num_cpus, namespace=NS, include_dashboard=False,
              logging_level="ERROR", log_to_driver=False)
-    result: dict = {"bench": "streams", "cpus": args.num_cpus, "items": args.items, "queue_items": args.queue_items}
+    backend = STORE["url"].split(":", 1)[0]
+    result: dict = {"bench": "streams", "cpus": args.num_cpus, "items": args.items, "queue_items": args.queue_items,
+                    "store": backend}
     try:
         s1 = stream_rate(1, args.items // 2, "one")
-        print(f"stream, 1 producer: {s1:,.0f} items/s")
+        print(f"durable stream ({backend}), 1 producer: {s1:,.0f} items/s")
         s4 = stream_rate(4, args.items, "four")
-        print(f"stream, 4 producers: {s4:,.0f} items/s")
+        print(f"durable stream ({backend}), 4 producers: {s4:,.0f} items/s")
+        m4 = stream_rate(4, args.items, "four-memory", durable=False)
+        print(f"in-memory stream (durable: false), 4 producers: {m4:,.0f} items/s")
         q1 = queue_rate(1, args.queue_items // 2)
         print(f"ray.util.queue.Queue, 1 producer: {q1:,.0f} items/s")
         q4 = queue_rate(4, args.queue_items)
         print(f"ray.util.queue.Queue, 4 producers: {q4:,.0f} items/s")
         result.update(stream_1p_items_per_s=round(s1), stream_4p_items_per_s=round(s4),
+                      stream_4p_durable_items_per_s=round(s4), stream_4p_memory_items_per_s=round(m4),
                       queue_1p_items_per_s=round(q1), queue_4p_items_per_s=round(q4),
-                      ratio=round(s4 / q4, 2), ratio_1p=round(s1 / q1, 2))
+                      ratio=round(s4 / q4, 2), ratio_1p=round(s1 / q1, 2), ratio_memory=round(m4 / q4, 2),
+                      ratio_durable_memory=round(s4 / m4, 3),
+                      durable_goal_items_per_s=DURABLE_GOAL, durable_goal_met=s4 >= DURABLE_GOAL)
         a1 = stream_rate(4, args.acked_items, "acked1", acked_batch=1)
         a100 = stream_rate(4, args.acked_items * 10, "acked100", acked_batch=100)
         print(f"stream, 4 producers, acknowledged emits: {a1:,.0f} items/s one at a time, {a100:,.0f} in lists of 100")
         result.update(stream_4p_acked1_items_per_s=round(a1), stream_4p_acked100_items_per_s=round(a100),
                       ratio_acked1=round(a1 / q4, 2))
-        full = full_stream(args.capacity)
-        print(f"full stream: {full}")
-        result.update(full)
+        if not args.skip_full:
+            full = full_stream(args.capacity)
+            print(f"full stream: {full}")
+            result.update(full)
     finally:
         ray.shutdown()
+        tmp.cleanup()
     print(json.dumps(result))
 
 

@@ -156,3 +156,81 @@ def test_dropped_groups_and_in_memory_streams():
 
     asyncio.run(go())
     assert StreamOptions().durable is True and StreamOptions(durable=False).durable is False
+
+
+def test_an_ack_for_a_batch_a_restart_handed_on_still_counts():
+    async def go():
+        log = MemoryStreamLog()
+        h = hub(log)
+        h.add_group("g")
+        for seq in range(3):
+            await h.put("p", seq, batch(seq), 1)
+        got = await h.pull("g", "c", max_items=10, wait_s=0)  # leased from the old hub, consumed
+        await settle(h)
+        again = hub(log)  # the reader's next pull (with its acks) lands on the restarted hub
+        assert await again.pull("g", "c", max_items=10, wait_s=0, ack=[e[0] for e in got]) == []
+        await settle(again)
+        assert log.load("a.numbers").batches == []  # acknowledged by every group: trimmed
+
+    asyncio.run(go())
+
+
+class FlakyRefHub:
+    """A hub stand-in whose first delivery's refs belong to a hub that died (``OwnerDiedError``),
+    then delivers the same batches again, as a hub rebuilt from the store does."""
+
+    def __init__(self, entries):
+        self.entries = entries
+        self.pulls: list[list[int]] = []
+        self.pull = self
+        self.ack = self.release = self
+
+    def remote(self, *args):
+        async def call():
+            if len(args) == 5:  # pull(group, consumer, max_items, wait_s, ack)
+                self.pulls.append(list(args[4]))
+                n = len(self.pulls)
+                if n == 1:
+                    return [(i, dead(), 1, p, s) for i, _, p, s in self.entries]
+                if n <= 3:  # delivered again, twice (the second time after a lost ack)
+                    return [(i, alive(payload), 1, p, s) for i, payload, p, s in self.entries]
+                return []
+            return None
+        return call()
+
+
+async def dead():
+    from ray.exceptions import OwnerDiedError
+
+    raise OwnerDiedError("ab" * 14, None, "test")
+
+
+async def alive(payload: bytes) -> bytes:
+    return payload
+
+
+def test_a_reader_pulls_again_when_its_refs_died_with_the_hub_and_skips_what_it_yielded():
+    from fleet_ray.actors.stream_io import StreamReader
+
+    async def go():
+        fake = FlakyRefHub([(0, batch(0), "p", 0), (1, batch(1), "p", 1)])
+        reader = StreamReader("a.numbers", fake, "g", "c", CODEC, wait_s=0, stopping=lambda: len(fake.pulls) >= 4)
+
+        async def read():
+            return [item.n async for item in reader.items()]
+
+        return await asyncio.wait_for(read(), 5), reader, fake
+
+    got, reader, fake = asyncio.run(go())
+    assert got == [0, 1]  # nothing lost to the dead refs, nothing twice
+    assert reader.skipped == 2 and fake.pulls[2] == [0, 1]
+
+
+def test_seen_batches_are_bounded_and_exact():
+    from fleet_ray.streams.delivery import SeenBatches
+
+    seen = SeenBatches(limit=3)
+    for seq in range(5):
+        seen.add("p", seq)
+    assert ("p", 0) not in seen and ("p", 4) in seen and len(seen) == 3
+    assert ("q", 4) not in seen  # only exact repeats
