@@ -3,7 +3,10 @@
     python -m bench.dispatch [--slots 4] [--items 20000] [--heal-repeats 5] [--reconcile-slots 200]
 
 1. items/s through a batch pool of K slots doing no-op work vs plain Ray actor calls on K actors
-   (one ``actor.f.remote(item)`` per item, round-robin, then ``ray.get``), same run → ``ratio``;
+   (one ``actor.f.remote(item)`` per item, round-robin, then ``ray.get``), same run: with the durable
+   work queue (the default: items, leases and results written to the store, ``--store``) → ``ratio``,
+   and with the in-memory one (``work_queue: {durable: false}``) → ``ratio_memory``;
+   ``durable_vs_memory`` compares the two;
 2. heal latency: SIGKILL a slot's process → its replacement is running (median over repeats);
 3. reconcile step: the supervisor's measured step duration with ``--reconcile-slots`` real slots
    (``reconcile_step_ms``: the median of every step in the supervisor's own window of its last 200
@@ -44,13 +47,14 @@ def plain_throughput(k: int, n: int) -> float:
     return n / dt
 
 
-def fleet_throughput(fleet, k: int, n: int) -> float:
-    fleet.apply({"pools": [{"name": "noop", "automation": "builtin.noop", "slots": k, "concurrency": 64,
-                            "health": {"period_s": 1}}]})
+def fleet_throughput(fleet, k: int, n: int, durable: bool = True) -> float:
+    name = "noop" if durable else "noop-mem"
+    fleet.apply({"pools": [{"name": name, "automation": "builtin.noop", "slots": k, "concurrency": 64,
+                            "health": {"period_s": 1}, "work_queue": {"durable": durable}}]})
     fleet.wait_ready(120)
-    fleet.map("noop", list(range(k * 10)), timeout_s=60)  # warm-up
+    fleet.map(name, list(range(k * 10)), timeout_s=60)  # warm-up
     t0 = time.perf_counter()
-    results = fleet.map("noop", list(range(n)), timeout_s=600)
+    results = fleet.map(name, list(range(n)), timeout_s=600)
     dt = time.perf_counter() - t0
     assert len(results) == n and all(r.ok for r in results)
     return n / dt
@@ -132,6 +136,8 @@ def main() -> None:
     ap.add_argument("--heal-repeats", type=int, default=5)
     ap.add_argument("--reconcile-slots", type=int, default=200)
     ap.add_argument("--num-cpus", type=int, default=os.cpu_count())
+    ap.add_argument("--store", default=None,
+                    help="the fleet's store URL (default: an embedded SQLite file in a temporary directory)")
     args = ap.parse_args()
 
     from fleet_ray.actors.launch import start_supervisor
@@ -140,20 +146,28 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     ray.init(address="local", num_cpus=args.num_cpus, namespace="bench", include_dashboard=False,
              logging_level="ERROR", log_to_driver=False)
-    fleet = FleetClient(start_supervisor(f"sqlite://{tmp.name}/s.db", namespace="bench", tick_s=0.05), "bench")
-    result: dict = {"bench": "dispatch", "cpus": args.num_cpus, "slots": args.slots, "items": args.items}
+    store_url = args.store or f"sqlite://{tmp.name}/s.db"
+    fleet = FleetClient(start_supervisor(store_url, namespace="bench", tick_s=0.05), "bench")
+    result: dict = {"bench": "dispatch", "cpus": args.num_cpus, "slots": args.slots, "items": args.items,
+                    "store": store_url.split("://")[0]}
     try:
         # the pure step first, while the machine is quiet (later the 200 slots' processes share it)
         result["reconcile_step_ms_synthetic_1000"] = round(synthetic_reconcile(1000), 3)
         result["reconcile_step_ms_synthetic_200"] = round(synthetic_reconcile(200), 3)
         plain = plain_throughput(args.slots, args.items)
-        fleet_ips = fleet_throughput(fleet, args.slots, args.items)
+        fleet_ips = fleet_throughput(fleet, args.slots, args.items, durable=True)
+        memory_ips = fleet_throughput(fleet, args.slots, args.items, durable=False)
         result.update(plain_items_per_s=round(plain), fleet_items_per_s=round(fleet_ips),
-                      ratio=round(fleet_ips / plain, 3))
-        print(f"throughput: fleet {fleet_ips:.0f}/s, plain actors {plain:.0f}/s, ratio {fleet_ips / plain:.2f}")
-        heals = heal_latency(fleet, args.heal_repeats)
-        result.update(heal_latency_s=round(statistics.median(heals), 3), heal_samples_s=[round(h, 3) for h in heals])
-        print(f"heal latency: median {statistics.median(heals):.3f}s over {len(heals)}")
+                      fleet_memory_items_per_s=round(memory_ips), ratio=round(fleet_ips / plain, 3),
+                      ratio_memory=round(memory_ips / plain, 3), durable_vs_memory=round(fleet_ips / memory_ips, 3))
+        print(f"throughput: fleet durable {fleet_ips:.0f}/s, in memory {memory_ips:.0f}/s, plain actors "
+              f"{plain:.0f}/s; ratios durable/plain {fleet_ips / plain:.2f}, memory/plain {memory_ips / plain:.2f}, "
+              f"durable/memory {fleet_ips / memory_ips:.2f}")
+        if args.heal_repeats:
+            heals = heal_latency(fleet, args.heal_repeats)
+            result.update(heal_latency_s=round(statistics.median(heals), 3),
+                          heal_samples_s=[round(h, 3) for h in heals])
+            print(f"heal latency: median {statistics.median(heals):.3f}s over {len(heals)}")
         fleet.apply({"pools": []})
         fleet.wait_until(lambda s: not s.pools, 120)
         if args.reconcile_slots:
