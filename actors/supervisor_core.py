@@ -47,6 +47,7 @@ from fleet_ray.control.reconcile import (
     decide,
     placement_problem,
 )
+from fleet_ray.control.recovery import undurable_generation
 from fleet_ray.control.state import FleetState
 from fleet_ray.control.status_view import SupervisorFacts, fleet_status, node_views
 from fleet_ray.names import slot_actor_name
@@ -61,7 +62,6 @@ from .supervisor_store import Checkpointer, StoreGateway
 log = logging.getLogger(__name__)
 
 NODE_REFRESH_S = 1.0
-WAITING_FOR_STORE = "waiting for the store to record its next generation"
 RECOVERY_WAIT_S = 5.0  # a change waits this long for a (re)started supervisor to recover, then is refused
 STEP_WINDOW = 200  # status reports the median and p95 of the last this many reconcile steps
 
@@ -167,12 +167,12 @@ class SupervisorCore:
     def _act(self, actions: list, now: float) -> None:
         st = self.state
         starts = [a for a in actions if isinstance(a, Start)]
-        # write-ahead: a generation is durable before its actor exists; one that isn't (the store is
-        # degraded) starts no actor, or a restarted supervisor that never saw it could hand it out again
+        # write-ahead: a generation is durable before its actor exists. One that can't be (the store is
+        # degraded) is taken from this supervisor's epoch range instead, which no later supervisor
+        # hands out (control/recovery.py); the catch-up after the outage writes it
         if starts and not self.checkpointer.write_ahead({keys.generation(*a.key): a.generation for a in starts}):
-            actions = [a for a in actions if not isinstance(a, Start)]
-            for a in starts:
-                self._wait_for_store(a.key)
+            actions = [Start(a.key, undurable_generation(a.generation, st.epoch)) if isinstance(a, Start) else a
+                       for a in actions]
         for a in actions:
             pool = st.desired.get(a.key[0])
             rec = st.table.get(a.key)
@@ -208,17 +208,6 @@ class SupervisorCore:
             elif isinstance(a, PushConfig):
                 rec.config_inflight = True
                 self.calls.reconfigure(a.key, a.generation, a.config, a.config_hash)
-
-    def _wait_for_store(self, key: SlotKey) -> None:
-        st = self.state
-        rec = st.table.get(key)
-        if rec is None:
-            rec = SlotRecord(key[0], key[1])
-            st.table.add(rec)
-        if rec.state is not SlotState.PENDING or rec.reason != WAITING_FOR_STORE:
-            self.journal.record([LifecycleEvent("slot.pending", rec.pool, rec.index, rec.generation,
-                                                WAITING_FOR_STORE)])
-            st.table.transition(key, SlotState.PENDING, WAITING_FOR_STORE)
 
     def _start(self, a: Start, rec: SlotRecord | None, pool: Any, now: float) -> None:
         st = self.state

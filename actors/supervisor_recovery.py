@@ -86,6 +86,11 @@ class StateRecovery:
                 self._forget()
                 return False
             gens = write_ahead_generations(stored or {})
+        ok, epoch = self.gateway.attempt(lambda s: s.incr(keys.SUPERVISOR_EPOCH))
+        if not ok:  # without a durable epoch, generations handed out during an outage could repeat
+            self._forget()
+            return False
+        st.epoch = int(epoch or 0)
         st.run_id = st.run_id or uuid.uuid4().hex[:12]  # a new fleet run (or a checkpoint without one)
         live = self.calls.live_slot_actors()
         names = {name: parse_slot_actor_name(name) for name in live}

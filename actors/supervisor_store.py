@@ -117,10 +117,12 @@ class Checkpointer:
 
     def _catch_up(self) -> bool:
         """After an outage the store may have lost everything (a fresh Redis): write the generations
-        again (never lowering one) and mark the checkpoint to be written whatever changed."""
+        and the epoch again (never lowering one) and mark the checkpoint to be written whatever changed."""
         st, gw = self.state, self.gateway
         gens = {keys.generation(*k): g for k, g in st.table.floors().items()}
         gens.update({keys.generation(r.pool, r.index): r.generation for r in st.table if r.generation})
+        if st.epoch:  # and the epoch, or the next supervisor's outage range could be this one's again
+            gens[keys.SUPERVISOR_EPOCH] = st.epoch
         if gens and not gw.attempt(lambda s: [s.raise_to(k, g) for k, g in gens.items()])[0]:
             return False
         gw.behind, st.dirty = False, True
@@ -155,9 +157,9 @@ class Checkpointer:
 
     def write_ahead(self, generations: dict[str, int]) -> bool:
         """Make slot generations durable before their actors exist; True once they are. While the
-        store is degraded nothing is tried (the persist tick finds out when it is back) and the answer
-        is False: the caller must not start those slots (a restarted supervisor that never saw the
-        generation could hand it out again)."""
+        store is degraded nothing is tried (the persist tick finds out when it is back, without
+        stalling the reconcile step on timeouts) and the answer is False: the caller then numbers
+        those slots from its epoch range, which a restarted supervisor never hands out."""
         if self.gateway.degraded:
             return False
         items = {k: str(g).encode() for k, g in generations.items()}

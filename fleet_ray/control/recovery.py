@@ -5,7 +5,8 @@ alive now (by name: ``(pool, index, generation)``), updates the records, and ret
 supervisor must do through its Ray wrapper: kill older or foreign actors, re-attach the newest
 generation of each owned position (restarting its start call, resuming its drain, or only
 watching it). :func:`settle` then applies the write-ahead generations and marks every position whose
-actor is gone as lost. Nothing here calls anything; time comes in as ``now``.
+actor is gone as lost. :func:`undurable_generation` numbers a slot started while the store is down so
+that no later supervisor reuses it. Nothing here calls anything; time comes in as ``now``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,17 @@ from fleet_ray.spec.models import PoolSpec
 from .lifecycle import SlotKey, SlotRecord, SlotState, SlotTable
 
 LOST = "lost while the supervisor was down"
+# generations a supervisor hands out while it can't write them ahead (the store is degraded) come from
+# a range of its own: epoch × stride upwards. The epoch is a durable counter each recovery increments,
+# so a later supervisor that never learnt of them can't hand them out again (its own durable
+# generations stay far below, its own outage range is above)
+OUTAGE_STRIDE = 1_000_000
+
+
+def undurable_generation(planned: int, epoch: int) -> int:
+    """The generation to start a slot with when ``planned`` can't be written ahead: one from this
+    supervisor's epoch range (which ``planned`` already is in after the first outage start)."""
+    return max(planned, epoch * OUTAGE_STRIDE + 1)
 LIVE_STATES = (SlotState.STARTING, SlotState.RUNNING, SlotState.DRAINING, SlotState.STOPPING)
 
 

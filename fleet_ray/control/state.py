@@ -32,6 +32,9 @@ class FleetState:
     # this fleet run (``up`` to ``down``; kept across supervisor restarts by the checkpoint): crash ids
     # carry it, so a new fleet's generation 1 is not the old one's
     run_id: str = ""
+    # this supervisor incarnation's durable epoch (incremented by each recovery): the range of the
+    # generations it hands out while it can't write them ahead (control/recovery.py)
+    epoch: int = 0
     # recovery: why it has not succeeded yet ("recovery failed: <field>: <message>"), when the next
     # attempt is due (epoch s), and what a lenient recovery left out (each "<field>: <message>")
     recovery_error: str | None = None

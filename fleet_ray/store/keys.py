@@ -5,6 +5,7 @@ a table per namespace in SQLite), so two fleets can share one Redis.
 """
 
 SUPERVISOR_CHECKPOINT = "supervisor:checkpoint"
+SUPERVISOR_EPOCH = "supervisor:epoch"  # incremented by every recovery; never deleted (not even by `down`)
 EVENT_LOG = "events"
 AUDIT_LOG = "audit"  # campaigns' signed receipts (fleet_ray.observe.events.EventLog reads both as one); never trimmed
 

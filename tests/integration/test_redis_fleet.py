@@ -10,6 +10,7 @@ import ray
 
 from fleet_ray.actors.launch import start_supervisor
 from fleet_ray.client.fleet import FleetClient
+from fleet_ray.control.recovery import OUTAGE_STRIDE
 from fleet_ray.errors import StoreUnavailable
 from fleet_ray.store import keys
 from fleet_ray.store.redis import RedisStore
@@ -33,8 +34,10 @@ def test_fleet_runs_degraded_while_redis_is_down_and_catches_up(cluster, private
         private_redis["stop"]()
         victim = st.slot("web:0")
         sigkill(victim.pid)
-        # healing goes on without the store; status says the store is degraded
-        st = fleet.wait_until(lambda s: s.store_degraded and s.slot("web:0").generation == 2
+        # healing goes on without the store; status says the store is degraded; a generation that
+        # can't be written ahead comes from the supervisor's epoch range (never handed out again)
+        outage = OUTAGE_STRIDE + 1  # epoch 1: the first supervisor on this store
+        st = fleet.wait_until(lambda s: s.store_degraded and s.slot("web:0").generation == outage
                               and s.slot("web:0").state == "running", 60)
         assert "unreachable" in (st.store_error or "")
         assert [r.value["item"] for r in fleet.map("web", ["a", "b"], timeout_s=30)] == ["a", "b"]
@@ -43,13 +46,14 @@ def test_fleet_runs_degraded_while_redis_is_down_and_catches_up(cluster, private
         store = RedisStore(private_redis["url"], namespace=ns)
         ckpt = json.loads(store.get(keys.SUPERVISOR_CHECKPOINT))
         slots = {(r["pool"], r["index"]): r for r in ckpt["slots"]}
-        assert slots[("web", 0)]["generation"] == 2 and slots[("web", 1)]["generation"] == 1
+        assert slots[("web", 0)]["generation"] == outage and slots[("web", 1)]["generation"] == 1
+        assert int(store.get(keys.generation("web", 0))) == outage and int(store.get(keys.SUPERVISOR_EPOCH)) == 1
         assert ckpt["spec"]["pools"][0]["name"] == "web"
         # and a supervisor restart now recovers from what was caught up
         pid = ray.get(fleet.supervisor.ping.remote())
         sigkill(pid)
         st = fleet.wait_until(lambda s: s.supervisor_pid != pid and s.pool("web") is not None
                               and s.pool("web").counts.get("running") == 2, 60)
-        assert st.slot("web:0").generation == 2
+        assert st.slot("web:0").generation == outage
     finally:
         fleet.down(timeout_s=5)

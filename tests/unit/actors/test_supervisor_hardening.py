@@ -11,6 +11,7 @@ import sqlite3
 import pytest
 
 from fleet_ray.actors.supervisor_recovery import RECOVERY_RETRY_S
+from fleet_ray.control.recovery import OUTAGE_STRIDE
 from fleet_ray.errors import SpecError, SupervisorRecovering
 from fleet_ray.observe.crashes import merge_crash, record_crash
 from fleet_ray.spec.models import PoolSpec
@@ -237,19 +238,44 @@ def test_a_fleet_run_id_survives_supervisor_restarts_and_a_new_fleet_gets_a_new_
 
 
 # -- 7. a generation is never handed out twice -------------------------------------------------------
-def test_no_slot_starts_with_a_generation_the_store_has_not_recorded(rig, store):
+def test_a_generation_handed_out_while_the_store_is_down_is_never_handed_out_again(rig, store):
     first = rig()
     first.apply({"pools": [echo("web", 1)]})
     first.run(2)
     store.down = True
     first.calls.die(("web", 0))
-    first.run(3)  # the replacement waits: its generation could not be written ahead
-    assert first.calls.created == [(("web", 0), 1)]
-    assert first.status().slot("web:0").state == "pending"
-    # the supervisor dies before the store is back; the next one starts from what the store knows
+    first.run(3)  # healing goes on: the replacement's generation comes from this supervisor's epoch
+    assert first.status().slot("web:0").state == "running"
+    first.calls.die(("web", 0))  # ... and dies too, while the store is still down
+    first.run(3)
+    # the supervisor dies before the store is back (nothing of the outage was written); the slot too
     store.down = False
     second = rig(calls=type(first.calls)(live={}))
     second.run(3)
-    assert second.calls.created == [(("web", 0), 2)]
+    assert second.status().slot("web:0").state == "running"
     created = first.calls.created + second.calls.created
-    assert len(set(created)) == len(created)  # no generation twice
+    assert [g for _, g in first.calls.created] == [1, OUTAGE_STRIDE + 1, OUTAGE_STRIDE + 2]
+    assert len(set(created)) == len(created)  # no generation twice (same actor name, lessee, crash id)
+    # a second outage of the new supervisor uses its own, higher range
+    store.down = True
+    second.calls.die(("web", 0))
+    second.run(3)
+    assert second.calls.created[-1][1] > OUTAGE_STRIDE * 2
+    created = first.calls.created + second.calls.created
+    assert len(set(created)) == len(created)
+
+
+def test_a_store_that_lost_everything_gets_the_epoch_back_with_the_generations(rig, store):
+    sup = rig()
+    sup.apply({"pools": [echo("web", 1)]})
+    sup.run(2)
+    epoch = sup.core.state.epoch
+    assert epoch >= 1 and int(store.get(keys.SUPERVISOR_EPOCH)) == epoch
+    store.down = True
+    sup.calls.die(("web", 0))
+    sup.run(2)
+    store.inner = MemoryStore()  # a fresh, empty Redis comes back
+    store.down = False
+    sup.run(2)
+    assert int(store.get(keys.SUPERVISOR_EPOCH)) == epoch  # the next recovery moves past this range
+    assert int(store.get(keys.generation("web", 0))) == OUTAGE_STRIDE * epoch + 1
