@@ -9,17 +9,23 @@ import pickle
 import sqlite3
 
 import pytest
+from fastapi.testclient import TestClient
 
+from fleet_ray.actors.supervisor import Supervisor
 from fleet_ray.actors.supervisor_recovery import RECOVERY_RETRY_S
+from fleet_ray.cli import main as cli
+from fleet_ray.client.http import ApiClient
 from fleet_ray.control.recovery import OUTAGE_STRIDE
 from fleet_ray.errors import SpecError, SupervisorRecovering
 from fleet_ray.observe.crashes import merge_crash, record_crash
+from fleet_ray.serve.app import create_app
+from fleet_ray.serve.auth import ApiConfig, token_digest
 from fleet_ray.spec.models import PoolSpec
 from fleet_ray.store import keys
 from fleet_ray.store.sqlite import SQLiteStore
 from fleet_ray.testing import FlakyStore, MemoryStore
 
-from .conftest import _inline, echo
+from .conftest import Rig, _inline, echo
 
 PASSWORD = "hunter2-Zq9xLr2"
 
@@ -86,8 +92,6 @@ class ExplodingStore(FlakyStore):
 
 def test_a_write_that_raises_keeps_the_dirty_marks_and_the_event_batch(rig, clock):
     store = ExplodingStore()
-    from .conftest import Rig
-
     sup = Rig(store, clock)
     sup.apply({"pools": [echo("web", 1)]})
     sup.run(2)
@@ -108,8 +112,6 @@ def test_a_write_that_raises_keeps_the_dirty_marks_and_the_event_batch(rig, cloc
 
 
 def test_a_locked_sqlite_store_degrades_the_fleet_and_loses_nothing(rig, clock, tmp_path):
-    from .conftest import Rig
-
     inner = SQLiteStore(tmp_path / "store.db", "test")
     inner._conn().execute("PRAGMA busy_timeout=20")  # this thread's connection: don't wait 30 s here
     sup = Rig(FlakyStore(inner), clock)
@@ -279,3 +281,40 @@ def test_a_store_that_lost_everything_gets_the_epoch_back_with_the_generations(r
     sup.run(2)
     assert int(store.get(keys.SUPERVISOR_EPOCH)) == epoch  # the next recovery moves past this range
     assert int(store.get(keys.generation("web", 0))) == OUTAGE_STRIDE * epoch + 1
+
+
+def test_ray_never_retries_a_change_onto_a_restarted_supervisor():
+    cls = Supervisor.__ray_metadata__.modified_class
+    changes = ["apply", "scale", "set_paused", "drain", "resume", "recycle", "pause_rollout", "resume_rollout",
+               "rollback"]
+    assert {name: getattr(getattr(cls, name), "__ray_max_task_retries__", None) for name in changes} == dict.fromkeys(
+        changes, 0)
+    assert getattr(cls.status, "__ray_max_task_retries__", None) is None  # questions keep Ray's retries
+
+
+def test_the_api_client_and_cli_say_recovering_and_when_to_retry(monkeypatch, capsys):
+    class Recovering:
+        async def scale(self, pool: str, slots: int) -> None:
+            raise SupervisorRecovering("its checkpoint is not read yet", 2.5)
+
+        async def apply(self, spec):
+            raise SupervisorRecovering("recovery failed: slots: Input should be a valid list", 30.0)
+
+    base = "http://127.0.0.1:8470"
+    http = TestClient(create_app(ApiConfig(token_sha256=token_digest("t"), allowed_hosts=["127.0.0.1:8470"]),
+                                 Recovering()), base_url=base, headers={"Authorization": "Bearer t"})
+    r = http.post("/api/v1/pools/web/scale", json={"slots": 2})
+    assert r.status_code == 503 and r.headers["Retry-After"] == "3"
+    assert r.json()["error"]["code"] == "recovering" and "try again" in r.json()["error"]["message"]
+    api = ApiClient(base, token="t")
+    api._http = http
+    with pytest.raises(SupervisorRecovering) as err:
+        api.apply({"pools": []})
+    assert err.value.retry_after_s == 30.0 and "recovery failed: slots" in str(err.value)
+
+    def refused(args) -> int:
+        raise SupervisorRecovering("its checkpoint is not read yet", 1.0)
+
+    monkeypatch.setattr(cli, "cmd_status", refused)
+    assert cli.main(["status"]) == 75
+    assert "the supervisor is recovering, try again" in capsys.readouterr().err
