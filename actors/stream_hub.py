@@ -19,10 +19,11 @@ A batch whose ``(producer, seq)`` was seen before is ignored, so a retried ``put
 
 **Durable** (the default; ``StreamOptions.durable``): the hub writes every batch it accepts ahead to
 the fleet's store (:mod:`fleet_ray.store.stream_log`) and acknowledges the ``put`` only once the
-write landed. One writer task turns whatever was accepted meanwhile into one atomic write (a
-group commit, so the store costs a round trip per flush, not per batch), together with the
-consumer groups' positions (what each acknowledged), the producers to forget and the retention
-trim (batches every group acknowledged are deleted from the store copy as from memory). A hub
+write landed. Its :class:`~fleet_ray.actors.stream_writeahead.WriteAhead` turns whatever was
+accepted meanwhile into one atomic write (a group commit, so the store costs a round trip per
+flush, not per batch), together with the consumer groups' positions (what each acknowledged), the
+producers to forget and the retention trim (batches every group acknowledged are deleted from the
+store copy as from memory). A hub
 that Ray restarts after a SIGKILL, or that the supervisor recreates (after a head restart, say),
 loads that copy in ``__init__``: the unacknowledged batches are ``ray.put`` again (it owns the new
 refs), each group resumes from its acknowledged position (leased-but-unacknowledged batches are
@@ -46,16 +47,15 @@ from typing import Any
 import psutil
 import ray
 
-from fleet_ray.errors import StreamError
 from fleet_ray.names import HEAD_RESOURCE, hub_name
 from fleet_ray.store import open_stream_log
-from fleet_ray.store.stream_log import GroupPosition, StoredBatch, StreamLog, StreamSnapshot, StreamWrite
+from fleet_ray.store.stream_log import GroupPosition, StoredBatch, StreamLog, StreamSnapshot
+
+from .stream_writeahead import WriteAhead
 
 log = logging.getLogger(__name__)
 
 EXPIRE_EVERY_S = 1.0
-WRITE_RETRY_MAX_S = 2.0
-LOAD_TRIES = 8
 WATCH_S = 300.0
 
 
@@ -168,22 +168,15 @@ class StreamHubCore:
         self._rate_in = _Rate(clock)
         self._rate_out = _Rate(clock)
         self._expired_at = 0.0
-        # -- the write-ahead copy (None: an in-memory stream) --
-        self.log = stream_log if stream_log is not None else (
-            open_stream_log(store_url, namespace) if store_url else None)
         self._assigned = 0  # index of the next batch accepted (== _next unless writes are in flight)
-        self._wal: list[tuple[StoredBatch, Any, asyncio.Future]] = []
-        self._dirty: set[str] = set()
-        self._forget: list[str] = []
-        self._trim_to: int | None = None
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task | None = None
-        self.store_writes = 0
-        self.store_errors = 0
-        self.store_error: str | None = None
         self.restored: dict[str, int] = {}
-        if self.log is not None:
-            self._restore(self._load())
+        # the write-ahead copy (None: an in-memory stream)
+        if stream_log is None and store_url:
+            stream_log = open_stream_log(store_url, namespace)
+        self.wal: WriteAhead | None = None
+        if stream_log is not None:
+            self.wal = WriteAhead(stream, stream_log, self._position, self._commit_written)
+            self._restore(self.wal.load())
 
     # -- producers -------------------------------------------------------------------------------
     def _full(self, n: int, nbytes: int) -> bool:
@@ -216,14 +209,14 @@ class StreamHubCore:
         self._items += n
         self._bytes += len(payload)
         ref = self._put_object(payload)
-        if self.log is None:
+        if self.wal is None:
             self._commit(idx, ref, n, len(payload), producer, seq)
-        else:  # written ahead: acknowledged once the store holds it
-            done = asyncio.get_running_loop().create_future()
-            self._wal.append((StoredBatch(idx, producer, seq, n, payload), ref, done))
-            self._kick_writer()
-            await asyncio.shield(done)
+        else:  # written ahead: acknowledged (and shown to consumers) once the store holds it
+            await self.wal.append(StoredBatch(idx, producer, seq, n, payload), ref)
         return {"accepted": True, "duplicate": False, "depth": self._items}
+
+    def _commit_written(self, b: StoredBatch, ref: Any) -> None:
+        self._commit(b.index, ref, b.n, len(b.payload), b.producer, b.seq)
 
     def _commit(self, idx: int, ref: Any, n: int, nbytes: int, producer: str, seq: int) -> None:
         """A batch becomes visible to consumers (in index order)."""
@@ -377,8 +370,8 @@ class StreamHubCore:
             if now - seen > 3600:
                 self._producer_seen.pop(producer, None)
                 self._last_seq.pop(producer, None)
-                if self.log is not None:
-                    self._forget.append(producer)
+                if self.wal is not None:
+                    self.wal.forget(producer)
         self._trim()
 
     def _trim(self) -> None:
@@ -395,83 +388,18 @@ class StreamHubCore:
         if freed:
             self._space.set()
             self._space = asyncio.Event()
-            if self.log is not None:
-                self._trim_to = self._base
-                self._kick_writer()
+            if self.wal is not None:
+                self.wal.trim(self._base)
 
     # -- the write-ahead copy ----------------------------------------------------------------------
     def _touch(self, group: str) -> None:
         """``group``'s position changed: the next write carries it."""
-        if self.log is not None:
-            self._dirty.add(group)
-            self._kick_writer()
+        if self.wal is not None:
+            self.wal.touch(group)
 
-    def _kick_writer(self) -> None:
-        self._wake.set()
-        if self._writer is None or self._writer.done():
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return  # not on the loop (a unit test's sync call): the next async call starts it
-            self._writer = loop.create_task(self._write_loop())
-
-    def _next_write(self) -> tuple[StreamWrite, list[tuple[StoredBatch, Any, asyncio.Future]]]:
-        pending, self._wal = self._wal, []
-        dirty, self._dirty = self._dirty, set()
-        forget, self._forget = self._forget, []
-        trim, self._trim_to = self._trim_to, None
-        groups = {name: (self._groups[name].position() if name in self._groups else None) for name in sorted(dirty)}
-        return StreamWrite([b for b, _, _ in pending], groups, forget, trim), pending
-
-    def _undo_write(self, change: StreamWrite, pending: list) -> None:
-        """A write failed: everything in it goes into the next one."""
-        self._wal[:0] = pending
-        self._dirty.update(change.groups)
-        self._forget[:0] = change.forget
-        if change.trim_below is not None:
-            self._trim_to = max(change.trim_below, self._trim_to or 0)
-
-    async def _write_loop(self) -> None:
-        delay = 0.05
-        while True:
-            self._wake.clear()
-            change, pending = self._next_write()
-            if not change:
-                await self._wake.wait()
-                continue
-            try:
-                await asyncio.to_thread(self.log.write, self.stream, change)
-            except Exception as exc:
-                self._undo_write(change, pending)
-                self.store_errors += 1
-                self.store_error = f"{type(exc).__name__}: {exc}"[:300]
-                log.warning("stream %s: write-ahead to the store failed (%s); retrying in %.2fs",
-                            self.stream, self.store_error, delay)
-                await asyncio.sleep(delay)
-                delay = min(WRITE_RETRY_MAX_S, delay * 2)
-                continue
-            delay = 0.05
-            self.store_writes += 1
-            self.store_error = None
-            for b, ref, done in pending:
-                self._commit(b.index, ref, b.n, len(b.payload), b.producer, b.seq)
-                if not done.done():
-                    done.set_result(None)
-
-    def _load(self) -> StreamSnapshot:
-        assert self.log is not None
-        delay = 0.1
-        for attempt in range(LOAD_TRIES):
-            try:
-                return self.log.load(self.stream)
-            except Exception as exc:
-                if attempt == LOAD_TRIES - 1:
-                    raise StreamError(f"stream {self.stream}: can't load its write-ahead copy from "
-                                      f"{self.log.url}: {exc}") from exc
-                log.warning("stream %s: loading from the store failed (%s); retrying", self.stream, exc)
-                time.sleep(delay)
-                delay = min(WRITE_RETRY_MAX_S, delay * 2)
-        raise AssertionError("unreachable")
+    def _position(self, group: str) -> GroupPosition | None:
+        g = self._groups.get(group)
+        return g.position() if g is not None else None
 
     def _restore(self, snap: StreamSnapshot) -> None:
         """Start where the last hub stopped: retained batches owned anew, groups at their positions."""
@@ -528,9 +456,8 @@ class StreamHubCore:
             "blocked_producers": self.blocked,
             "backpressure_episodes": self.backpressure_episodes,
             "invalid_items": self.invalid_items,
-            "durable": self.log is not None,
-            "store": {"writes": self.store_writes, "errors": self.store_errors, "error": self.store_error,
-                      "writing": len(self._wal), "restored": self.restored} if self.log is not None else None,
+            "durable": self.wal is not None,
+            "store": {**self.wal.stats(), "restored": self.restored} if self.wal is not None else None,
             "producers": sorted(p for p, t in self._producer_seen.items() if now - t < 60),
             "groups": {
                 name: {
@@ -545,7 +472,7 @@ class StreamHubCore:
 
     def info(self) -> dict[str, Any]:
         return {"name": self.stream, "model": self.model, "capacity": self.capacity, "incarnation": self.incarnation,
-                "durable": self.log is not None}
+                "durable": self.wal is not None}
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)

@@ -31,7 +31,7 @@ async def settle(h: StreamHubCore) -> None:
     """Let the hub's writer flush what is dirty (acks, trims) — a put already waits for its own write."""
     for _ in range(20):
         await asyncio.sleep(0)
-        if not (h._wal or h._dirty or h._trim_to is not None or h._forget):
+        if h.wal is None or h.wal.idle:
             await asyncio.sleep(0.01)
             return
     await asyncio.sleep(0.02)
@@ -151,7 +151,7 @@ def test_dropped_groups_and_in_memory_streams():
         await settle(h)
         assert log.load("a.numbers").groups == {}
         plain = StreamHubCore("a.numbers", put_object=lambda b: b)
-        assert plain.log is None and plain.stats()["durable"] is False and plain.stats()["store"] is None
+        assert plain.wal is None and plain.stats()["durable"] is False and plain.stats()["store"] is None
         await plain.put("p", 0, batch(0), 1)
 
     asyncio.run(go())
