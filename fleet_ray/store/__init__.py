@@ -1,5 +1,7 @@
 """Durable stores: :func:`open_store` turns a URL into a :class:`Store`, :func:`open_guardrails` into
-the campaign :class:`GuardrailState` beside it (same URL, same server or file, same namespace).
+the campaign :class:`GuardrailState` beside it (same URL, same server or file, same namespace), and
+:func:`open_work_log` / :func:`open_stream_log` into the work queues' and durable streams'
+write-ahead copies (``*_work_log.py``, ``*_stream_log.py``).
 
 - ``sqlite:///path/to/file.db`` — the embedded default (no server);
 - ``redis://[user:password@]host:port/db`` — production;
