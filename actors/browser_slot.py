@@ -34,7 +34,7 @@ from fleet_ray.browser.reaper import ProcessTag, reap_stale
 from fleet_ray.browser.runtime import TASK_NAME, BrowserRuntime
 from fleet_ray.errors import AutomationError
 
-from .slot import SlotCore
+from .slot import SlotCore, start_redacted
 
 log = logging.getLogger(__name__)
 
@@ -151,3 +151,6 @@ class BrowserSlotCore(SlotCore):
 @ray.remote(max_restarts=0)
 class BrowserSlotActor(BrowserSlotCore):
     """A browser slot (see :class:`BrowserSlotCore`)."""
+
+    async def start(self) -> dict[str, Any]:
+        return await start_redacted(super().start, self.lessee)

@@ -20,13 +20,15 @@ import os
 import time
 import traceback
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psutil
 import ray
 
 from fleet_ray.automation import Context, SlotIdentity
-from fleet_ray.errors import SpecError
+from fleet_ray.errors import AutomationError, SpecError
+from fleet_ray.redact import redact_url
 from fleet_ray.spec.discovery import find, validate_config
 from fleet_ray.spec.models import PoolSpec
 
@@ -41,6 +43,18 @@ HEARTBEAT_S = 5.0  # a slot busy with long items tells its work queue it is aliv
 
 def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+async def start_redacted(start: Callable[[], Awaitable[dict[str, Any]]], lessee: str) -> dict[str, Any]:
+    """``start()``, but a failure crosses the Ray boundary as an :class:`AutomationError` whose text is
+    the error's, secrets redacted, and no traceback: Ray keeps a failed call's error in its task records
+    (``ray list tasks --detail``, the Ray dashboard), where other users of the cluster can read it. The
+    traceback goes to this slot's log (redacted there too)."""
+    try:
+        return await start()
+    except Exception as exc:
+        log.warning("slot %s: start failed", lessee, exc_info=True)
+        raise AutomationError(redact_url(error_text(exc))) from None
 
 
 class SlotCore:
@@ -333,3 +347,6 @@ async def _maybe_await(value: Any) -> Any:
 @ray.remote(max_restarts=0)
 class SlotActor(SlotCore):
     """A process slot (see :class:`SlotCore`)."""
+
+    async def start(self) -> dict[str, Any]:
+        return await start_redacted(super().start, self.lessee)

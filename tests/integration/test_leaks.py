@@ -170,7 +170,7 @@ def drive_dashboard(url: str, shots: Path) -> list[str]:
 def test_no_secret_reaches_logs_events_crashes_api_artifacts_or_ray_state(cluster, redis_store, tmp_path, caplog):
     import ray
     from ray import serve
-    from ray.util.state import list_actors
+    from ray.util.state import list_actors, list_tasks
 
     from fleet_ray.actors.launch import start_supervisor
     from fleet_ray.browser.loopback import AuthProxy, SiteServer
@@ -256,6 +256,10 @@ def test_no_secret_reaches_logs_events_crashes_api_artifacts_or_ray_state(cluste
             actors = list_actors(address=state_api, detail=True, limit=10_000, raise_on_missing_output=False)
             seen.append(("list_actors(detail=True)", json.dumps(
                 [a if isinstance(a, dict) else dataclasses.asdict(a) for a in actors], default=str)))
+            failed_tasks = list_tasks(address=state_api, detail=True, limit=10_000, raise_on_missing_output=False,
+                                      filters=[("state", "=", "FAILED")])
+            seen.append(("list_tasks(detail=True), failed", json.dumps(
+                [t if isinstance(t, dict) else dataclasses.asdict(t) for t in failed_tasks], default=str)))
             cli = subprocess.run(["ray", "list", "actors", "--detail", "--limit", "10000", "--address", state_api],
                                  capture_output=True, text=True, timeout=120)
             seen.append(("ray list actors --detail", cli.stdout + cli.stderr))
