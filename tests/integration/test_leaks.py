@@ -6,8 +6,8 @@ store). It is driven through failures (a refused proxy, items that fail), crashe
 raising errors that quote a credentialed URL and a Pydantic-style ``input_value`` echo, a SIGKILLed
 slot), the HTTP API (every read with the token, control calls, refused calls) and the dashboard in real
 Chromium. Then every log (the Ray session's log directory, this process's log records), event, crash
-record, API response, artifact (screenshots, traces, console logs; zip members too) and
-``ray list actors --detail`` is searched for the secrets: 0 hits.
+record, API response, artifact (screenshots, traces, console logs; zip members too), Ray's records of
+failed tasks and ``ray list actors --detail`` is searched for the secrets: 0 hits.
 """
 
 from __future__ import annotations

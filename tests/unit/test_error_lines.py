@@ -108,3 +108,18 @@ def test_short_cause_of_a_remote_error_is_one_redacted_line():
     assert short_cause(exc) == "ValueError: proxy http://***@10.0.0.9:3128 refused"
     assert short_cause(RuntimeError(f"\n\nhttp://a:{SECRET}@h/ down\nmore")) == "RuntimeError: http://***@h/ down"
     assert short_cause(RuntimeError("")) == "RuntimeError"
+
+
+def test_a_failed_slot_start_crosses_the_ray_boundary_redacted():
+    import asyncio
+
+    from fleet_ray.actors.slot import start_redacted
+    from fleet_ray.errors import AutomationError
+
+    async def setup_fails():
+        raise RuntimeError(f"upstream http://alice:{SECRET}@10.0.0.9:3128/ refused\n  details")
+
+    with pytest.raises(AutomationError) as info:
+        asyncio.run(start_redacted(setup_fails, "fleet:web:0:g1"))
+    assert SECRET not in str(info.value) and "RuntimeError: upstream http://***@10.0.0.9:3128/ refused" in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # no chained raw traceback
