@@ -49,6 +49,7 @@ ACTIVE_WINDOW_S = 30.0  # lessees seen this recently share the queue (a lease ta
 RELEASED_TTL_S = 600.0  # a released lessee's name is refused this long (its calls still pending die out)
 SEEN_TTL_S = 600.0  # bookkeeping of a lessee without leases, silent this long, is dropped
 SWEEP_S = 1.0
+STORE_GRACE_S = 5.0  # a store down this long: the queue goes on in memory (degraded) instead of stalling
 
 LesseeCheck = Callable[[list[str]], dict[str, bool]]  # actor names → alive?
 
@@ -89,6 +90,10 @@ class WorkQueueCore:
         self._tasks: list[asyncio.Task] = []
         self._closed = asyncio.Event()
         self.store_error: str | None = None
+        self.store_degraded = False  # the store has been down past STORE_GRACE_S: acknowledging in memory
+        self._failing_since: float | None = None
+        self._rewrite = False
+        self._retry_delay = 0.025
         self.writes = 0
 
     @property
@@ -184,22 +189,40 @@ class WorkQueueCore:
         return pending, metas, upto, no
 
     async def _write_once(self) -> None:
+        if self._rewrite:  # after a failed write: the store may have come back empty, write all we hold
+            self._pending = self._pending.then(self._everything())
         pending, metas, upto, no = self._take()
-        delay = 0.05
-        while pending and self._log is not None and not self._closed.is_set():
-            try:
-                self._inflight = asyncio.ensure_future(asyncio.to_thread(self._write, self._log, pending, metas))
-                await self._inflight
-                self.writes += 1
-                self.store_error = None
-                break
-            except Exception as exc:  # the store is down: nothing is acknowledged until it is back
-                self.store_error = f"{type(exc).__name__}: {exc}"[:300]
-                log.warning("work queue %s: write failed (%s); retrying in %.2fs", self.pool, self.store_error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            finally:
-                self._inflight = None
+        if not pending or self._log is None or self._closed.is_set():
+            self._commit(no, upto)
+            return
+        try:
+            self._inflight = asyncio.ensure_future(asyncio.to_thread(self._write, self._log, pending, metas))
+            await self._inflight
+        except Exception as exc:  # the store is down: nothing is acknowledged until it is back ...
+            self.store_error = f"{type(exc).__name__}: {exc}"[:300]
+            now = time.monotonic()
+            self._failing_since = self._failing_since or now
+            self._pending = pending.then(self._pending)  # sent again with what changed meanwhile
+            self._rewrite = True
+            if now - self._failing_since >= STORE_GRACE_S:
+                # ... unless it stays down: then the queue goes on in memory (degraded) rather than
+                # stall the pool, and writes everything once the store is back
+                if not self.store_degraded:
+                    log.warning("work queue %s: store down for %.0fs (%s); going on in memory until it is back",
+                                self.pool, now - self._failing_since, self.store_error)
+                self.store_degraded = True
+                self._commit(no, upto)
+            self._retry_delay = min(self._retry_delay * 2, 2.0)
+            await asyncio.sleep(self._retry_delay)
+            self._dirty.set()
+            return
+        finally:
+            self._inflight = None
+        self.writes += 1
+        if self.store_degraded:
+            log.warning("work queue %s: store back; everything it holds is written again", self.pool)
+        self.store_error, self.store_degraded, self._failing_since = None, False, None
+        self._rewrite, self._retry_delay = False, 0.025
         self._commit(no, upto)
 
     def _write(self, work_log: WorkLog, pending: PendingWrite, metas: dict[str, dict[str, Any]]) -> None:
@@ -347,6 +370,7 @@ class WorkQueueCore:
             "durable": self.durable,
             "writes": self.writes,
             "store_error": self.store_error,
+            "store_degraded": self.store_degraded,
         }
 
     # -- slots -----------------------------------------------------------------------------------

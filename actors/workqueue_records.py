@@ -126,6 +126,22 @@ class PendingWrite:
     def __bool__(self) -> bool:
         return bool(self.dropped or self.items or self.leases or self.results or self.trims or self.jobs)
 
+    def then(self, later: PendingWrite) -> PendingWrite:
+        """This write followed by ``later``, as one (a failed write is sent again with what came after)."""
+        for job_id in later.dropped:
+            self.results.pop(job_id, None)
+            self.trims.pop(job_id, None)
+            self.jobs.discard(job_id)
+        self.dropped |= later.dropped
+        self.items.update(later.items)
+        self.leases.update(later.leases)
+        for job_id, results in later.results.items():
+            self.results.setdefault(job_id, {}).update(results)
+        for job_id, below in later.trims.items():
+            self.trims[job_id] = max(self.trims.get(job_id, 0), below)
+        self.jobs |= later.jobs
+        return self
+
     def encode(self, metas: dict[str, dict[str, Any]]) -> WorkWrite:
         """The work log's write: every value encoded, with the job metas read when it was taken."""
         p = self

@@ -297,3 +297,31 @@ def test_leases_whose_reply_never_reached_the_lessee_are_queued_again_when_it_sa
         assert wq2.lessees() == ["s2"]
 
     run(go())
+
+
+def test_a_store_down_past_the_grace_period_degrades_to_memory_and_everything_is_written_when_it_is_back(monkeypatch):
+    from fleet_ray.actors import workqueue
+
+    monkeypatch.setattr(workqueue, "STORE_GRACE_S", 0.2)
+
+    async def go():
+        log = MemoryWorkLog()
+        wq = WorkQueueCore("p", log, OPTS)
+        await wq.submit("j", [("a", 1)])
+        log.available = False
+        log._pools.clear()  # and it comes back empty (a Redis without persistence, restarted)
+        assert await asyncio.wait_for(wq.submit("j", [("b", 2)]), 10) == 2  # acknowledged in memory
+        assert wq.stats()["store_degraded"] is True
+        got = await wq.lease("s1", 10, 0)
+        await asyncio.wait_for(wq.complete("s1", [("j", "a", True, "A")]), 10)
+        log.available = True
+        deadline = time.monotonic() + 10
+        while wq.store_degraded and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await wq.flush()
+        assert not wq.store_degraded and wq.store_error is None
+        wq2 = restarted(log)  # the store holds everything again
+        assert wq2.progress("j")["total"] == 2 and wq2.progress("j")["done"] == 1
+        assert {g[1] for g in got} == {"a", "b"} and wq2.lessees() == ["s1"]
+
+    run(go())
