@@ -27,6 +27,7 @@ from fleet_ray.store import keys
 from fleet_ray.store.base import LogEntry, Store
 
 RECEIPT_ORIGIN = "campaign:"  # fleet_ray.campaign.audit.origin()
+READ_PAGE = 500  # log entries read from the store at a time
 
 __all__ = ["Event", "EventLog", "is_receipt", "kind_matches", "matches"]
 
@@ -95,9 +96,24 @@ class EventLog:
         return new
 
     def _entries(self, start: str | None, end: str | None) -> Iterator[LogEntry]:
-        """Both logs' entries in ``[start, end)``, merged in (sort key, id) order."""
-        return heapq.merge(self.store.log_range(keys.EVENT_LOG, start, end),
-                           self.store.log_range(keys.AUDIT_LOG, start, end), key=lambda e: (e.sort_key, e.id))
+        """Both logs' entries in ``[start, end)``, merged in (sort key, id) order, read a page at a time
+        (a query that stops after ``limit`` matches reads no further than it needs)."""
+        return heapq.merge(self._paged(keys.EVENT_LOG, start, end), self._paged(keys.AUDIT_LOG, start, end),
+                           key=lambda e: (e.sort_key, e.id))
+
+    def _paged(self, log: str, start: str | None, end: str | None) -> Iterator[LogEntry]:
+        page, seen = READ_PAGE, set[str]()  # seen: ids already yielded at sort key ``start``
+        while True:
+            batch = self.store.log_range(log, start, end, limit=page)
+            yield from (e for e in batch if not (e.sort_key == start and e.id in seen))
+            if len(batch) < page:
+                return
+            last = batch[-1].sort_key
+            if last == start:  # a whole page on one sort key: read a bigger one from the same place
+                seen |= {e.id for e in batch}
+                page *= 2
+                continue
+            start, seen = last, {e.id for e in batch if e.sort_key == last}
 
     def query(
         self,

@@ -76,3 +76,33 @@ def test_unsaved_events_still_merge_into_a_log_page():
     journal.lifecycle("pool.applied", "a", "new")  # in memory only, not yet in the log
     page = asyncio.run(journal.query(EventQuery(since_ms=0, limit=100), records.read_log))
     assert [e.kind for e in page.events][-1] == "pool.applied" and len(page.events) == 11
+
+
+def test_the_store_is_read_a_page_at_a_time(monkeypatch):
+    journal, records, events = setup()
+    store = records.gateway.store or records.gateway._open("memory://", "test")
+    read = [0]
+    original = store.log_range
+
+    def counting(log, start=None, end=None, limit=None):
+        out = original(log, start, end, limit)
+        read[0] += len(out)
+        return out
+
+    monkeypatch.setattr(store, "log_range", counting)
+    page = asyncio.run(journal.query(EventQuery(since_ms=0, limit=5), records.read_log))
+    assert len(page.events) == 5 and read[0] <= 600  # one page of the 3,000, not all of them
+
+
+def test_paging_yields_every_entry_once_even_when_many_share_a_sort_key(monkeypatch):
+    from fleet_ray.observe import events as events_module
+    from fleet_ray.store import keys
+    from fleet_ray.store.base import LogEntry
+
+    monkeypatch.setattr(events_module, "READ_PAGE", 3)
+    store = FlakyStore()
+    entries = [LogEntry(f"a{i}", "k1", b"{}") for i in range(7)] + [LogEntry(f"b{i}", f"k{i + 2}", b"{}")
+                                                                    for i in range(5)]
+    store.log_append(keys.EVENT_LOG, entries)
+    got = list(EventLog(store)._paged(keys.EVENT_LOG, None, None))
+    assert [e.id for e in got] == [e.id for e in sorted(entries, key=lambda e: (e.sort_key, e.id))]
