@@ -305,10 +305,11 @@ class FleetServices:
 
     async def _hub_died(self, entry: StreamEntry, exc: BaseException) -> None:
         found = await asyncio.to_thread(get_hub, self.namespace, entry.name)
-        if found is not None:
-            entry.hub = found  # restarted by Ray (or recreated by a producer): it rebuilt from the store
-            return
         opts = entry.options
+        if found is not None:  # restarted by Ray, or made again by a slot: it rebuilt from the store
+            entry.hub = found
+            found.set_limits.remote(opts.capacity, opts.max_bytes, entry.model or None)  # a reader made it bare
+            return
         log.warning("stream hub %s is gone (%s); making it again", entry.name, type(exc).__name__)
         entry.hub = await asyncio.to_thread(
             ensure_hub, self.namespace, entry.name, opts.capacity, opts.max_bytes, entry.model or None,
