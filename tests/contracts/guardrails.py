@@ -1,7 +1,7 @@
 """The guardrail-state contract: every backend (in-memory, SQLite, Redis) must pass these.
 
 Each ``contract_*`` function takes a backend built on a :class:`~fleet_ray.testing.FakeClock` and that
-clock; :data:`CONTRACT` lists them. ``tests/unit/test_campaign_guardrails.py`` runs them against the
+clock; :data:`CONTRACT` lists them. ``tests/unit/campaign/test_campaign_guardrails.py`` runs them against the
 memory and SQLite backends, ``tests/integration/test_campaign_guardrails_redis.py`` against Redis.
 """
 
