@@ -36,14 +36,9 @@ from fleet_ray.store import keys
 from fleet_ray.store.base import LogEntry, Store
 
 
-class RunRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RunRecord(ItemResult):
+    """An item's result as the run ledger keeps it: the result plus when it was recorded."""
 
-    item_id: str
-    ok: bool
-    value: Any = None
-    error: str | None = None
-    attempts: int = 1
     at: float = Field(default_factory=time.time)
 
 
