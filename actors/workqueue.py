@@ -37,6 +37,7 @@ from typing import Any
 
 import ray
 
+from fleet_ray.errors import StoreError
 from fleet_ray.spec.models import WorkQueueOptions
 from fleet_ray.store import open_work_log
 from fleet_ray.store.work_log import ItemKey, WorkLog, WorkSnapshot
@@ -95,6 +96,7 @@ class WorkQueueCore:
         self._rewrite = False
         self._retry_delay = 0.025
         self.writes = 0
+        self._needs_load = False  # the store was down when this queue started: load once it is back
 
     @property
     def durable(self) -> bool:
@@ -107,6 +109,35 @@ class WorkQueueCore:
             return 0
         self.restore(self._log.load(self.pool))
         return len(self._jobs)
+
+    def load_or_defer(self) -> int:
+        """:meth:`load`, or — the store being down as the queue starts — start empty and load what the
+        store holds once it is back (before the first write that reaches it), so a queue recreated
+        during an outage takes new work at once and loses none of the old."""
+        try:
+            return self.load()
+        except StoreError as exc:
+            self.store_error = f"{type(exc).__name__}: {exc}"[:300]
+            self._failing_since, self._needs_load, self._rewrite = time.monotonic(), True, True
+            log.warning("work queue %s: the store is down (%s); starting empty, its jobs load when it is back",
+                        self.pool, self.store_error)
+            return 0
+
+    def _merge_loaded(self, snap: WorkSnapshot) -> None:
+        """Fold what the store held into a queue that started without it: jobs this queue took while
+        the store was down win over a stored job of the same id (which is reported)."""
+        clash = sorted(j for j in snap.jobs if j in self._jobs)
+        if clash:
+            log.error("work queue %s: job(s) %s were submitted again while the store was down; "
+                      "their earlier stored results are not reloaded", self.pool, clash)
+        keep = {j for j in snap.jobs if j not in self._jobs}
+        self.restore(WorkSnapshot(
+            jobs={j: v for j, v in snap.jobs.items() if j in keep},
+            items={k: v for k, v in snap.items.items() if k[0] in keep},
+            leases={k: v for k, v in snap.leases.items() if k[0] in keep},
+            results={j: v for j, v in snap.results.items() if j in keep},
+        ))
+        self._needs_load = False
 
     def restore(self, snap: WorkSnapshot) -> None:
         now = time.monotonic()
@@ -144,11 +175,11 @@ class WorkQueueCore:
         queued.sort(key=lambda q: q[0])
         for _, key, item in queued:
             self._queue.append((key, item.ticket))
-        self._queued = len(queued)
+        self._queued += len(queued)
         orders = [it.order for it in self._items.values()]
         if orders:
             self._front, self._back = min(min(orders) - 1, 0), max(max(orders) + 1, 1)
-        self.restored = bool(snap.jobs)
+        self.restored = self.restored or bool(snap.jobs)
         if self._queue:
             self._work.set()
 
@@ -192,10 +223,12 @@ class WorkQueueCore:
         if self._rewrite:  # after a failed write: the store may have come back empty, write all we hold
             self._pending = self._pending.then(self._everything())
         pending, metas, upto, no = self._take()
-        if not pending or self._log is None or self._closed.is_set():
+        if (not pending and not self._needs_load) or self._log is None or self._closed.is_set():
             self._commit(no, upto)
             return
         try:
+            if self._needs_load:  # started while the store was down: take in what it holds first
+                self._merge_loaded(await asyncio.to_thread(self._log.load, self.pool))
             self._inflight = asyncio.ensure_future(asyncio.to_thread(self._write, self._log, pending, metas))
             await self._inflight
         except Exception as exc:  # the store is down: nothing is acknowledged until it is back ...
@@ -581,6 +614,8 @@ class WorkQueueCore:
                 await self.sweep()
             except Exception:
                 log.exception("work queue %s: sweep failed; will retry", self.pool)
+            if self._needs_load:  # an idle queue started during an outage: try the store again
+                self._dirty.set()
             await asyncio.sleep(SWEEP_S)
 
     async def sweep(self, wall: float | None = None, mono: float | None = None) -> None:
@@ -710,7 +745,7 @@ class WorkQueue(WorkQueueCore):
         self._store_url, self._namespace = store_url, namespace
         work_log = open_work_log(store_url, namespace) if store_url and opts.durable else None
         WorkQueueCore.__init__(self, pool, work_log, opts, lessee_alive=_actors_exist(namespace), paused=paused)
-        jobs = self.load()
+        jobs = self.load_or_defer()
         if jobs:
             log.warning("work queue %s: reloaded %d job(s), %d item(s) without a result, %d lessee(s) to hear from",
                         pool, jobs, len(self._items), len(self._unconfirmed))

@@ -7,6 +7,7 @@ import asyncio
 import time
 
 from fleet_ray.actors.workqueue import RELEASED_TTL_S, WorkQueueCore
+from fleet_ray.errors import StoreUnavailable
 from fleet_ray.spec.models import WorkQueueOptions
 from fleet_ray.store.memory_work_log import MemoryWorkLog
 
@@ -323,5 +324,48 @@ def test_a_store_down_past_the_grace_period_degrades_to_memory_and_everything_is
         wq2 = restarted(log)  # the store holds everything again
         assert wq2.progress("j")["total"] == 2 and wq2.progress("j")["done"] == 1
         assert {g[1] for g in got} == {"a", "b"} and wq2.lessees() == ["s1"]
+
+    run(go())
+
+
+class _DownLog:
+    """A work log whose store is down until ``up`` is set (what a queue recreated mid-outage meets)."""
+
+    def __init__(self, inner: MemoryWorkLog):
+        self.inner, self.up, self.url = inner, False, "memory://"
+
+    def load(self, pool):
+        if not self.up:
+            raise StoreUnavailable("memory://", "the store is down")
+        return self.inner.load(pool)
+
+    def write(self, pool, change):
+        if not self.up:
+            raise StoreUnavailable("memory://", "the store is down")
+        self.inner.write(pool, change)
+
+
+def test_a_queue_started_while_the_store_is_down_takes_work_then_reloads_the_stored_jobs():
+    async def go():
+        inner = MemoryWorkLog()
+        old = WorkQueueCore("p", inner, OPTS)
+        await old.submit("old", [(str(i), i) for i in range(3)])
+        # the queue dies and is recreated while the store is down: it starts (no error) and is empty
+        down = _DownLog(inner)
+        wq = WorkQueueCore("p", down, OPTS)
+        assert wq.load_or_defer() == 0 and wq.progress("old") is None
+        wq._failing_since -= 10  # past the grace period: acknowledging in memory
+        assert await asyncio.wait_for(wq.submit("new", [("x", 1)]), 10) == 1
+        assert wq.progress("new")["queued"] == 1
+        down.up = True  # the store is back: the next write first takes in what it held
+        await wq.flush()
+        assert wq.progress("old")["queued"] == 3 and wq.progress("new")["queued"] == 1
+        leased = []
+        while got := await wq.lease("s", 10, 0):
+            leased += got
+        assert sorted((g[0], g[1]) for g in leased) == [("new", "x"), ("old", "0"), ("old", "1"), ("old", "2")]
+        # and the new job is in the store too: a queue started now finds both
+        again = WorkQueueCore("p", inner, OPTS)
+        assert again.load() == 2
 
     run(go())
