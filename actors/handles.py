@@ -20,6 +20,8 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
+from fleet_ray.actors.browser_slot import browser_slot_class
+from fleet_ray.actors.slot import SlotActor
 from fleet_ray.control.lifecycle import (
     Alive,
     ConfigResult,
@@ -37,6 +39,9 @@ from fleet_ray.names import HEAD_RESOURCE, parse_slot_actor_name, slot_actor_nam
 from fleet_ray.ray_boundary import is_actor_death, short_cause
 from fleet_ray.spec.models import PoolSpec
 from fleet_ray.store import open_work_log
+
+from .packaging import resolve_in_env, runtime_env_for
+from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +106,6 @@ class SlotCalls:
     def create(
         self, key: SlotKey, generation: int, pool: PoolSpec, batch: bool, runtime_env: dict | None = None
     ) -> None:
-        from fleet_ray.actors.browser_slot import browser_slot_class
-        from fleet_ray.actors.slot import SlotActor
 
         cls = browser_slot_class() if pool.kind == "browser" else SlotActor
         opts: dict[str, Any] = {
@@ -196,14 +199,12 @@ class SlotCalls:
     @staticmethod
     def upload_package(module_dirs: list[str], scratch_dir: str) -> dict[str, Any]:
         """Upload a package's unpacked modules to the cluster; the runtime env that carries them."""
-        from .packaging import runtime_env_for
 
         return runtime_env_for(module_dirs, scratch_dir)
 
     @staticmethod
     async def resolve_in_env(pool: PoolSpec, runtime_env: dict[str, Any] | None) -> dict[str, Any]:
         """Resolve a packaged pool (entry point, version pin, config) in a task inside its runtime env."""
-        from .packaging import resolve_in_env
 
         return await resolve_in_env.options(runtime_env=runtime_env).remote(pool.model_dump(mode="json"))
 
@@ -324,7 +325,6 @@ class WorkQueueCalls:
             self._queues[pool].configure.remote(opts, paused)
 
     def _create(self, pool: str) -> None:
-        from .workqueue import WorkQueue
 
         opts, paused = self._opts(pool)
         handle = WorkQueue.options(

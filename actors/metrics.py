@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ray.util.metrics import Counter, Gauge
+
 log = logging.getLogger(__name__)
 
 STATES = ("pending", "starting", "running", "draining", "stopping", "failed")
@@ -146,7 +148,6 @@ class RayExporter:
     """Writes samples to ``ray.util.metrics`` (created lazily: only inside a Ray worker)."""
 
     def __init__(self, namespace: str):
-        from ray.util.metrics import Counter, Gauge
 
         self.namespace = namespace
         ns, pool = ("namespace",), ("namespace", "pool")

@@ -49,6 +49,7 @@ from fleet_ray.redact import redact_tree
 
 from .auth import ApiConfig, TokenCheck
 from .backend import Backend
+from .control import add_control_routes
 from .events import BadCursor, event_out, follow, format_cursor, parse_cursor
 from .guard import Guard, unauthorized_message
 
@@ -330,7 +331,6 @@ def create_app(config: ApiConfig, backend: Backend | None = None) -> FastAPI:
         """Campaign reputation circuit breakers (per target host) of the fleet's namespace."""
         return BreakersPage(breakers=await backend.breakers())
 
-    from .control import add_control_routes
 
     add_control_routes(app, backend, require_token, ERRORS)
 

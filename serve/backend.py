@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import ray
+
 from fleet_ray.api.models import ApplyResult, BreakerOut, MetricsSeries, NodeOut, RecycleResult
 from fleet_ray.api.status import FleetStatus
 from fleet_ray.api.supervisor import EventBatch, EventQuery, PoolTarget, StreamState
@@ -61,7 +63,6 @@ class Backend:
     # -- finding the supervisor ------------------------------------------------------------------
     def _supervisor(self) -> Any:
         if self._handle is None:
-            import ray
 
             try:
                 self._handle = ray.get_actor(SUPERVISOR_NAME, namespace=self.config.namespace)
@@ -74,7 +75,6 @@ class Backend:
     async def _call(self, send: Callable[[Any], Any]) -> Any:
         """``send(handle)`` makes one remote call; FleetErrors come back as themselves, Ray failures as
         :class:`SupervisorUnavailable`."""
-        import ray
 
         handle = self._supervisor()
         try:

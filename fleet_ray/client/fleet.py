@@ -26,10 +26,15 @@ from fleet_ray.api.supervisor import EventQuery
 from fleet_ray.client.items import ItemResult
 from fleet_ray.client.jobs import Job
 from fleet_ray.client.runs import Run
+from fleet_ray.client.subscription import Subscription
 from fleet_ray.errors import FleetNotRunning, JobError, SupervisorRecovering
 from fleet_ray.names import SUPERVISOR_NAME
+from fleet_ray.observe.kinds import typed
 from fleet_ray.ray_boundary import get as _get
+from fleet_ray.spec.discovery import resolve_pool
 from fleet_ray.spec.models import FleetSpec, PoolSpec, ResolvedPool, load_spec_file, validate_spec
+from fleet_ray.streams.declare import import_model
+from fleet_ray.streams.sinks import parse_sink_spec
 
 SUBMIT_CHUNK = 5_000
 
@@ -53,7 +58,6 @@ def _resolve_locally(pool: PoolSpec) -> ResolvedPool:
     supervisor checks inside the package's runtime env."""
     if pool.package:
         return ResolvedPool(spec=pool, batch=False, distribution=None, installed_version=None)
-    from fleet_ray.spec.discovery import resolve_pool
 
     return resolve_pool(pool)
 
@@ -190,8 +194,6 @@ class FleetClient:
         ``model`` defaults to the producer's declared model, imported by its path here (pass it
         when the producer's package is not installed in the driver). ``group`` defaults to a group
         of its own (every item); drivers sharing a group split the items."""
-        from fleet_ray.client.subscription import Subscription
-        from fleet_ray.streams.declare import import_model
 
         info = _get(self.supervisor.stream_info.remote(stream))
         hub = ray.get_actor(info.hub, namespace=self.namespace)
@@ -205,7 +207,6 @@ class FleetClient:
 
     def add_sink(self, stream: str, spec: Any, name: str = "default") -> dict[str, Any]:
         """Copy ``stream`` into a sink (``JsonlSinkSpec`` / ``RedisSinkSpec`` or their dicts) by a sink actor."""
-        from fleet_ray.streams.sinks import parse_sink_spec
 
         return _get(self.supervisor.add_sink.remote(stream, parse_sink_spec(spec).model_dump(), name)).model_dump()
 
@@ -213,7 +214,6 @@ class FleetClient:
                       timeout_s: float | None = None, after: list | None = None) -> Iterator[Any]:
         """Live events (after cursor ``after``, default: from now on), each as its typed model
         (:mod:`fleet_ray.observe.kinds`). ``event_cursor()`` gives a cursor for "now"."""
-        from fleet_ray.observe.kinds import typed
 
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         cursor = after

@@ -6,6 +6,7 @@ import bisect
 import threading
 from collections.abc import Mapping
 
+from fleet_ray.errors import StoreUnavailable
 from fleet_ray.store.base import LogEntry
 
 
@@ -20,7 +21,6 @@ class MemoryStore:
 
     def _check(self) -> None:
         if not self.available:
-            from fleet_ray.errors import StoreUnavailable
 
             raise StoreUnavailable(self.url, "simulated outage")
 
