@@ -8,8 +8,8 @@ import logging
 import string
 import subprocess
 import sys
-import time
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -207,12 +207,11 @@ def test_every_actor_process_logs_and_crashes_redacted():
         assert secret not in out.stdout + out.stderr
 
 
+@pytest.mark.timeout(60)  # quadratic backtracking took minutes per case: the guard fails the test
 def test_redaction_stays_linear_on_hostile_text():
     """Before the bounds, each of these took a minute or more (quadratic backtracking); a log line or
     an error message must never stall a tick."""
     cases = ["x" + ",a:b" * 20000, "a: 'x " * 20000, "a:" * 50000, "http://a:b" * 20000, "password: '" * 20000,
              "12345:" * 20000, "u:" + "p@" * 50000]
-    start = time.monotonic()
-    for text in cases:
-        redact_text(text)
-    assert time.monotonic() - start < 10
+    out = [redact_text(text) for text in cases]
+    assert all(isinstance(o, str) and o for o in out)

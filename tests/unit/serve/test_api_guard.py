@@ -176,9 +176,9 @@ def test_stream_slots_cap_in_total_and_per_client():
     assert not slots.open
 
 
+@pytest.mark.timeout(60)  # a stream the server never ends hangs here: the guard fails the test
 def test_live_streams_end_by_default_and_a_second_one_past_the_cap_is_429():
     c, _ = client(sse_max_streams_per_client=1, sse_timeout_s=1.0, sse_poll_s=0.05)
-    started = time.monotonic()
     with c.stream("GET", "/api/v1/events/stream", headers=AUTH) as first:
         assert first.status_code == 200
         second = c.get("/api/v1/events/stream", headers=AUTH)
@@ -186,11 +186,10 @@ def test_live_streams_end_by_default_and_a_second_one_past_the_cap_is_429():
         assert second.json()["error"]["code"] == "too_many_streams"
         assert c.get("/api/v1/status").status_code == 200  # other routes still answer
         body = "".join(first.iter_text())  # ends by itself after the server's timeout
-    assert "connected" in body and time.monotonic() - started < 10
+    assert "connected" in body
     with c.stream("GET", "/api/v1/events/stream", headers=AUTH, params={"timeout_s": 86400}) as again:
         assert again.status_code == 200  # the slot was given back; a longer timeout is cut to the server's
-        "".join(again.iter_text())
-    assert time.monotonic() - started < 15
+        assert "connected" in "".join(again.iter_text())  # and it ends too, at the server's timeout
 
 
 def test_security_headers_on_the_dashboard_and_the_api():
