@@ -29,18 +29,27 @@ WORKERS = [
 ]
 
 
-def make_cluster(workers=WORKERS, head_cpus: int = 2):
+def make_cluster(workers=WORKERS, head_cpus: int = 2, attempts: int = 3):
+    """A head and tagged worker nodes, with the driver attached. On a loaded machine a raylet can
+    time out while it starts: what did start is shut down and the cluster is tried again."""
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": head_cpus, "include_dashboard": False},
-    )
-    nodes = [cluster.add_node(**w) for w in workers]
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, namespace="fleet-tests", logging_level="WARNING", log_to_driver=False)
-    return cluster, nodes
+    for attempt in range(attempts):
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": head_cpus, "include_dashboard": False},
+        )
+        try:
+            nodes = [cluster.add_node(**w) for w in workers]
+            cluster.wait_for_nodes()
+            ray.init(address=cluster.address, namespace="fleet-tests", logging_level="WARNING", log_to_driver=False)
+            return cluster, nodes
+        except Exception:
+            cluster.shutdown()
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import redis
 from fleet_ray.campaign import Campaign, SigningKey, breaker_status
 from fleet_ray.campaign.ratelimit import max_in_window
 
-from .conftest import REDIS_URL, wait_for
+from .conftest import REDIS_URL, make_cluster, wait_for
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tasks defined here run on workers
 
@@ -112,25 +112,8 @@ class ForwardProxy:
         self.server.server_close()
 
 
-def start_cluster(attempts: int = 3):
-    """Head + two tagged worker nodes. On a host this busy a raylet can time out starting: shut down
-    what did start and try again, instead of leaking a half-built cluster."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    for attempt in range(attempts):
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-        try:
-            for w in WORKERS:
-                cluster.add_node(**w)
-            cluster.wait_for_nodes()
-            ray.init(address=cluster.address, namespace="fleet-tests", logging_level="WARNING", log_to_driver=False)
-            return cluster
-        except Exception:
-            cluster.shutdown()
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
+def start_cluster():
+    return make_cluster(WORKERS, head_cpus=1)[0]
 
 
 @pytest.fixture(scope="module")

@@ -17,32 +17,14 @@ from fleet_ray.names import workqueue_name
 from fleet_ray.store import open_work_log
 from tests.contracts.work_log import *  # noqa: F403  (the work-log contract, on Redis here)
 
-from .conftest import REDIS_URL, sigkill, wait_for
+from .conftest import REDIS_URL, make_cluster, sigkill, wait_for
 
 WORKERS = [{"num_cpus": 2, "resources": {"http": 8}}]
 N = 300
 
 
-def start_cluster(attempts: int = 3):
-    """A cluster like conftest's ``make_cluster``, tried again when a node is too slow to register
-    (a loaded machine): a half-started cluster is shut down first."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    for attempt in range(attempts):
-        cluster = Cluster()
-        try:
-            cluster.add_node(num_cpus=2, include_dashboard=False)
-            for w in WORKERS:
-                cluster.add_node(**w)
-            cluster.wait_for_nodes()
-            ray.init(address=cluster.address, namespace="fleet-tests", logging_level="WARNING", log_to_driver=False)
-            return cluster
-        except Exception:
-            cluster.shutdown()
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
+def start_cluster():
+    return make_cluster(WORKERS, head_cpus=2)[0]
 
 
 class ClusterBox:
