@@ -5,7 +5,9 @@ and HTTP connections stay put), runs their operations in threads (``threads_per_
 ``cancel`` calls in a separate concurrency group so they never queue behind work. Workers are named
 ``campaign:<id>:w<index>:<token>`` for ``ray list actors`` and the dashboard, owned by the driver
 (they go when it goes) and pinned to their node. A worker builds its member runtime from the store URL:
-guardrail state from :func:`fleet_ray.store.open_guardrails`, Chromium pages from
+guardrail state from :func:`fleet_ray.store.open_guardrails` — on a host that can't open the store (a SQLite
+file or a loopback Redis on the driver's host) through a relay on the driver's node
+(:mod:`fleet_ray.actors.store_relay`) — Chromium pages from
 :class:`fleet_ray.browser.campaign.ChromiumPages`. :class:`~fleet_ray.campaign.campaign.Campaign`
 imports this module only when it starts Ray workers.
 """
@@ -30,7 +32,9 @@ from fleet_ray.errors import CampaignError, MemberCancelled
 from fleet_ray.names import HEAD_RESOURCE
 from fleet_ray.observe.events import EventLog
 from fleet_ray.ray_boundary import task_cause
-from fleet_ray.store import open_guardrails, open_store
+from fleet_ray.store import url_for_actors
+
+from .store_relay import ensure_relay, open_guardrails_near, open_store_near, relay_name
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +44,11 @@ class CampaignWorker:
     def __init__(self, campaign_id: str, config: CampaignConfig, store_url: str, namespace: str,
                  policy: Policy | None, identities: dict[int, MemberIdentity]):
         node = ray.get_runtime_context().get_node_id()
-        events = EventLog(open_store(store_url, namespace), max_len=None)
-        self.rt = MemberRuntime(campaign_id, config, open_guardrails(store_url, namespace), events, policy,
-                                identities, node=node, pages=ChromiumPages())
+        # a worker on another host than the store's goes through the driver-side relay (actors/store_relay.py)
+        relay = campaign_relay_name(store_url, namespace)
+        events = EventLog(open_store_near(store_url, namespace, relay), max_len=None)
+        self.rt = MemberRuntime(campaign_id, config, open_guardrails_near(store_url, namespace, relay), events,
+                                policy, identities, node=node, pages=ChromiumPages())
         self._fns: dict[str, Any] = {}
 
     def ping(self) -> tuple[str, int]:
@@ -62,6 +68,11 @@ class CampaignWorker:
     @ray.method(concurrency_group="control")
     def close(self) -> None:
         self.rt.close()
+
+
+def campaign_relay_name(store_url: str, namespace: str) -> str:
+    """The store relay campaigns on ``store_url`` share (one per store, on the first driver's node)."""
+    return relay_name("campaign:store-relay", store_url, namespace)
 
 
 def eligible_nodes(placement: CampaignPlacement) -> list[str]:
@@ -91,6 +102,10 @@ class RayExecutor:
             p = config.placement
             raise CampaignError(f"no alive node matches the campaign placement (resources={p.resources}, "
                                 f"labels={p.labels}, include_head={p.include_head})")
+        # the store as this driver opened it, for workers on hosts that can't (a file, a loopback Redis)
+        store_url = url_for_actors(store_url)
+        self._relay = ensure_relay(campaign_relay_name(store_url, namespace), store_url, namespace,
+                                   ray.get_runtime_context().get_node_id())
         k = config.placement.workers or len(nodes)
         threads = config.placement.threads_per_worker or min(128, math.ceil(config.active_concurrency / k) + 1)
         token = os.urandom(3).hex()

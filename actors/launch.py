@@ -9,7 +9,7 @@ import ray
 
 from fleet_ray.errors import FleetNotRunning
 from fleet_ray.names import HEAD_RESOURCE, SUPERVISOR_NAME
-from fleet_ray.store import open_store
+from fleet_ray.store import open_store, url_for_actors
 
 from .priority import ENV
 from .supervisor import Supervisor
@@ -20,6 +20,7 @@ def start_supervisor(
 ):
     """Create the supervisor (or return the running one). The store is checked first, so an
     unreachable Redis fails here with its (redacted) URL instead of inside an actor."""
+    store_url = url_for_actors(store_url)  # a password travels in a file, never in actor arguments
     store = open_store(store_url, namespace)
     store.ping()
     store.close()

@@ -29,7 +29,7 @@ import ray
 
 from fleet_ray.automation import BatchAutomation
 from fleet_ray.errors import StreamError, StreamItemInvalid
-from fleet_ray.names import SUPERVISOR_NAME
+from fleet_ray.names import STORE_RELAY_NAME, SUPERVISOR_NAME
 from fleet_ray.observe.crashes import CrashError, SlotContext
 from fleet_ray.observe.grouping import fingerprint, short_message, user_modules_of
 from fleet_ray.observe.hlc import HLC
@@ -41,16 +41,17 @@ from fleet_ray.observe.kinds import (
     TaskStarted,
     TypedEvent,
 )
-from fleet_ray.redact import redact_url
-from fleet_ray.store import open_store
+from fleet_ray.redact import redact_text, redact_url
 from fleet_ray.streams.declare import Codec, StreamOptions, declared, model_path, stream_name
 
+from .store_relay import open_store_near
 from .stream_hub import ensure_hub, get_hub
 from .stream_io import StreamProducer, StreamReader
 
 log = logging.getLogger(__name__)
 
 CONTEXT_EVERY_S = 0.1
+CONTEXT_BACKOFF_MAX_S = 5.0
 EVENTS_EVERY_S = 0.2
 MAX_PENDING_EVENTS = 10_000
 
@@ -76,6 +77,7 @@ class SlotServices:
         self._ctx_written: tuple | None = None
         self._store: Any = None
         self._store_lock = threading.Lock()
+        self._ctx_backoff, self._ctx_retry_at = 0.0, 0.0  # after a failed write: wait, doubling up to 5 s
         self._sup: Any = None
         self._loop_task: asyncio.Task | None = None
         self._prev_hooks: tuple[Any, Any] | None = None
@@ -209,15 +211,24 @@ class SlotServices:
         sig = self._signature()
         if not force and sig == self._ctx_written:
             return
+        if not force and time.monotonic() < self._ctx_retry_at:
+            return  # the store failed lately: back off instead of reconnecting ten times a second
         snap = self._snapshot()
         try:
             with self._store_lock:
                 if self._store is None:
-                    self._store = open_store(self.slot.store_url, self.namespace)
+                    self._store = open_store_near(self.slot.store_url, self.namespace, STORE_RELAY_NAME)
                 self._store.put(snap.key(), snap.model_dump_json().encode())
             self._ctx_written = sig
+            if self._ctx_backoff:
+                log.info("slot %s: writes its context to the store again", self.origin)
+            self._ctx_backoff = 0.0
         except Exception as exc:  # the supervisor's half still reports the crash
-            log.debug("slot %s: can't write its context: %s", self.origin, exc)
+            if not self._ctx_backoff:
+                log.warning("slot %s: can't write its context (its crash record would lack it), retrying "
+                            "with back-off: %s", self.origin, redact_text(str(exc)))
+            self._ctx_backoff = min(CONTEXT_BACKOFF_MAX_S, max(CONTEXT_EVERY_S * 5, self._ctx_backoff * 2))
+            self._ctx_retry_at = time.monotonic() + self._ctx_backoff
 
     def _clear_context(self) -> None:
         if self._store is not None:

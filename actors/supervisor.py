@@ -42,6 +42,7 @@ from fleet_ray.api.supervisor import (
 )
 from fleet_ray.client.runs import RunRecord, RunState
 from fleet_ray.control.state import FleetState
+from fleet_ray.names import STORE_RELAY_NAME
 from fleet_ray.observe.crashes import CrashRecord
 from fleet_ray.observe.grouping import ErrorGroup
 from fleet_ray.observe.kinds import RunResumed
@@ -51,6 +52,7 @@ from .handles import SlotCalls, WorkQueueCalls
 from .metrics import FleetMetrics
 from .priority import control_plane_priority, wanted_nice
 from .services import FleetServices
+from .store_relay import ensure_relay
 from .supervisor_core import Parts, SupervisorCore
 from .supervisor_events import EventJournal
 from .supervisor_packages import PackageEnvs
@@ -86,6 +88,8 @@ class Supervisor:
 
     async def __init__(self, store_url: str, namespace: str, fleet_name: str = "fleet", tick_s: float = 0.1):
         self.core = build_core(store_url, namespace, fleet_name, tick_s)
+        # slots on other hosts reach the store through a relay beside this supervisor (actors/store_relay.py)
+        self._relay = ensure_relay(STORE_RELAY_NAME, store_url, namespace, ray.get_runtime_context().get_node_id())
         # Ray runs workers at nice 15; the supervisor is control plane, like the raylet (actors/priority.py)
         self.core.nice, self.core.nice_problem = control_plane_priority(wanted_nice())
         self.core.start_background()

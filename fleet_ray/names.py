@@ -10,6 +10,8 @@ FLEET_PREFIX = "fleet:"
 SUPERVISOR_NAME = "fleet:supervisor"
 HUB_PREFIX = "fleet:stream:"
 SINK_PREFIX = "fleet:sink:"
+# the head-side actor through which actors on other hosts reach the fleet's store (actors/store_relay.py)
+STORE_RELAY_NAME = "fleet:store-relay"
 
 # Ray's own marker resource of the head node: a tiny amount pins an actor there.
 HEAD_RESOURCE = "node:__internal_head__"

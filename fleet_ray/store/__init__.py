@@ -4,7 +4,8 @@ the campaign :class:`GuardrailState` beside it (same URL, same server or file, s
 write-ahead copies (``*_work_log.py``, ``*_stream_log.py``).
 
 - ``sqlite:///path/to/file.db`` — the embedded default (no server);
-- ``redis://[user:password@]host:port/db`` — production;
+- ``redis://[user:password@]host:port/db`` — production; the password may instead come from the file
+  ``FLEET_STORE_PASSWORD_FILE`` names, and must for URLs handed to actors (:func:`url_for_actors`);
 - ``memory://`` — in-process, for tests.
 
 Backends sit side by side, one module per backend and kind (``sqlite.py`` / ``sqlite_guardrails.py``,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Literal
+from urllib.parse import urlsplit
 
 from fleet_ray.errors import StoreError
 from fleet_ray.redact import redact_url
@@ -31,7 +33,7 @@ from fleet_ray.store.work_log import WorkLog
 
 __all__ = [
     "GuardrailState", "LogEntry", "MemoryStore", "Store", "StreamLog", "WorkLog", "open_guardrails", "open_store",
-    "open_stream_log", "open_work_log", "store_backend",
+    "open_stream_log", "open_work_log", "store_backend", "url_for_actors",
 ]
 
 Backend = Literal["redis", "sqlite", "memory"]
@@ -47,6 +49,20 @@ def store_backend(url: str) -> tuple[Backend, str]:
     if url.startswith("memory://"):
         return "memory", url
     raise StoreError(f"unsupported store URL {redact_url(url)!r} (use sqlite:///…, redis://… or memory://)")
+
+
+def url_for_actors(url: str) -> str:
+    """``url`` checked before it travels to actors as a creation argument (which Ray keeps in its
+    actor table, the GCS's Redis and its task records): a URL carrying a password is refused with an
+    error naming the setting to use instead — the password goes in a file named by
+    ``FLEET_STORE_PASSWORD_FILE`` on every host that opens the server (``deploy/fleet-env.sh``
+    exports it from ``node.env``), and the URL the fleet passes around names only the server."""
+    if store_backend(url)[0] == "redis" and urlsplit(url).password:
+        raise StoreError(
+            f"the store URL {redact_url(url)!r} carries a password, which would travel in actor arguments: "
+            "put the password in a file (mode 0600), set FLEET_STORE_PASSWORD_FILE=<that file> on every host "
+            "(node.env) and leave it out of the URL")
+    return url
 
 
 def open_store(url: str, namespace: str = "default") -> Store:

@@ -13,8 +13,10 @@ campaign guardrail state on the same server (:mod:`fleet_ray.store.redis_guardra
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Mapping
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import redis as redis_lib
 
@@ -63,10 +65,33 @@ return n
 """
 
 
+PASSWORD_FILE_ENV = "FLEET_STORE_PASSWORD_FILE"
+
+
+def password_from_file() -> str | None:
+    """The password in the file that ``FLEET_STORE_PASSWORD_FILE`` names (first line), or None when
+    the variable is unset. A store URL handed to actors never carries a password (see
+    :func:`fleet_ray.store.url_for_actors`); each host that opens the server reads it from this file."""
+    path = os.environ.get(PASSWORD_FILE_ENV)
+    if not path:
+        return None
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as f:
+            return f.readline().strip() or None
+    except OSError as exc:
+        raise StoreError(f"{PASSWORD_FILE_ENV}={path}: can't read the store password: {exc.strerror}") from None
+
+
 def connect(url: str, timeout_s: float) -> redis_lib.Redis:
-    """A client as every user of the server opens one: connect and socket timeouts, idle health checks."""
+    """A client as every user of the server opens one: connect and socket timeouts, idle health checks;
+    the password from the URL, else from ``FLEET_STORE_PASSWORD_FILE``."""
+    extra = {}
+    if not urlsplit(url).password:
+        password = password_from_file()
+        if password:
+            extra["password"] = password
     return redis_lib.Redis.from_url(
-        url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, health_check_interval=10
+        url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, health_check_interval=10, **extra
     )
 
 
