@@ -69,13 +69,24 @@ def redis_store(tmp_path_factory):
             return False
 
     wait_for(up, 10, 0.05)
-    yield f"redis://:{REDIS_PW}@127.0.0.1:{port}/0"
+    # as on a real host: the password in a private file that FLEET_STORE_PASSWORD_FILE names, set before
+    # the cluster starts so every Ray worker has it; the URL the fleet passes around names the server only
+    secret = where / "store.password"
+    secret.write_text(REDIS_PW + "\n")
+    secret.chmod(0o600)
+    previous = os.environ.get("FLEET_STORE_PASSWORD_FILE")
+    os.environ["FLEET_STORE_PASSWORD_FILE"] = str(secret)
+    yield f"redis://127.0.0.1:{port}/0"
+    if previous is None:
+        os.environ.pop("FLEET_STORE_PASSWORD_FILE", None)
+    else:
+        os.environ["FLEET_STORE_PASSWORD_FILE"] = previous
     proc.kill()
     proc.wait()
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(redis_store):
     """Head and one browser node; the head runs Ray's dashboard (the state API behind `ray list actors`)."""
     import ray
     from ray.cluster_utils import Cluster

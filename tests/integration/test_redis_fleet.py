@@ -11,7 +11,7 @@ import ray
 from fleet_ray.actors.launch import start_supervisor
 from fleet_ray.client.fleet import FleetClient
 from fleet_ray.control.recovery import OUTAGE_STRIDE
-from fleet_ray.errors import StoreUnavailable
+from fleet_ray.errors import StoreError, StoreUnavailable
 from fleet_ray.store import keys
 from fleet_ray.store.redis import RedisStore
 
@@ -19,8 +19,17 @@ from .conftest import sigkill
 
 
 def test_unreachable_redis_at_start_is_a_clear_error(cluster):
-    with pytest.raises(StoreUnavailable, match=r"redis://\*\*\*@127.0.0.1:1/0"):
-        start_supervisor("redis://user:hunter2@127.0.0.1:1/0", namespace=f"t-{uuid.uuid4().hex[:6]}")
+    with pytest.raises(StoreUnavailable, match=r"redis://127.0.0.1:1/0"):
+        start_supervisor("redis://127.0.0.1:1/0", namespace=f"t-{uuid.uuid4().hex[:6]}")
+
+
+def test_a_password_in_the_store_url_is_refused_before_any_actor_gets_it(cluster):
+    ns = f"t-{uuid.uuid4().hex[:6]}"
+    with pytest.raises(StoreError, match="FLEET_STORE_PASSWORD_FILE") as exc:
+        start_supervisor("redis://user:hunter2@127.0.0.1:6379/0", namespace=ns)
+    assert "hunter2" not in str(exc.value)
+    with pytest.raises(ValueError):
+        ray.get_actor("fleet:supervisor", namespace=ns)
 
 
 def test_fleet_runs_degraded_while_redis_is_down_and_catches_up(cluster, private_redis):
