@@ -56,6 +56,8 @@ class Chaos(ContinuousAutomation):
         unhealthy_after_s: float | None = Field(None, gt=0, description="Health probe fails after this long.")
         message: str = Field("", description="Text of the errors raised (default: says it was on purpose); "
                              "tests put multi-line text or credentials here to see what the fleet shows.")
+        phase: str | None = Field(None, description="Run inside this phase, with a step saying what it waits for "
+                                  "(what a crash record then names).")
 
     async def setup(self) -> None:
         if self.config.fail_setup:
@@ -63,6 +65,13 @@ class Chaos(ContinuousAutomation):
         self._t0 = time.monotonic()
 
     async def run(self) -> None:
+        if self.config.phase is None:
+            return await self._run()
+        async with self.ctx.phase(self.config.phase):
+            self.ctx.step(f"crash after {self.config.crash_after_s}s" if self.config.crash_after_s else "idle")
+            await self._run()
+
+    async def _run(self) -> None:
         while await self.ctx.sleep(self.config.crash_after_s or 3600):
             if self.config.crash_after_s:
                 raise RuntimeError(self.config.message or "chaos: run() crashed on purpose")
