@@ -62,7 +62,9 @@ class SlotStatus(_Model):
     pool: str = Field(description="Pool the slot belongs to.")
     index: int = Field(description="Position within the pool (0-based).")
     generation: int = Field(description="Monotonic per position; +1 for every replacement.")
-    state: str = Field(description="pending | starting | running | draining | stopping | failed")
+    state: str = Field(description="pending | starting | running | draining | stopping | failed | unreachable "
+                       "(its actor doesn't answer and Ray has not said it is dead: it is not replaced, and is "
+                       "re-checked until it answers or Ray says it or its node died)")
     actor: str = Field(description="Ray actor name, fleet:<pool>:<index>:g<generation>.")
     node_id: str = Field("", description="Ray node the slot's actor runs on ('' until it is ready).")
     pid: int | None = Field(None, description="Process id of the slot's actor.")
@@ -75,6 +77,7 @@ class SlotStatus(_Model):
     progress: dict[str, Any] = Field(default_factory=dict, description="What the automation reported as progress.")
     reason: str = Field("", description="Why the slot is in its state (pending reason, failure cause).")
     backoff_s: float = Field(0.0, description="Seconds until a failing position is started again.")
+    unreachable_s: float | None = Field(None, description="An unreachable slot: seconds since it stopped answering.")
     browser: BrowserSlotStatus | None = Field(None, description="Browser slots: Chromium, pages, proxies (last health check).")
 
 
@@ -97,7 +100,7 @@ class PoolStatus(_Model):
     batch: bool = Field(description="True for BatchAutomation pools (they take submitted work).")
     desired: int = Field(description="Desired number of slots.")
     paused: bool = Field(False, description="A paused pool keeps its slots but leases them no work.")
-    state: str = Field(description="ok | scaling | pending | degraded")
+    state: str = Field(description="ok | scaling | pending | degraded | unreachable (some of its slots don't answer)")
     reason: str = Field("", description="Why the pool is not ok (pending reason, degradation).")
     counts: dict[str, int] = Field(default_factory=dict, description="Slots per state.")
     rollout: RolloutStatus | None = Field(None, description="The pool's latest rollout, if any.")

@@ -46,7 +46,9 @@ def render_status(st: FleetStatus) -> str:
                     str(s.tasks),
                     str(s.recycles),
                     f"{s.rss_mb:.0f}",
-                    (s.phase or s.reason or "")[:60],
+                    # an unreachable slot's last phase is stale: say why it is unreachable, and since when
+                    (f"for {_uptime(s.unreachable_s)}: {s.reason}" if s.state == "unreachable"
+                     else s.phase or s.reason or "")[:60],
                 ]
             )
         lines.append(_table(rows))

@@ -25,6 +25,15 @@ class SlotState(enum.StrEnum):
     DRAINING = "draining"  # asked to finish in-flight work and stop (recycle or scale-down)
     STOPPING = "stopping"  # kill issued
     FAILED = "failed"  # start failed or died; replaced once its heal backoff has passed
+    # its actor doesn't answer (a call failed "temporarily unavailable", or a health check timed out
+    # while its host didn't answer a probe either) and Ray has not said it is dead: nothing replaces
+    # it (that could leave two live actors for one position); it is re-checked until it answers
+    # (back to the state it came from) or Ray says the actor or its node is dead
+    UNREACHABLE = "unreachable"
+
+
+#: states in which a slot position has an actor that may be alive
+LIVE = (SlotState.STARTING, SlotState.RUNNING, SlotState.DRAINING, SlotState.UNREACHABLE, SlotState.STOPPING)
 
 
 SlotKey = tuple[str, int]
@@ -99,6 +108,11 @@ class SlotRecord:
     failures: list[float] = field(default_factory=list)
     backoff_until: float = 0.0
     escalated: bool = False
+    # unreachable: since when, the state (and reason) it returns to once it answers, re-checks so far
+    unreachable_since: float | None = None
+    resume_state: SlotState | None = None
+    resume_reason: str = ""
+    rechecks: int = 0
 
     @property
     def key(self) -> SlotKey:
@@ -112,7 +126,10 @@ class SlotRecord:
         # field by field: dataclasses.asdict deep-copies every field (progress, browser snapshots...)
         # and this runs for every slot at every checkpoint
         out = {k: getattr(self, k) for k in PERSISTED}
-        out["state"] = self.state.value
+        # "unreachable" is observed, not decided: a restarted supervisor re-observes it, so the
+        # checkpoint holds the state it returns to (and a version without the state can read it)
+        state = self.resume_state if self.state is SlotState.UNREACHABLE and self.resume_state else self.state
+        out["state"] = state.value
         out["failures"] = list(self.failures)
         return out
 
@@ -201,6 +218,8 @@ class Observation:
 class Alive(Observation):
     """The actor's process is up (its first call answered); start-up of the automation begins."""
 
+    node_id: str = ""  # where Ray placed it (a starting slot on a node that dies is lost with it)
+
 
 @dataclass(frozen=True)
 class Ready(Observation):
@@ -228,12 +247,27 @@ class HealthReport(Observation):
 
 @dataclass(frozen=True)
 class HealthTimeout(Observation):
-    pass
+    """The health check got no answer in time although the slot's host answers (the slot is hung)."""
+
+
+@dataclass(frozen=True)
+class Unreachable(Observation):
+    """A call got no answer and Ray has not said the actor is dead: it failed "temporarily unavailable"
+    (``ray.exceptions.ActorUnavailableError``: connections reset, the host unreachable), or a health
+    check timed out while the slot's host didn't answer a probe either. ``call`` is the call's kind
+    (watch, health, drain, start, alive, config)."""
+
+    cause: str
+    call: str = ""
 
 
 @dataclass(frozen=True)
 class Died(Observation):
+    """The actor is dead, as Ray says (its actor state, its node's state, or an ``ActorDiedError``).
+    ``host_lost``: it died with its node (not the slot's own failure: no heal backoff, no rollout failure)."""
+
     cause: str
+    host_lost: bool = False
 
 
 @dataclass(frozen=True)
@@ -303,7 +337,14 @@ def observe(
     ev: list[LifecycleEvent] = []
     E = lambda kind, msg="", **data: LifecycleEvent(kind, rec.pool, rec.index, rec.generation, msg, data)  # noqa: E731
 
+    if isinstance(obs, Unreachable):
+        return _unreachable(table, rec, obs, now, pool)
+    if rec.state is SlotState.UNREACHABLE and isinstance(obs, ANSWERS):
+        ev.extend(_reachable(table, rec, now))  # it answered: back where it was, then the answer counts
+
     if isinstance(obs, Alive):
+        if obs.node_id and not rec.node_id:
+            rec.node_id = obs.node_id
         if rec.state is SlotState.STARTING and rec.alive_at is None:
             rec.alive_at = now
     elif isinstance(obs, Ready):
@@ -322,17 +363,27 @@ def observe(
             table.transition(rec.key, SlotState.STOPPING, f"start failed: {cause}")
             ev.append(E("slot.start_failed", cause))
     elif isinstance(obs, Died):
-        if rec.state in (SlotState.STARTING, SlotState.RUNNING, SlotState.DRAINING):
-            was_draining = rec.state is SlotState.DRAINING
-            rec.failure_pending = not was_draining
+        if rec.state in (SlotState.STARTING, SlotState.RUNNING, SlotState.DRAINING, SlotState.UNREACHABLE):
+            was = rec.resume_state if rec.state is SlotState.UNREACHABLE and rec.resume_state else rec.state
+            was_draining = was is SlotState.DRAINING
+            # a slot lost with its host is not the position's failure (no heal backoff, no rollout
+            # failure): it is replaced at once elsewhere
+            rec.failure_pending = not was_draining and not obs.host_lost
             cause = error_line(obs.cause)
+            data: dict[str, Any] = {"draining": was_draining}
+            if obs.host_lost:
+                data["host_lost"] = True
+            if rec.state is SlotState.UNREACHABLE and rec.unreachable_since is not None:
+                data["unreachable_s"] = round(now - rec.unreachable_since, 3)
             table.transition(rec.key, SlotState.STOPPING, f"died: {cause}")
-            ev.append(E("slot.died", cause, draining=was_draining))
+            ev.append(E("slot.died", cause, **data))
     elif isinstance(obs, HealthReport | HealthTimeout):
         rec.health_inflight = False
+        period = pool.health.period_s if pool else 5.0
+        if rec.state is SlotState.DRAINING:  # checked only to learn whether its host still answers
+            rec.next_check_at = now + period * (1 + jitter)
         if rec.state is not SlotState.RUNNING:
             return ev
-        period = pool.health.period_s if pool else 5.0
         rec.next_check_at = now + period * (1 + jitter)
         if isinstance(obs, HealthReport) and obs.ok:
             rec.health_failures = 0
@@ -366,6 +417,48 @@ def observe(
     return ev
 
 
+#: observations that are an answer from the slot's actor: an unreachable slot that gives one is back
+ANSWERS = (Alive, Ready, StartFailed, HealthReport, HealthTimeout, Drained, ConfigResult)
+#: an unreachable slot is re-checked (a health check) this soon, then at doubling intervals up to its
+#: pool's health period
+RECHECK_BASE_S = 0.5
+
+
+def recheck_delay(rechecks: int, period_s: float) -> float:
+    """Seconds until the next re-check of an unreachable slot that was re-checked ``rechecks`` times."""
+    return min(period_s, RECHECK_BASE_S * (2 ** min(rechecks, 16)))
+
+
+def _unreachable(table: SlotTable, rec: SlotRecord, obs: Unreachable, now: float, pool: Any | None) -> list[LifecycleEvent]:
+    if obs.call == "health":
+        rec.health_inflight = False
+    elif obs.call == "config":
+        rec.config_inflight = False  # pushed again once it answers
+    if rec.state not in (SlotState.STARTING, SlotState.RUNNING, SlotState.DRAINING, SlotState.UNREACHABLE):
+        return []
+    period = pool.health.period_s if pool else 5.0
+    if rec.state is SlotState.UNREACHABLE:
+        if obs.call == "health":  # a re-check failed: back off
+            rec.rechecks += 1
+            rec.next_check_at = now + recheck_delay(rec.rechecks, period)
+        return []
+    rec.resume_state, rec.resume_reason, rec.unreachable_since, rec.rechecks = rec.state, rec.reason, now, 0
+    rec.next_check_at = now + recheck_delay(0, period)
+    cause = error_line(obs.cause)
+    table.transition(rec.key, SlotState.UNREACHABLE, f"unreachable: {cause}")
+    return [LifecycleEvent("slot.unreachable", rec.pool, rec.index, rec.generation, cause,
+                           {"call": obs.call, "node_id": rec.node_id, "was": rec.resume_state.value})]
+
+
+def _reachable(table: SlotTable, rec: SlotRecord, now: float) -> list[LifecycleEvent]:
+    back = rec.resume_state or SlotState.RUNNING
+    lasted = now - rec.unreachable_since if rec.unreachable_since is not None else 0.0
+    table.transition(rec.key, back, rec.resume_reason)
+    rec.resume_state, rec.resume_reason, rec.unreachable_since, rec.rechecks = None, "", None, 0
+    return [LifecycleEvent("slot.reachable", rec.pool, rec.index, rec.generation,
+                           f"answering again after {lasted:.1f}s", {"unreachable_s": round(lasted, 3)})]
+
+
 def finish_stop(table: SlotTable, key: SlotKey, now: float, pool: Any | None, failure: bool) -> list[LifecycleEvent]:
     """A slot's actor is gone (killed, died, drained). Free the position, or ready it for the next
     generation; a failure counts towards the heal policy."""
@@ -382,6 +475,7 @@ def finish_stop(table: SlotTable, key: SlotKey, now: float, pool: Any | None, fa
     rec.pid, rec.node_id, rec.ready_at, rec.created_at, rec.alive_at = None, "", None, None, None
     rec.health_failures, rec.health_inflight, rec.config_inflight, rec.checks_ok = 0, False, False, 0
     rec.recycle_requested, rec.drain_deadline, rec.failure_pending, rec.retire = None, None, False, False
+    rec.unreachable_since, rec.resume_state, rec.resume_reason, rec.rechecks = None, None, "", 0
     rec.tasks, rec.rss_mb, rec.phase, rec.progress, rec.browser = 0, 0.0, None, {}, None
     ev.append(LifecycleEvent("slot.recycled", rec.pool, rec.index, rec.generation, reason, {"failure": failure}))
     if failure:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet_ray.control.lifecycle import SlotKey, SlotRecord, SlotState, SlotTable
+from fleet_ray.control.lifecycle import Died, SlotKey, SlotRecord, SlotState, SlotTable
 from fleet_ray.spec.models import Placement, PoolSpec
 
 
@@ -22,6 +22,7 @@ class NodeView:
     resources: Mapping[str, float]
     labels: Mapping[str, str] = field(default_factory=dict)
     is_head: bool = False
+    death_reason: str = ""  # a dead node: why Ray says it died
 
 
 # -- actions ------------------------------------------------------------------------------------
@@ -62,6 +63,7 @@ class Kill(Action):
     generation: int
     reason: str
     failure: bool = False
+    lost: bool = False  # it stopped answering and can't be drained: its work is lost (a crash record)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,25 @@ class PushConfig(Action):
 
 
 # -- pure helpers -------------------------------------------------------------------------------
+
+
+def node_deaths(table: SlotTable, nodes: Sequence[NodeView]) -> list[Died]:
+    """Every slot whose actor may be alive on a node Ray says is dead: dead with it, at once (no
+    drain, no re-check against a host that is gone). ``nodes`` is the latest node list; a node not in
+    it is not judged (the list may be older than the slot)."""
+    dead = {n.node_id: n for n in nodes if not n.alive}
+    if not dead:
+        return []
+    out = []
+    for rec in table:
+        node = dead.get(rec.node_id) if rec.node_id else None
+        if node is None or rec.state not in (SlotState.STARTING, SlotState.RUNNING, SlotState.DRAINING,
+                                             SlotState.UNREACHABLE):
+            continue
+        why = f" ({node.death_reason})" if node.death_reason else ""
+        out.append(Died(rec.key, rec.generation, f"its host was lost: Ray marked node {node.node_id[:12]} dead{why}",
+                        host_lost=True))
+    return out
 
 
 def placement_problem(placement: Placement, nodes: Sequence[NodeView]) -> str | None:
@@ -204,9 +225,26 @@ def decide(
     for rec in table:
         pool = desired.get(rec.pool)
         wanted = pool is not None and rec.index < pool.slots
-        if rec.state is SlotState.DRAINING:
+        if rec.state is SlotState.UNREACHABLE:
+            # nothing replaces it while Ray says it may be alive; it is re-checked until it answers or
+            # Ray says it (or its node) is dead. Only a drain that ran out of time ends it: its host
+            # doesn't answer, so what it held is lost
+            if rec.resume_state is SlotState.DRAINING and rec.drain_deadline is not None and now >= rec.drain_deadline:
+                lasted = now - rec.unreachable_since if rec.unreachable_since is not None else 0.0
+                actions.append(Kill(rec.key, rec.generation,
+                                    f"drain timeout; unreachable for {lasted:.0f}s ({rec.reason})",
+                                    failure=rec.failure_pending, lost=True))
+            elif now >= rec.next_check_at and not rec.health_inflight:
+                timeout = pool.health.timeout_s if pool else 3.0
+                actions.append(CheckHealth(rec.key, rec.generation, timeout))
+        elif rec.state is SlotState.DRAINING:
             if rec.drain_deadline is not None and now >= rec.drain_deadline:
                 actions.append(Kill(rec.key, rec.generation, "drain timeout", failure=rec.failure_pending))
+            elif now >= rec.next_check_at and not rec.health_inflight:
+                # still health-checked: a drain waits on a host that may have stopped answering, and
+                # the check is what tells (status says unreachable instead of draining)
+                timeout = pool.health.timeout_s if pool else 3.0
+                actions.append(CheckHealth(rec.key, rec.generation, timeout))
         elif rec.state is SlotState.STOPPING:
             actions.append(Kill(rec.key, rec.generation, rec.reason, failure=rec.failure_pending))
         elif wanted:

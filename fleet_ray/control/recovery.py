@@ -16,7 +16,7 @@ from typing import Literal
 
 from fleet_ray.spec.models import PoolSpec
 
-from .lifecycle import SlotKey, SlotRecord, SlotState, SlotTable
+from .lifecycle import LIVE, SlotKey, SlotRecord, SlotState, SlotTable
 
 LOST = "lost while the supervisor was down"
 # generations a supervisor hands out while it can't write them ahead (the store is degraded) come from
@@ -30,7 +30,7 @@ def undurable_generation(planned: int, epoch: int) -> int:
     """The generation to start a slot with when ``planned`` can't be written ahead: one from this
     supervisor's epoch range (which ``planned`` already is in after the first outage start)."""
     return max(planned, epoch * OUTAGE_STRIDE + 1)
-LIVE_STATES = (SlotState.STARTING, SlotState.RUNNING, SlotState.DRAINING, SlotState.STOPPING)
+LIVE_STATES = LIVE  # a position whose actor may be alive (unreachable included: Ray hasn't said it's dead)
 
 
 @dataclass(frozen=True)

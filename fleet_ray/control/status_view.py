@@ -54,6 +54,12 @@ def pool_state(recs: list[SlotRecord], desired: int, now: float) -> tuple[str, s
     running = sum(1 for r in recs if r.state is SlotState.RUNNING)
     pending = [r for r in recs if r.state is SlotState.PENDING and r.reason]
     degraded = [r for r in recs if r.backoff_until > now or (r.escalated and r.state is SlotState.FAILED)]
+    unreachable = [r for r in recs if r.state is SlotState.UNREACHABLE]
+    if unreachable:  # first: the slots may be alive, but nothing they do reaches the fleet
+        nodes = sorted({r.node_id[:12] for r in unreachable if r.node_id})
+        where = f" (node {', '.join(nodes)})" if nodes else ""
+        shown = ", ".join(r.slot_id for r in unreachable[:10]) + (", ..." if len(unreachable) > 10 else "")
+        return "unreachable", f"{len(unreachable)} slot(s) not answering{where}: {shown}"
     if degraded:
         return "degraded", f"{len(degraded)} slot(s) failing repeatedly; backing off"
     if pending:
@@ -84,6 +90,8 @@ def slot_status(r: SlotRecord, now: float) -> SlotStatus:
         progress=r.progress,
         reason=r.reason or waiting,
         backoff_s=round(max(0.0, r.backoff_until - now), 3),
+        unreachable_s=(round(now - r.unreachable_since, 3)
+                       if r.state is SlotState.UNREACHABLE and r.unreachable_since is not None else None),
         browser=BrowserSlotStatus.from_health(r.browser) if r.browser else None,
     )
 
@@ -141,7 +149,7 @@ def node_views(nodes: Iterable[NodeView], state: FleetState) -> list[NodeOut]:
     """Ray nodes with their tags (resources, labels) and the slots placed on each."""
     on: dict[str, list[str]] = {}
     for r in state.table:
-        if r.node_id and r.state in (SlotState.STARTING, SlotState.RUNNING, SlotState.DRAINING):
+        if r.node_id and r.state in (SlotState.STARTING, SlotState.RUNNING, SlotState.DRAINING, SlotState.UNREACHABLE):
             on.setdefault(r.node_id, []).append(r.slot_id)
     return [
         NodeOut(

@@ -217,7 +217,7 @@ def test_drain_timeout_kills_and_start_timeout_fails():
     (k,) = decide({"web": p}, t, {"web": None}, 506.0)
     assert isinstance(k, Kill) and k.failure and "not ready within 10s of its process starting" in k.reason
     t.transition(rec.key, SlotState.DRAINING)
-    rec.drain_deadline = 520.0
+    rec.drain_deadline, rec.next_check_at = 520.0, 1e9  # (a draining slot's health checks: their own test)
     assert decide({"web": p}, t, {"web": None}, 519.0) == []
     assert decide({"web": p}, t, {"web": None}, 520.0) == [Kill(("web", 0), 1, "drain timeout")]
 
