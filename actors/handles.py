@@ -6,11 +6,25 @@ actions back, which the supervisor carries out through the methods here. Polling
 ``ray.wait(..., timeout=0)`` over every outstanding call. :class:`WorkQueueCalls` does the same for
 batch pools' work queues. Unit tests hand the supervisor :class:`fleet_ray.testing.FakeSlotCalls` and
 :class:`fleet_ray.testing.FakeWorkQueues` instead: same methods, no Ray.
+
+**Unavailable is not dead.** A call that fails with ``ActorUnavailableError`` (Ray: "temporarily
+unavailable" — the connection to the actor broke and the GCS has not said it died: TCP connections
+reset, the host unreachable, or a host that just lost power) becomes
+:class:`~fleet_ray.control.lifecycle.Unreachable`, never ``Died``. Its watch (and a drain or start
+call in flight) is issued again after a short, doubling backoff; the supervisor re-checks it with
+health checks; and :meth:`SlotCalls.confirm` (run in a thread beside the node list) asks the GCS for
+the actor's state, so a slot Ray knows is dead becomes ``Died`` at once. A slot whose node Ray marks
+dead is dead too (the supervisor reads that from :meth:`SlotCalls.nodes`). A health check that times
+out is judged by its host: if anything on that node answered since the check went out, or a probe
+task pinned to the node answers, the slot is hung (``HealthTimeout``: unhealthy, recycled); if the
+host doesn't answer either, the slot is unreachable (the host may be partitioned: replacing it could
+leave two live actors for one position).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -18,7 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
+import ray._private.state
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from fleet_ray.actors.browser_slot import browser_slot_class
 from fleet_ray.actors.slot import SlotActor
@@ -33,10 +49,12 @@ from fleet_ray.control.lifecycle import (
     Ready,
     SlotKey,
     StartFailed,
+    Unreachable,
 )
 from fleet_ray.control.reconcile import NodeView
 from fleet_ray.names import HEAD_RESOURCE, parse_slot_actor_name, slot_actor_name, workqueue_name
-from fleet_ray.ray_boundary import is_actor_death, short_cause
+from fleet_ray.ray_boundary import short_cause
+from fleet_ray.redact import redact_url
 from fleet_ray.spec.models import PoolSpec
 from fleet_ray.store import open_work_log
 
@@ -45,15 +63,65 @@ from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
+REARM_S = 0.5  # a watch (drain, start) that failed "unavailable" is issued again after this, doubling ...
+REARM_MAX_S = 5.0  # ... up to this
+REARMED = ("watch", "drain", "start", "alive")  # idempotent calls issued again after "unavailable"
+PROBE_TIMEOUT_S = 3.0  # a host that doesn't run a probe task within this (or the check's timeout) is silent
+NO_SLOT: SlotKey = ("", -1)
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def host_probe() -> int:
+    """Runs on the node it is pinned to: the node's raylet and a worker there answer."""
+    return os.getpid()
+
+
+def gcs_actor_state(actor_id: str) -> tuple[str, str, bool] | None:
+    """The GCS's view of an actor: ``(state, death cause, died with its node)``, or None if unknown.
+
+    Ray's public ``ray.util.state.get_actor`` goes through the dashboard's API server (not every cluster
+    runs one, the test clusters don't); this asks the GCS directly, as ``ray._private.state.actors``
+    does (``ALIVE``, ``RESTARTING``, ``DEAD``, ...). Blocking: called from a thread."""
+    try:
+        info = ray._private.state.state.actor_table(actor_id)
+    except Exception as exc:  # the GCS is restarting, or this Ray changed the private API
+        log.debug("actor table of %s: %s", actor_id, exc)
+        return None
+    if not info:
+        return None
+    cause, node_died = "", False
+    death = info.get("DeathCause")
+    try:
+        which = death.WhichOneof("context") if death is not None else None
+        if which == "actor_died_error_context":
+            ctx = death.actor_died_error_context
+            cause = ctx.error_message
+            node_died = ctx.reason == ctx.NODE_DIED
+        elif which:
+            cause = str(getattr(death, which)).strip()
+    except Exception:  # not the proto this code knows
+        cause = str(death or "")
+    return str(info.get("State", "")), redact_url(" ".join(cause.split()))[:500], node_died
+
+
+def death_cause(exc: BaseException) -> tuple[str, bool]:
+    """A dead actor's error as one line, and whether it died with its node (Ray's message says so)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    node = [line for line in lines if "its node has died" in line or "node was terminated" in line]
+    if node:
+        return redact_url("its host was lost: " + " ".join(node))[:500], True
+    return short_cause(exc), False
 
 
 @dataclass
 class _Pending:
-    kind: str  # alive | start | watch | health | drain | config
+    kind: str  # alive | start | watch | health | drain | config | probe
     key: SlotKey
     generation: int
     deadline: float | None = None
     extra: Any = None
+    issued: float = 0.0  # when it went out (the supervisor's clock)
+    node: str = ""  # probe: the node it is pinned to
 
 
 class SlotCalls:
@@ -69,6 +137,17 @@ class SlotCalls:
         self._finished: deque[int] = deque()
         self._health: dict[int, _Pending] = {}
         self._next_id = 0
+        # reachability: which node each slot is on, when each node last answered anything, the slots
+        # that stopped answering (since when), calls to issue again, host probes (node → deadline) and
+        # the timed-out health checks waiting for their host's probe, and deaths the GCS confirmed
+        self._node_of: dict[SlotKey, str] = {}
+        self._heard: dict[str, float] = {}
+        self._suspects: dict[tuple[SlotKey, int], float] = {}
+        self._rearm: list[tuple[float, str, SlotKey, int]] = []
+        self._rearm_delay: dict[tuple[SlotKey, int, str], float] = {}
+        self._probes: dict[str, float] = {}
+        self._held: dict[str, list[_Pending]] = {}
+        self._confirmed: deque[Observation] = deque()
 
     # -- cluster -------------------------------------------------------------------------------
     @staticmethod
@@ -83,9 +162,28 @@ class SlotCalls:
                     resources=res,
                     labels={k: v for k, v in (n.get("Labels") or {}).items() if not k.startswith("ray.io/")},
                     is_head=HEAD_RESOURCE in res,
+                    death_reason="" if n.get("Alive") else str(n.get("DeathReasonMessage") or ""),
                 )
             )
         return out
+
+    def confirm(self) -> None:
+        """Ask the GCS about every slot that stopped answering: one Ray says is dead is reported
+        ``Died`` by the next :meth:`poll`. Blocking (a GCS round trip per slot): run it in a thread."""
+        for sk in dict(self._suspects):
+            key, generation = sk
+            handle = self._handle(key, generation)
+            if handle is None:
+                self._suspects.pop(sk, None)
+                continue
+            found = gcs_actor_state(handle._actor_id.hex())
+            if found is None or found[0] != "DEAD":
+                continue  # ALIVE (or restarting): unreachable is not dead
+            state, cause, node_died = found
+            if self._suspects.pop(sk, None) is not None:
+                why = cause or "no cause given"
+                text = f"its host was lost: {why}" if node_died else f"Ray says the actor is dead: {why}"
+                self._confirmed.append(Died(key, generation, text, host_lost=node_died))
 
     def live_slot_actors(self) -> dict[str, Any]:
         """Named slot actors that exist now in the fleet's namespace (for adoption after a restart)."""
@@ -154,10 +252,14 @@ class SlotCalls:
         entry = self._handles.get(key)
         return entry[1] if entry and entry[0] == generation else None
 
-    def health(self, key: SlotKey, generation: int, timeout_s: float, now: float) -> None:
+    def health(self, key: SlotKey, generation: int, timeout_s: float, now: float, node_id: str = "") -> None:
+        """A health check; ``node_id`` is where the supervisor knows the slot runs (for judging a
+        timeout by its host)."""
         h = self._handle(key, generation)
         if h is not None:
-            self._track(h.health.remote(), _Pending("health", key, generation, now + timeout_s))
+            if node_id:
+                self._node_of[key] = node_id
+            self._track(h.health.remote(), _Pending("health", key, generation, now + timeout_s, issued=now))
 
     def drain(self, key: SlotKey, generation: int) -> None:
         h = self._handle(key, generation)
@@ -181,6 +283,16 @@ class SlotCalls:
             if p.key == key and p.generation == generation:
                 del self._pending[call_id]
                 self._health.pop(call_id, None)
+        self._forget(key, generation)
+
+    def _forget(self, key: SlotKey, generation: int) -> None:
+        self._suspects.pop((key, generation), None)
+        self._rearm = [r for r in self._rearm if (r[2], r[3]) != (key, generation)]
+        for k in [k for k in self._rearm_delay if (k[0], k[1]) == (key, generation)]:
+            del self._rearm_delay[k]
+        for node, held in list(self._held.items()):
+            self._held[node] = [p for p in held if (p.key, p.generation) != (key, generation)]
+        self._node_of.pop(key, None)
 
     def kill_by_name(self, name: str) -> None:
         try:
@@ -210,33 +322,130 @@ class SlotCalls:
 
     # -- observation ---------------------------------------------------------------------------
     def poll(self, now: float) -> list[Observation]:
-        """Collect every finished call without blocking; time out overdue health checks."""
+        """Collect every finished call without blocking; judge overdue health checks; issue again the
+        calls that failed "unavailable" and are due; report the deaths :meth:`confirm` found."""
         out: list[Observation] = []
+        while self._confirmed:
+            out.append(self._confirmed.popleft())
         while self._finished:
             call_id = self._finished.popleft()
             entry = self._pending.pop(call_id, None)
             if entry is None:
                 continue  # its slot was killed meanwhile
             p, future = entry
+            if p.kind == "probe":
+                out.extend(self._probe_done(p, future, now))
+                continue
             self._health.pop(call_id, None)
             try:
                 value = future.result(timeout=0)
-            except RayActorError as exc:
-                if p.kind == "start" and not is_actor_death(exc):
-                    out.append(StartFailed(p.key, p.generation, short_cause(exc)))
-                else:
-                    out.append(Died(p.key, p.generation, short_cause(exc)))
-                continue
-            except Exception as exc:  # RayTaskError (the remote method raised) or anything else
+            except RayTaskError as exc:  # the remote method raised: the slot answered
+                self._answered(p, now)
                 out.append(self._task_error(p, exc))
                 continue
+            except ActorUnavailableError as exc:  # no answer, and Ray hasn't said it's dead
+                out.append(self._unavailable(p, exc, now))
+                continue
+            except RayActorError as exc:  # Ray says the actor is dead (ActorDiedError)
+                self._suspects.pop((p.key, p.generation), None)
+                cause, host_lost = death_cause(exc)
+                out.append(Died(p.key, p.generation, cause, host_lost=host_lost))
+                continue
+            except Exception as exc:  # anything else (an object lost, ...)
+                out.append(self._task_error(p, exc))
+                continue
+            if p.kind in ("alive", "start") and isinstance(value, dict) and value.get("node_id"):
+                self._node_of[p.key] = value["node_id"]
+            self._answered(p, now)
             out.extend(self._value(p, value))
-        for call_id, p in list(self._health.items()):
-            if p.deadline is not None and now >= p.deadline:
-                del self._health[call_id]
-                self._pending.pop(call_id, None)
-                out.append(HealthTimeout(p.key, p.generation))
+        self._issue_again(now)
+        self._judge_health(now, out)
         return out
+
+    # -- reachability ----------------------------------------------------------------------------
+    def _answered(self, p: _Pending, now: float) -> None:
+        """The slot answered a call: it (and its host) can be reached."""
+        sk = (p.key, p.generation)
+        self._suspects.pop(sk, None)
+        for k in [k for k in self._rearm_delay if (k[0], k[1]) == sk]:
+            del self._rearm_delay[k]
+        node = self._node_of.get(p.key)
+        if node:
+            self._heard[node] = now
+
+    def _unavailable(self, p: _Pending, exc: BaseException, now: float) -> Observation:
+        sk = (p.key, p.generation)
+        self._suspects.setdefault(sk, now)
+        if p.kind in REARMED and self._handle(p.key, p.generation) is not None:
+            delay = self._rearm_delay.get((*sk, p.kind), REARM_S)
+            self._rearm_delay[(*sk, p.kind)] = min(delay * 2, REARM_MAX_S)
+            self._rearm.append((now + delay, p.kind, p.key, p.generation))
+        return Unreachable(p.key, p.generation, short_cause(exc), call=p.kind)
+
+    def _issue_again(self, now: float) -> None:
+        if not self._rearm:
+            return
+        due = [r for r in self._rearm if r[0] <= now]
+        if not due:
+            return
+        self._rearm = [r for r in self._rearm if r[0] > now]
+        for _, kind, key, generation in due:
+            h = self._handle(key, generation)
+            if h is not None:
+                method = {"alive": h.info, "start": h.start, "watch": h.watch, "drain": h.drain}[kind]
+                self._track(method.remote(), _Pending(kind, key, generation, issued=now))
+
+    def _judge_health(self, now: float, out: list[Observation]) -> None:
+        """Overdue health checks: hung (the host answers) or unreachable (it doesn't either)."""
+        for call_id, p in list(self._health.items()):
+            if p.deadline is None or now < p.deadline:
+                continue
+            del self._health[call_id]
+            self._pending.pop(call_id, None)
+            node = self._node_of.get(p.key, "")
+            if not node or self._heard.get(node, float("-inf")) >= p.issued:
+                out.append(HealthTimeout(p.key, p.generation))  # its host answers: the slot is hung
+                continue
+            probe_deadline = self._probes.get(node)
+            if probe_deadline is not None and now >= probe_deadline:  # an earlier probe is unanswered still
+                out.append(self._silent(p, node))
+                continue
+            if probe_deadline is None and not self._probe(node, now, max(PROBE_TIMEOUT_S, p.deadline - p.issued)):
+                out.append(self._silent(p, node))
+                continue
+            self._held.setdefault(node, []).append(p)
+        for node, deadline in list(self._probes.items()):
+            if now >= deadline and self._held.get(node):
+                out.extend(self._silent(p, node) for p in self._held.pop(node))
+
+    def _probe(self, node: str, now: float, timeout_s: float) -> bool:
+        """A task pinned to ``node``: whether the host answers at all (one in flight per node)."""
+        try:
+            ref = host_probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
+        except Exception as exc:  # not a node id Ray takes
+            log.debug("probe of node %s: %s", node, exc)
+            return False
+        self._probes[node] = now + timeout_s
+        self._track(ref, _Pending("probe", NO_SLOT, 0, now + timeout_s, issued=now, node=node))
+        return True
+
+    def _probe_done(self, p: _Pending, future: Any, now: float) -> list[Observation]:
+        self._probes.pop(p.node, None)
+        held = self._held.pop(p.node, [])
+        try:
+            future.result(timeout=0)
+        except Exception as exc:  # it could not run there (the node is dead or going)
+            log.debug("probe of node %s failed: %s", p.node, short_cause(exc))
+            return [self._silent(h, p.node) for h in held]
+        self._heard[p.node] = now
+        return [HealthTimeout(h.key, h.generation) for h in held if self._handle(h.key, h.generation) is not None]
+
+    def _silent(self, p: _Pending, node: str) -> Observation:
+        self._suspects.setdefault((p.key, p.generation), p.deadline or 0.0)
+        timeout = (p.deadline or 0.0) - p.issued
+        return Unreachable(p.key, p.generation,
+                           f"no answer to a health check in {timeout:g}s, and its host (node {node[:12]}) "
+                           "doesn't answer either", call="health")
 
     @staticmethod
     def _task_error(p: _Pending, exc: BaseException) -> Observation:
@@ -273,7 +482,7 @@ class SlotCalls:
         if p.kind == "drain":
             return [Drained(p.key, p.generation)]
         if p.kind == "alive":
-            return [Alive(p.key, p.generation)]
+            return [Alive(p.key, p.generation, str(v.get("node_id") or "") if isinstance(v, dict) else "")]
         if p.kind == "config":
             return [ConfigResult(p.key, p.generation, v["applied"], p.extra, v.get("error"))]
         return []  # watch returned: the slot stopped on purpose

@@ -37,7 +37,7 @@ from ray.util.metrics import Counter, Gauge
 
 log = logging.getLogger(__name__)
 
-STATES = ("pending", "starting", "running", "draining", "stopping", "failed")
+STATES = ("pending", "starting", "running", "draining", "stopping", "failed", "unreachable")
 FAILURE_KINDS = ("slot.died", "slot.start_failed", "slot.unhealthy", "config.rejected")
 
 

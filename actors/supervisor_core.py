@@ -45,6 +45,7 @@ from fleet_ray.control.reconcile import (
     PushConfig,
     Start,
     decide,
+    node_deaths,
     placement_problem,
 )
 from fleet_ray.control.recovery import undurable_generation
@@ -133,12 +134,14 @@ class SupervisorCore:
 
     def _reconcile(self, now: float) -> None:
         st = self.state
-        for obs in self.calls.poll(now):
+        # a node Ray marks dead takes every slot on it at once (none waits out a drain or a re-check)
+        for obs in [*node_deaths(st.table, self.nodes), *self.calls.poll(now)]:
             pool = st.desired.get(obs.key[0])
             jitter = self._rng.random() * (pool.health.jitter if pool else 0.1)
-            self.journal.record(observe(st.table, obs, now, pool, jitter))
-            if isinstance(obs, Died):
-                self._slot_gone(obs.key, obs.generation, obs.cause, died=True)
+            events = observe(st.table, obs, now, pool, jitter)
+            self.journal.record(events)
+            if isinstance(obs, Died) and any(e.kind == "slot.died" for e in events):
+                self._slot_gone(obs.key, obs.generation, obs.cause, died=True)  # once per generation
             if isinstance(obs, HealthReport) and obs.ok:
                 st.routine_dirty = True  # only a task count moved: checkpointed every few seconds
             else:
@@ -188,7 +191,7 @@ class SupervisorCore:
                 st.table.transition(a.key, SlotState.PENDING, a.reason)
             elif isinstance(a, CheckHealth):
                 rec.health_inflight = True
-                self.calls.health(a.key, a.generation, a.timeout_s, now)
+                self.calls.health(a.key, a.generation, a.timeout_s, now, node_id=rec.node_id)
             elif isinstance(a, Drain):
                 rec.drain_deadline = now + a.timeout_s
                 rec.failure_pending, rec.retire = a.failure, a.retire
@@ -199,7 +202,9 @@ class SupervisorCore:
                 if a.failure:
                     self.specs.rollout_failure(rec, a.reason)
                 self.calls.kill(a.key, a.generation)
-                self._slot_gone(a.key, a.generation, a.reason, died=False)
+                # a slot killed while its host doesn't answer is lost with what it held: a crash record
+                self._slot_gone(a.key, a.generation, f"its host stopped answering: {a.reason}" if a.lost else a.reason,
+                                died=a.lost)
                 if rec.state is not SlotState.STOPPING:
                     rec.reason = a.reason
                 self.journal.record(finish_stop(st.table, a.key, now, pool, a.failure))
@@ -254,8 +259,10 @@ class SupervisorCore:
         await asyncio.to_thread(self.checkpointer.persist_once)
 
     async def _refresh_nodes(self) -> None:
-        """The cluster's node list (a GCS round trip), in a thread, outside the step."""
+        """The cluster's node list, and the actor state of slots that stopped answering (GCS round
+        trips), in a thread, outside the step."""
         self.nodes = await asyncio.to_thread(self.calls.nodes)
+        await asyncio.to_thread(self.calls.confirm)
 
     # -- answers -----------------------------------------------------------------------------------
     def status(self) -> FleetStatus:

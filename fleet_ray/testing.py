@@ -14,10 +14,12 @@ from fleet_ray.control.lifecycle import (
     Died,
     Drained,
     HealthReport,
+    HealthTimeout,
     Observation,
     Ready,
     SlotKey,
     StartFailed,
+    Unreachable,
 )
 from fleet_ray.control.reconcile import NodeView
 from fleet_ray.errors import StoreUnavailable
@@ -26,6 +28,10 @@ from fleet_ray.spec.models import PoolSpec
 from fleet_ray.store.memory import MemoryStore
 
 __all__ = ["FakeClock", "FakeSlot", "FakeSlotCalls", "FakeWorkQueues", "FlakyStore", "MemoryStore"]
+
+#: what Ray's ``ActorUnavailableError`` says after the connections to a slot's host reset
+UNAVAILABLE = ("ActorUnavailableError: The actor 0123 is unavailable: The actor is temporarily unavailable: "
+               "RpcError: RPC error: Socket closed rpc_code: 14.")
 
 
 class FakeClock:
@@ -85,6 +91,16 @@ class FakeSlotCalls:
     :meth:`poll`, health checks pass, drains finish and configs apply. A test changes that with
     :meth:`die`, :attr:`failing_starts` and :attr:`unhealthy`, and puts actors that outlived a supervisor
     into :attr:`live` (via :meth:`add_live`) before a core recovers.
+
+    Hosts that can't be reached, as :class:`fleet_ray.actors.handles.SlotCalls` reports them:
+    :meth:`reset_connections` (every call to a node's slots fails "temporarily unavailable", as Ray's
+    ``ActorUnavailableError`` after a TCP reset), :meth:`partition` (a node answers nothing: its
+    slots' health checks time out, and so does the probe of the host), :attr:`hung` (a slot doesn't
+    answer its health checks though its host does), :attr:`busy` (a slot's drain waits for its
+    in-flight work), :meth:`heal` (the node answers again; what it
+    held back is answered), :meth:`lose_node` (Ray marks the node dead) and :meth:`gcs_dead` (the GCS
+    says the actor is dead: found by the next :meth:`confirm`). Slots are placed on ``node_for[pool]``
+    (default :attr:`node_id`).
     """
 
     node_id: str = "node-1"
@@ -97,9 +113,19 @@ class FakeSlotCalls:
     attached: list[tuple[SlotKey, int, bool]] = field(default_factory=list)
     killed: list[str] = field(default_factory=list)  # actor names
     drained: list[tuple[SlotKey, int]] = field(default_factory=list)
+    node_for: dict[str, str] = field(default_factory=dict)  # pool -> node its slots are placed on
+    hung: set[SlotKey] = field(default_factory=set)  # positions whose health checks time out (host answers)
+    busy: set[SlotKey] = field(default_factory=set)  # positions whose drains wait (for in-flight work)
+    resetting: set[str] = field(default_factory=set)  # nodes whose calls fail "temporarily unavailable"
+    partitioned: set[str] = field(default_factory=set)  # nodes that answer nothing
+    health_calls: list[tuple[SlotKey, int]] = field(default_factory=list)
     _handles: dict[SlotKey, tuple[int, FakeSlot]] = field(default_factory=dict)
     _queued: list[Observation] = field(default_factory=list)
     _next_pid: int = 1000
+    _where: dict[SlotKey, str] = field(default_factory=dict)  # position -> node of its current actor
+    _waiting: list[tuple[str, SlotKey, int, float, float]] = field(default_factory=list)  # held calls
+    _dead_in_gcs: set[tuple[SlotKey, int]] = field(default_factory=set)
+    _suspects: set[tuple[SlotKey, int]] = field(default_factory=set)
 
     # -- cluster -----------------------------------------------------------------------------------
     def nodes(self) -> list[NodeView]:
@@ -118,38 +144,137 @@ class FakeSlotCalls:
         self._next_pid += 1
         return self._next_pid
 
+    def add_node(self, node_id: str, resources: dict[str, float] | None = None, **labels: str) -> NodeView:
+        view = NodeView(node_id, True, resources or {"CPU": 16.0}, labels)
+        self.nodes_seen.append(view)
+        return view
+
+    def confirm(self) -> None:
+        """What the real one asks the GCS: a slot that stopped answering and is dead there is ``Died``."""
+        for sk in sorted(self._suspects & self._dead_in_gcs):
+            self._suspects.discard(sk)
+            self._queued.append(Died(sk[0], sk[1], "Ray says the actor is dead: the actor's worker process died"))
+
+    # -- hosts that can't be reached -----------------------------------------------------------------
+    def on_node(self, node: str) -> list[SlotKey]:
+        return sorted(k for k, n in self._where.items() if n == node and k in self._handles)
+
+    def reset_connections(self, node: str) -> None:
+        """Every connection to ``node`` resets (its processes alive): each slot's watch fails
+        "temporarily unavailable" at the next poll, and so does every call until :meth:`heal`."""
+        self.resetting.add(node)
+        for key in self.on_node(node):
+            generation = self._handles[key][0]
+            self._suspects.add((key, generation))
+            self._queued.append(Unreachable(key, generation, UNAVAILABLE, call="watch"))
+
+    def partition(self, node: str) -> None:
+        """``node`` answers nothing (link down): calls to its slots wait; health checks time out and
+        the host doesn't answer a probe either."""
+        self.partitioned.add(node)
+
+    def heal(self, node: str) -> None:
+        """``node`` answers again: the calls it held back are answered (a health check that is past its
+        deadline was judged at the deadline already, as the real wrapper does)."""
+        self.resetting.discard(node)
+        self.partitioned.discard(node)
+        held, self._waiting = self._waiting, []
+        for w in held:
+            kind, key, generation = w[0], w[1], w[2]
+            slot = self._handle(key, generation)
+            if slot is None or self._where.get(key) != node:
+                if slot is not None:
+                    self._waiting.append(w)
+                continue
+            if kind == "drain":
+                self._queued.append(Drained(key, generation))
+            elif key in self.hung:
+                self._waiting.append(w)  # a hung slot still doesn't answer
+            else:
+                error = self.unhealthy.get(key)
+                self._queued.append(HealthReport(key, generation, ok=error is None, tasks=slot.tasks, error=error))
+
+    def lose_node(self, node: str, reason: str = "health check failed due to missing too many heartbeats",
+                  watch_errors: bool = True) -> None:
+        """Ray marks ``node`` dead: every actor on it is gone; with ``watch_errors`` their watch calls
+        also fail with ``ActorDiedError`` (Ray's message names the node)."""
+        self.nodes_seen = [NodeView(n.node_id, False, n.resources, n.labels, n.is_head, reason)
+                           if n.node_id == node else n for n in self.nodes_seen]
+        for key in self.on_node(node):
+            generation, slot = self._handles[key]
+            self.live.pop(slot.name, None)
+            self._dead_in_gcs.add((key, generation))
+            if watch_errors:
+                self._queued.append(Died(key, generation, f"its host was lost: the actor died because its node "
+                                                          f"has died. Node Id: {node}", host_lost=True))
+        self._waiting = [w for w in self._waiting if self._where.get(w[1]) != node]
+
+    def gcs_dead(self, key: SlotKey) -> None:
+        """The position's actor is dead as far as the GCS knows (its process gone), though no call said so."""
+        generation, slot = self._handles[key]
+        self.live.pop(slot.name, None)
+        self._dead_in_gcs.add((key, generation))
+
+    def _reach(self, key: SlotKey) -> str:
+        """``ok``, ``reset`` or ``silent``: how the node of ``key``'s actor answers now."""
+        node = self._where.get(key, self.node_id)
+        if node in self.partitioned:
+            return "silent"
+        if node in self.resetting:
+            return "reset"
+        return "ok"
+
     # -- slot actors -------------------------------------------------------------------------------
     def create(self, key: SlotKey, generation: int, pool: PoolSpec, batch: bool,
                runtime_env: dict | None = None) -> None:
         slot = FakeSlot(slot_actor_name(key[0], key[1], generation), self._pid(), version=pool.version)
         self.live[slot.name] = slot
         self.created.append((key, generation))
+        self._where[key] = self.node_for.get(key[0], self.node_id)
         self.attach(key, generation, slot, start=True)
 
     def attach(self, key: SlotKey, generation: int, handle: Any, start: bool) -> None:
         self._handles[key] = (generation, handle)
+        self._where.setdefault(key, self.node_for.get(key[0], self.node_id))
         self.attached.append((key, generation, start))
         if start:
-            self._queued.append(Alive(key, generation))
+            node = self._where[key]
+            self._queued.append(Alive(key, generation, node))
             cause = self.failing_starts.get(key[0])
             if cause is not None:
                 self._queued.append(StartFailed(key, generation, cause))
             else:
-                self._queued.append(Ready(key, generation, handle.pid, self.node_id, handle.version))
+                self._queued.append(Ready(key, generation, handle.pid, node, handle.version))
 
     def _handle(self, key: SlotKey, generation: int) -> FakeSlot | None:
         entry = self._handles.get(key)
         return entry[1] if entry and entry[0] == generation else None
 
-    def health(self, key: SlotKey, generation: int, timeout_s: float, now: float) -> None:
+    def health(self, key: SlotKey, generation: int, timeout_s: float, now: float, node_id: str = "") -> None:
         slot = self._handle(key, generation)
-        if slot is not None:
+        if slot is None:
+            return
+        self.health_calls.append((key, generation))
+        reach = self._reach(key)
+        if reach == "reset":
+            self._queued.append(Unreachable(key, generation, UNAVAILABLE, call="health"))
+        elif reach == "silent" or key in self.hung:
+            self._waiting.append(("health", key, generation, now + timeout_s, timeout_s))
+        else:
             error = self.unhealthy.get(key)
             self._queued.append(HealthReport(key, generation, ok=error is None, tasks=slot.tasks, error=error))
 
     def drain(self, key: SlotKey, generation: int) -> None:
-        if self._handle(key, generation) is not None:
-            self.drained.append((key, generation))
+        if self._handle(key, generation) is None:
+            return
+        self.drained.append((key, generation))
+        reach = self._reach(key)
+        if reach == "reset":
+            self._queued.append(Unreachable(key, generation, UNAVAILABLE, call="drain"))
+            self._waiting.append(("drain", key, generation, float("inf"), 0.0))  # issued again: answered on heal
+        elif reach == "silent" or key in self.busy:
+            self._waiting.append(("drain", key, generation, float("inf"), 0.0))
+        else:
             self._queued.append(Drained(key, generation))
 
     def reconfigure(self, key: SlotKey, generation: int, config: dict, config_hash: str) -> None:
@@ -163,6 +288,8 @@ class FakeSlotCalls:
             self.live.pop(entry[1].name, None)
             self.killed.append(entry[1].name)
         self._queued = [o for o in self._queued if (o.key, o.generation) != (key, generation)]
+        self._waiting = [w for w in self._waiting if (w[1], w[2]) != (key, generation)]
+        self._suspects.discard((key, generation))
 
     def kill_by_name(self, name: str) -> None:
         if self.live.pop(name, None) is not None:
@@ -184,6 +311,19 @@ class FakeSlotCalls:
     # -- observation -------------------------------------------------------------------------------
     def poll(self, now: float) -> list[Observation]:
         out, self._queued = self._queued, []
+        waiting = []
+        for w in self._waiting:
+            kind, key, generation, deadline, timeout_s = w
+            if kind != "health" or now < deadline:
+                waiting.append(w)
+            elif self._reach(key) == "silent":
+                self._suspects.add((key, generation))
+                out.append(Unreachable(key, generation, f"no answer to a health check in {timeout_s:g}s, and its "
+                                                        f"host (node {self._where.get(key, '')[:12]}) doesn't answer "
+                                                        "either", call="health"))
+            else:
+                out.append(HealthTimeout(key, generation))  # the host answers: the slot is hung
+        self._waiting = waiting
         return out
 
     # -- packaged automations ----------------------------------------------------------------------

@@ -59,7 +59,14 @@ class Rig:
         while self.clock.now < end:
             self.core.step()
             self.core.checkpointer.persist_once()
+            self.refresh_nodes()
             self.clock.advance(every)
+
+    def refresh_nodes(self) -> None:
+        """What the supervisor's node-list loop does beside the step (the node list, the GCS's word
+        on slots that stopped answering)."""
+        self.core.nodes = self.calls.nodes()
+        self.calls.confirm()
 
     def status(self):
         return self.core.status()

@@ -1,0 +1,217 @@
+"""SlotCalls (actors/handles.py) turning what Ray answers into observations, with fake actor handles
+whose calls the test finishes: "temporarily unavailable" is not death, the calls that failed so are
+issued again, a timed-out health check is judged by whether its host answers, and the GCS's word
+confirms a death. No Ray is started: Ray's exception classes are plain Python."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
+
+from fleet_ray.actors import handles
+from fleet_ray.actors.handles import REARM_S, SlotCalls
+from fleet_ray.control.lifecycle import Alive, Died, HealthReport, HealthTimeout, Ready, Unreachable
+
+KEY, OTHER = ("web", 0), ("web", 1)
+NODE = "ab" * 28
+
+
+class Ref:
+    def __init__(self) -> None:
+        self.fut: Future = Future()
+
+    def future(self) -> Future:
+        return self.fut
+
+
+class Method:
+    def __init__(self) -> None:
+        self.calls: list[Ref] = []
+
+    def remote(self, *args: Any) -> Ref:
+        self.calls.append(Ref())
+        return self.calls[-1]
+
+    @property
+    def last(self) -> Future:
+        return self.calls[-1].fut
+
+
+class ActorID:
+    def hex(self) -> str:
+        return "12ab" * 8
+
+
+class Handle:
+    def __init__(self) -> None:
+        for name in ("info", "start", "watch", "health", "drain", "reconfigure"):
+            setattr(self, name, Method())
+        self._actor_id = ActorID()
+
+
+class Probe:
+    """Stands in for the host probe task: ``options(...).remote()`` hands out refs the test finishes."""
+
+    def __init__(self) -> None:
+        self.method, self.nodes = Method(), []
+
+    def options(self, scheduling_strategy: Any = None) -> Method:
+        self.nodes.append(scheduling_strategy.node_id)
+        return self.method
+
+
+def unavailable() -> ActorUnavailableError:
+    return ActorUnavailableError("The actor is temporarily unavailable: RpcError: RPC error: Socket closed", b"\1" * 16)
+
+
+def node_died() -> ActorDiedError:
+    exc = ActorDiedError()
+    exc.error_msg = ("The actor died unexpectedly before finishing this task.\n\tclass_name: SlotActor\n"
+                     f"The actor died because its node has died. Node Id: {NODE}\n\tthe actor's node was "
+                     "terminated unexpectedly: health check failed due to missing too many heartbeats")
+    return exc
+
+
+@pytest.fixture
+def probe(monkeypatch) -> Probe:
+    p = Probe()
+    monkeypatch.setattr(handles, "host_probe", p)
+    return p
+
+
+@pytest.fixture
+def calls() -> SlotCalls:
+    return SlotCalls("test", "memory://")
+
+
+def started(calls: SlotCalls, key=KEY, now: float = 0.0) -> Handle:
+    h = Handle()
+    calls.attach(key, 1, h, start=True)
+    h.info.last.set_result({"pid": 7, "node_id": NODE, "lessee": "x"})
+    h.start.last.set_result({"pid": 7, "node_id": NODE, "version": None})
+    assert calls.poll(now) == [Alive(key, 1, NODE), Ready(key, 1, 7, NODE, None)]
+    return h
+
+
+def test_an_unavailable_watch_is_unreachable_not_dead_and_is_issued_again(calls):
+    h = started(calls)
+    h.watch.last.set_exception(unavailable())
+    (obs,) = calls.poll(1.0)
+    assert isinstance(obs, Unreachable) and obs.call == "watch" and "temporarily unavailable" in obs.cause
+    assert len(h.watch.calls) == 1
+    calls.poll(1.0 + REARM_S / 2)
+    assert len(h.watch.calls) == 1  # not before its backoff
+    calls.poll(1.0 + REARM_S)
+    assert len(h.watch.calls) == 2  # re-armed: a death is noticed again at once
+    h.watch.last.set_exception(unavailable())  # still no answer: the next one waits twice as long
+    calls.poll(2.0)
+    calls.poll(2.0 + REARM_S)
+    assert len(h.watch.calls) == 2
+    calls.poll(2.0 + 2 * REARM_S)
+    assert len(h.watch.calls) == 3
+
+
+def test_an_error_the_slot_raised_is_its_answer_even_when_it_is_an_actor_error(calls):
+    h = started(calls)
+    calls.health(KEY, 1, 3.0, 1.0, node_id=NODE)
+    h.health.last.set_exception(RayTaskError("health", "tb", unavailable()).as_instanceof_cause())
+    (obs,) = calls.poll(1.5)
+    assert isinstance(obs, HealthReport) and not obs.ok
+
+
+def test_a_death_ray_reports_with_its_node_is_a_lost_host(calls):
+    h = started(calls)
+    h.watch.last.set_exception(node_died())
+    (obs,) = calls.poll(1.0)
+    assert isinstance(obs, Died) and obs.host_lost
+    assert obs.cause.startswith("its host was lost: The actor died because its node has died.")
+    h2 = started(calls, OTHER)
+    h2.watch.last.set_exception(ActorDiedError())
+    (obs,) = calls.poll(2.0)
+    assert isinstance(obs, Died) and not obs.host_lost and obs.cause.startswith("ActorDiedError")
+
+
+def test_a_timed_out_health_check_is_hung_when_the_host_answered_meanwhile(calls, probe):
+    h, sibling = started(calls), started(calls, OTHER)
+    calls.health(KEY, 1, 3.0, 10.0, node_id=NODE)
+    calls.health(OTHER, 1, 3.0, 10.0, node_id=NODE)
+    sibling.health.last.set_result({"ok": True})
+    assert isinstance(calls.poll(11.0)[0], HealthReport)
+    assert calls.poll(13.0) == [HealthTimeout(KEY, 1)]  # the same host answered after it went out
+    assert probe.nodes == [] and h.health.calls
+
+
+def test_a_timed_out_health_check_waits_for_a_probe_of_its_host(calls, probe):
+    started(calls)
+    calls.health(KEY, 1, 3.0, 10.0, node_id=NODE)
+    assert calls.poll(13.0) == []  # held: is the host there at all?
+    assert probe.nodes == [NODE]
+    probe.method.last.set_result(4242)  # it is: the slot itself is hung
+    assert calls.poll(13.5) == [HealthTimeout(KEY, 1)]
+
+
+def test_a_host_that_doesnt_answer_its_probe_makes_its_slots_unreachable(calls, probe):
+    started(calls)
+    started(calls, OTHER)
+    calls.health(KEY, 1, 3.0, 10.0, node_id=NODE)
+    calls.health(OTHER, 1, 3.0, 10.5, node_id=NODE)
+    assert calls.poll(13.0) == [] and calls.poll(14.0) == []  # both held for one probe of their host
+    silent = calls.poll(16.0)  # the probe's deadline (3 s) passed: the host is silent
+    assert [(o.key, type(o).__name__, o.call) for o in silent] == [(KEY, "Unreachable", "health"),
+                                                                   (OTHER, "Unreachable", "health")]
+    assert "its host (node abababababab) doesn't answer either" in silent[0].cause
+    calls.health(KEY, 1, 3.0, 16.5, node_id=NODE)  # a re-check: the probe is still unanswered
+    (again,) = calls.poll(19.5)
+    assert isinstance(again, Unreachable) and len(probe.nodes) == 1  # no second probe piled up
+    probe.method.last.set_result(1)  # the host is back (late): the next timed-out check means hung
+    calls.poll(20.0)
+    calls.health(KEY, 1, 3.0, 19.0, node_id=NODE)
+    assert calls.poll(22.0) == [HealthTimeout(KEY, 1)]
+
+
+def test_a_probe_that_cant_run_on_its_node_means_the_host_is_silent(calls, probe):
+    started(calls)
+    calls.health(KEY, 1, 3.0, 10.0, node_id=NODE)
+    calls.poll(13.0)
+    probe.method.last.set_exception(RuntimeError("TaskUnschedulableError: the node died"))
+    (obs,) = calls.poll(13.2)
+    assert isinstance(obs, Unreachable)
+
+
+def test_confirm_asks_the_gcs_and_reports_only_a_dead_actor(calls, monkeypatch):
+    h = started(calls)
+    h.watch.last.set_exception(unavailable())
+    calls.poll(1.0)
+    answers = {"state": ("ALIVE", "", False)}
+    monkeypatch.setattr(handles, "gcs_actor_state", lambda actor_id: answers["state"])
+    calls.confirm()
+    assert [o for o in calls.poll(1.1) if isinstance(o, Died)] == []  # alive: unavailable is not dead
+    answers["state"] = ("DEAD", "The actor died because its node has died.", True)
+    calls.confirm()
+    (died,) = [o for o in calls.poll(1.2) if isinstance(o, Died)]
+    assert died.host_lost and died.cause == "its host was lost: The actor died because its node has died."
+    calls.confirm()
+    assert calls.poll(1.3) == []  # reported once
+
+
+def test_an_answer_clears_the_suspicion_and_a_kill_forgets_everything(calls, monkeypatch):
+    h = started(calls)
+    monkeypatch.setattr(handles, "gcs_actor_state", lambda actor_id: ("DEAD", "gone", False))
+    h.watch.last.set_exception(unavailable())
+    calls.poll(1.0)
+    calls.health(KEY, 1, 3.0, 1.1, node_id=NODE)
+    h.health.last.set_result({"ok": True})
+    calls.poll(1.2)
+    calls.confirm()  # it answered: not asked about
+    assert calls.poll(1.3) == []
+    h.drain.remote()  # (a call of the test's own)
+    calls.drain(KEY, 1)
+    h.drain.last.set_exception(unavailable())
+    calls.poll(2.0)
+    calls.kill(KEY, 1)
+    calls.confirm()
+    assert calls.poll(10.0) == []
+    assert len(h.drain.calls) == 2 and len(h.watch.calls) == 2  # nothing issued again after the kill
