@@ -86,6 +86,7 @@ def test_a_partition_shows_unreachable_while_it_lasts_and_replaces_nothing(rig, 
     assert states(sup) == [(f"web:{i}", "running", 1) for i in range(3)]
     assert calls.created == [(("web", i), 1) for i in range(3)] and calls.killed == []
     assert one_actor_per_position(calls) and crashes(store) == []
+    assert sup.workqueues.released == []  # its leases stand: the slots finish what they hold
 
 
 def test_unavailable_then_its_node_dead_replaces_each_slot_once_with_one_crash_record(rig, store):
