@@ -14,6 +14,15 @@
 #   FLEET_REDIS_PORT=6390  FLEET_RAY_PORT=6380  FLEET_VENV=~/fleet   (6390: clear of a distro Redis on 6379)
 #   FLEET_API_PORT=8470, FLEET_NAMESPACE=fleet, ... any fleet-ray setting (the CLI reads them too)
 #   RAY_TMPDIR=...                     where Ray keeps its sessions (default /tmp)
+#   RAY_health_check_period_ms=1000 RAY_health_check_timeout_ms=2000 RAY_health_check_failure_threshold=5
+#                                      (head) how fast Ray's GCS declares a host that stopped answering
+#                                      dead (Ray's defaults 3000/10000/5: over a minute), so its slots
+#                                      are replaced sooner; a slow but live host is declared dead sooner too
+#
+# Ray token authentication is on for every fleet cluster: the head generates ~/.ray/auth_token
+# (mode 0600) when it has no token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or that file); every worker
+# needs the same token (the cluster YAMLs' cluster_synced_files copy it from the head). fleet-env.sh
+# exports RAY_AUTH_MODE=token wherever a token exists. RAY_AUTH_MODE=disabled in node.env opts out.
 #
 # The fleet's Redis writes its append-only file under ~/fleet-redis and is shut down (state kept on
 # disk) when this host's Ray head stops, so `ray down` leaves no process behind; the next `ray up`
@@ -57,6 +66,13 @@ case "${1:-}" in
     # doesn't recover dead nodes and actors from them. The fleet's own state (db 1) stays; the
     # supervisor recovers from its checkpoint there and starts the slots again.
     "$BIN/python" -c "import redis,sys; redis.Redis(port=int(sys.argv[1]), db=0).flushdb()" "$REDIS_PORT"
+    if [ "${RAY_AUTH_MODE:-}" != "disabled" ] && [ -z "${RAY_AUTH_TOKEN:-}" ] && [ -z "${RAY_AUTH_TOKEN_PATH:-}" ] &&
+       [ ! -s "$HOME/.ray/auth_token" ]; then
+      # never printed: `ray up` shows the start commands' output
+      (umask 077 && "$BIN/ray" get-auth-token --generate >/dev/null 2>&1)
+      echo "fleet-node: generated this cluster's Ray auth token in ~/.ray/auth_token (every host needs it)"
+      . "$(dirname "$0")/fleet-env.sh"  # RAY_AUTH_MODE=token now that there is a token
+    fi
     RAY_REDIS_ADDRESS="127.0.0.1:$REDIS_PORT" "$BIN/ray" start --head --port="$RAY_PORT" \
       --dashboard-host=127.0.0.1 --autoscaling-config="$HOME/ray_bootstrap_config.yaml" \
       --disable-usage-stats "${tags[@]}"
@@ -74,9 +90,23 @@ EOF
     FLEET_STORE_URL="redis://127.0.0.1:$REDIS_PORT/1" "$BIN/fleet-ray" --address auto up
     ;;
   worker)
+    head="${RAY_HEAD_IP:?RAY_HEAD_IP is set by ray up}:$RAY_PORT"
     "$BIN/ray" stop >/dev/null
-    "$BIN/ray" start --address="${RAY_HEAD_IP:?RAY_HEAD_IP is set by ray up}:$RAY_PORT" \
-      --disable-usage-stats "${tags[@]}"
+    log="$(mktemp)"
+    if ! "$BIN/ray" start --address="$head" --disable-usage-stats "${tags[@]}" 2>&1 | tee "$log"; then
+      if grep -q "InvalidAuthToken" "$log"; then
+        if [ "${RAY_AUTH_MODE:-}" = "token" ]; then
+          echo "fleet-node: the head at $head rejected this host's Ray auth token: copy the head's" \
+               "~/.ray/auth_token to ~/.ray/auth_token on this host (mode 0600) and start again" >&2
+        else
+          echo "fleet-node: the head at $head requires a Ray auth token and this host has none: copy the" \
+               "head's ~/.ray/auth_token to ~/.ray/auth_token on this host (mode 0600) and start again" >&2
+        fi
+      fi
+      rm -f "$log"
+      exit 1
+    fi
+    rm -f "$log"
     ;;
   *)
     echo "usage: fleet-node.sh head|worker" >&2
