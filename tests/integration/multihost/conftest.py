@@ -1,15 +1,12 @@
-"""Fixtures for tests on separate hosts: a cluster of namespace hosts per test module (see hosts.py).
+"""Fixtures for tests on separate hosts: one cluster of namespace hosts shared by the folder (see hosts.py).
 
-``hosts`` is module-scoped: every test of a module shares one cluster (head, w1, w2 by default),
-started with the shipped ``deploy/fleet-node.sh``. A module asks for another shape by overriding
-``host_specs``::
-
-    @pytest.fixture(scope="module")
-    def host_specs():
-        return default_specs(workers=3)          # or [HostSpec("head", "head"), HostSpec("w1", ...)]
+``hosts`` is package-scoped: every test of this folder shares one cluster (head, w1, w2), started
+with the shipped ``deploy/fleet-node.sh`` (a start costs ~30 s of the suite's 35-minute budget; tests
+that break a host leave it booted again for the next). A shape of its own needs a cluster of its own:
+``HostCluster(specs)`` in a module fixture (and no other cluster running meanwhile).
 
 Where namespaces are not permitted (not root, no ``ip netns``, no unshare) the tests skip and say why.
-Tear-down kills every host and fails the module's last test if any process or namespace survived.
+Tear-down kills every host and fails the folder's last test if any process or namespace survived.
 """
 
 from __future__ import annotations
@@ -19,13 +16,13 @@ import pytest
 from .hosts import HostCluster, default_specs, namespaces_unavailable
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def host_specs():
-    """The hosts of this module's cluster (override in a test module for another shape)."""
+    """The hosts of the shared cluster."""
     return default_specs()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def hosts(host_specs, tmp_path_factory):
     """A started :class:`HostCluster` (``hosts.head``, ``hosts.workers``, ``hosts["w1"]``)."""
     reason = namespaces_unavailable()
