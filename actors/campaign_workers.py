@@ -34,7 +34,7 @@ from fleet_ray.observe.events import EventLog
 from fleet_ray.ray_boundary import task_cause
 from fleet_ray.store import url_for_actors
 
-from .store_relay import ensure_relay, open_guardrails_near, open_store_near, relay_name
+from .store_relay import ensure_relay, open_guardrails_near, open_store_near
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,9 @@ log = logging.getLogger(__name__)
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, concurrency_groups={"control": 2})
 class CampaignWorker:
     def __init__(self, campaign_id: str, config: CampaignConfig, store_url: str, namespace: str,
-                 policy: Policy | None, identities: dict[int, MemberIdentity]):
+                 policy: Policy | None, identities: dict[int, MemberIdentity], relay: str):
         node = ray.get_runtime_context().get_node_id()
         # a worker on another host than the store's goes through the driver-side relay (actors/store_relay.py)
-        relay = campaign_relay_name(store_url, namespace)
         events = EventLog(open_store_near(store_url, namespace, relay), max_len=None)
         self.rt = MemberRuntime(campaign_id, config, open_guardrails_near(store_url, namespace, relay), events,
                                 policy, identities, node=node, pages=ChromiumPages())
@@ -68,11 +67,6 @@ class CampaignWorker:
     @ray.method(concurrency_group="control")
     def close(self) -> None:
         self.rt.close()
-
-
-def campaign_relay_name(store_url: str, namespace: str) -> str:
-    """The store relay campaigns on ``store_url`` share (one per store, on the first driver's node)."""
-    return relay_name("campaign:store-relay", store_url, namespace)
 
 
 def eligible_nodes(placement: CampaignPlacement) -> list[str]:
@@ -104,18 +98,19 @@ class RayExecutor:
                                 f"labels={p.labels}, include_head={p.include_head})")
         # the store as this driver opened it, for workers on hosts that can't (a file, a loopback Redis)
         store_url = url_for_actors(store_url)
-        self._relay = ensure_relay(campaign_relay_name(store_url, namespace), store_url, namespace,
-                                   ray.get_runtime_context().get_node_id())
+        token = os.urandom(3).hex()
+        relay = f"campaign:{campaign_id}:store-relay:{token}"
+        self._relay = ensure_relay(relay, store_url, namespace, ray.get_runtime_context().get_node_id(),
+                                   detached=False)
         k = config.placement.workers or len(nodes)
         threads = config.placement.threads_per_worker or min(128, math.ceil(config.active_concurrency / k) + 1)
-        token = os.urandom(3).hex()
         self.workers = []
         for i in range(k):
             mine = {m: ident for m, ident in identities.items() if m % k == i}
             self.workers.append(CampaignWorker.options(
                 name=f"campaign:{campaign_id}:w{i}:{token}", max_concurrency=threads,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=False),
-            ).remote(campaign_id, config, store_url, namespace, policy, mine))
+            ).remote(campaign_id, config, store_url, namespace, policy, mine, relay))
         try:
             pings = ray.get([w.ping.remote() for w in self.workers], timeout=ready_timeout_s)
         except Exception as exc:
@@ -174,7 +169,7 @@ class RayExecutor:
             ray.get([w.close.remote() for w in self.workers], timeout=10)
         except Exception as exc:  # dead workers have nothing to close
             log.debug("closing campaign workers: %s", type(exc).__name__)
-        for w in self.workers:
+        for w in [*self.workers, self._relay]:
             try:
                 ray.kill(w)
             except Exception:

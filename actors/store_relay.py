@@ -19,7 +19,6 @@ outage of the store.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import socket
@@ -72,19 +71,16 @@ class StoreRelay:
         return getattr(self._guardrails, method)(*args, **kwargs)
 
 
-def relay_name(prefix: str, url: str, namespace: str) -> str:
-    """A relay's actor name: ``prefix`` plus a digest of the store it serves (never the URL itself)."""
-    return f"{prefix}:{hashlib.sha256(f'{namespace}|{url}'.encode()).hexdigest()[:12]}"
-
-
-def ensure_relay(name: str, url: str, namespace: str, node_id: str | None = None) -> Any:
-    """The relay ``name`` (created if it doesn't exist): detached, on ``node_id`` (the caller's node, the
-    one that can open the store) or, without one, on the head node. Ray restarts it if it dies."""
+def ensure_relay(name: str, url: str, namespace: str, node_id: str | None = None, detached: bool = True) -> Any:
+    """The relay ``name`` (created if it doesn't exist) on ``node_id`` (the caller's node, the one that
+    can open the store) or, without one, on the head node. Ray restarts it if it dies. ``detached``
+    (the fleet's) outlives its creator; otherwise (a campaign's) it goes with the driver."""
     placement: dict[str, Any] = (
         {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)} if node_id
         else {"resources": {HEAD_RESOURCE: 0.001}})
-    return StoreRelay.options(name=name, namespace=namespace, lifetime="detached", get_if_exists=True,
-                              max_concurrency=64, **placement).remote(url_for_actors(url), namespace)
+    return StoreRelay.options(name=name, namespace=namespace, get_if_exists=True, max_concurrency=64,
+                              **({"lifetime": "detached"} if detached else {}),
+                              **placement).remote(url_for_actors(url), namespace)
 
 
 def reachable_everywhere(url: str) -> bool:

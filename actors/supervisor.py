@@ -19,6 +19,7 @@ error groups, notifiers); pure pieces live in :mod:`fleet_ray.control`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from typing import Any
@@ -162,8 +163,12 @@ class Supervisor:
         return self.core.specs.workqueue(pool)
 
     async def shutdown(self, timeout_s: float = 30.0) -> ShutdownResult:
-        """Remove every slot (gracefully, within ``timeout_s``), the work queues and the checkpoint."""
-        return await self.core.shutdown(timeout_s)
+        """Remove every slot (gracefully, within ``timeout_s``), the work queues, the store relay and the
+        checkpoint."""
+        result = await self.core.shutdown(timeout_s)
+        with contextlib.suppress(Exception):
+            ray.kill(self._relay, no_restart=True)
+        return result
 
     # -- what the fleet looks like -----------------------------------------------------------------
     def status(self) -> FleetStatus:

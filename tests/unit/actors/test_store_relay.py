@@ -12,7 +12,6 @@ from fleet_ray.actors.store_relay import (
     RelayedGuardrails,
     RelayedStore,
     reachable_everywhere,
-    relay_name,
 )
 from fleet_ray.errors import StoreError
 from fleet_ray.store import url_for_actors
@@ -33,13 +32,6 @@ from fleet_ray.store.guardrails import GuardrailState
 ])
 def test_only_stores_every_host_can_open_skip_the_relay(url, everywhere):
     assert reachable_everywhere(url) is everywhere
-
-
-def test_relay_name_names_the_store_by_digest_not_by_url():
-    a = relay_name("campaign:store-relay", "redis://127.0.0.1:6390/1", "fleet")
-    assert a.startswith("campaign:store-relay:") and "127.0.0.1" not in a
-    assert a == relay_name("campaign:store-relay", "redis://127.0.0.1:6390/1", "fleet")
-    assert a != relay_name("campaign:store-relay", "redis://127.0.0.1:6390/1", "other")
 
 
 def test_a_password_in_a_url_handed_to_actors_is_refused_naming_the_setting():
