@@ -15,9 +15,11 @@
 #   FLEET_API_PORT=8470, FLEET_NAMESPACE=fleet, ... any fleet-ray setting (the CLI reads them too)
 #   RAY_TMPDIR=...                     where Ray keeps its sessions (default /tmp)
 #   RAY_health_check_period_ms=1000 RAY_health_check_timeout_ms=2000 RAY_health_check_failure_threshold=5
-#                                      (head) how fast Ray's GCS declares a host that stopped answering
-#                                      dead (Ray's defaults 3000/10000/5: over a minute), so its slots
-#                                      are replaced sooner; a slow but live host is declared dead sooner too
+#                                      (head; these are this script's defaults) how fast Ray's GCS declares
+#                                      a host that stopped answering dead: ~6 s for a dead host, ~15 s for a
+#                                      silent one (Ray's own 3000/10000/5 take over a minute, and a fleet's
+#                                      slots on a lost host wait that long to be replaced); a slow but live
+#                                      host is declared dead sooner too — raise them for hosts that stall
 #
 # Ray token authentication is on for every fleet cluster: the head generates ~/.ray/auth_token
 # (mode 0600) when it has no token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or that file); every worker
@@ -73,6 +75,10 @@ case "${1:-}" in
       echo "fleet-node: generated this cluster's Ray auth token in ~/.ray/auth_token (every host needs it)"
       . "$(dirname "$0")/fleet-env.sh"  # RAY_AUTH_MODE=token now that there is a token
     fi
+    # a lost host's slots are replaced once the GCS declares it dead: seconds, not Ray's minute (above)
+    export RAY_health_check_period_ms="${RAY_health_check_period_ms:-1000}"
+    export RAY_health_check_timeout_ms="${RAY_health_check_timeout_ms:-2000}"
+    export RAY_health_check_failure_threshold="${RAY_health_check_failure_threshold:-5}"
     RAY_REDIS_ADDRESS="127.0.0.1:$REDIS_PORT" "$BIN/ray" start --head --port="$RAY_PORT" \
       --dashboard-host=127.0.0.1 --autoscaling-config="$HOME/ray_bootstrap_config.yaml" \
       --disable-usage-stats "${tags[@]}"

@@ -144,12 +144,13 @@ def cmd_ratelimit(args: dict) -> dict:
                       placement={"resources": {args.get("tag", "browser"): 1}}) as c:
             res = c.map_targets(lambda ctx, url: (ctx.fetch(url).status_code, ctx.node),
                                 [f"{target.url}/r/{i}" for i in range(n)])
+            store_url = c.store_url
     finally:
         target.close()
     arrivals = [t for t, p in target.log if p.startswith("/r/")]
     return {"ok": sum(r.ok and r.value[0] == 200 for r in res), "nodes": sorted({r.value[1] for r in res if r.ok}),
             "arrivals": len(arrivals), "max_in_1s": max_in_window(arrivals, 1.0),
-            "max_in_095s": max_in_window(arrivals, 0.95), "rps": rate}
+            "max_in_095s": max_in_window(arrivals, 0.95), "rps": rate, "store_url": store_url}
 
 
 def cmd_batch(args: dict) -> dict:

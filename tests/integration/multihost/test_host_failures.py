@@ -5,13 +5,12 @@ these tests check outcomes, polling with deadlines. Each test leaves both worker
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import pytest
 
-from .drive import drive, driver_result, start_driver
+from .drive import Monitor, all_running, drive, driver_result, holder, pool_ok, slots, start_batch
 from .hosts import kill_spawned
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -26,48 +25,9 @@ def pool(name: str, slots: int = 2, **extra: Any) -> dict[str, Any]:
             "heal": {"backoff_base_s": 0.5, "backoff_max_s": 2}, **extra}
 
 
-class Monitor:
-    """Status sampled on the head every 0.25 s (``head_driver.py monitor``), read back as rows."""
-
-    def __init__(self, hosts, name: str):
-        self.head, self.name = hosts.head, name
-        self.path = hosts.head.home / f"{name}.jsonl"
-        for p in (self.path, hosts.head.home / f"{name}.stop"):
-            p.unlink(missing_ok=True)
-        self.proc = start_driver(self.head, "monitor", {"path": f"/home/fleet/{name}.jsonl",
-                                                        "stop": f"/home/fleet/{name}.stop", "every_s": 0.25})
-
-    def rows(self, after: float = 0.0) -> list[dict[str, Any]]:
-        out = []
-        for line in self.path.read_text().splitlines() if self.path.exists() else []:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if row["t"] >= after and "pools" in row:
-                out.append(row)
-        return out
-
-    def wait(self, ok, after: float = 0.0, timeout_s: float = 180) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            hit = next((r for r in self.rows(after) if ok(r)), None)
-            if hit is not None:
-                return hit
-            time.sleep(0.25)
-        raise AssertionError(f"no status row matched within {timeout_s}s; last: {self.rows(after)[-1:]}")
-
-    def close(self) -> None:
-        (self.head.home / f"{self.name}.stop").write_text("")
-        try:
-            self.proc.wait(timeout=15)
-        except Exception:
-            kill_spawned(self.proc)
-
-
 @pytest.fixture
 def monitor(hosts, request):
-    m = Monitor(hosts, request.node.name[:40])
+    m = Monitor(hosts.head, request.node.name[:40])
     yield m
     m.close()
 
@@ -79,47 +39,20 @@ def in_cluster(hosts) -> set[str]:
 
 @pytest.fixture(autouse=True)
 def workers_up(hosts):
-    """Every test starts with both workers alive and in the cluster; the pools of the last test gone.
-    A worker Ray declared dead (a partition longer than its health checks) left the cluster for good,
-    as on a real host: it boots again."""
+    """Every test leaves both workers alive and in the cluster, and no pool behind. A worker Ray declared
+    dead (a partition longer than its health checks) left the cluster for good, as on a real host: it
+    boots again. Hosts come back first, so a failed clean-up can't leave the next test a host short."""
     yield
-    drive(hosts.head, "apply", {"spec": {"pools": []}})
-    for w in hosts.workers:
-        w.link_up()
-    alive = in_cluster(hosts)
-    for w in hosts.workers:
-        if not w.alive or w.ip not in alive:
-            w.restart()
-
-
-def start_batch(hosts, pool_name: str, items: int, job_id: str, **extra: Any):
-    """A batch job driven from the head in the background; returns once its items are queued."""
-    marker = hosts.head.home / f"{job_id}.started"
-    marker.unlink(missing_ok=True)
-    proc = start_driver(hosts.head, "batch", {"pool": pool_name, "items": items, "job_id": job_id,
-                                              "started": f"/home/fleet/{job_id}.started", **extra}, f"{job_id}.log")
-    deadline = time.monotonic() + 120
-    while not marker.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"the batch driver did not start: {(hosts.head.home / f'{job_id}.log').read_text()[-3000:]}")
-        time.sleep(0.1)
-    return proc
-
-
-def slots(row: dict[str, Any], name: str) -> list[dict[str, Any]]:
-    return row["pools"].get(name, {}).get("slots", [])
-
-
-def all_running(name: str, n: int, off: str | None = None):
-    def ok(row):
-        s = slots(row, name)
-        return len(s) == n and all(x["state"] == "running" and x["ip"] and x["ip"] != off for x in s)
-    return ok
-
-
-def holder(hosts, placed: list[dict[str, Any]]):
-    ips = [s["ip"] for s in placed]
-    return max(hosts.workers, key=lambda w: ips.count(w.ip))
+    try:
+        for w in hosts.workers:
+            if w.alive:
+                w.link_up()
+        alive = in_cluster(hosts)
+        for w in hosts.workers:
+            if not w.alive or w.ip not in alive:
+                w.restart()
+    finally:
+        drive(hosts.head, "apply", {"spec": {"pools": []}})
 
 
 def crash_count(hosts, pool_name: str) -> list[dict[str, Any]]:
@@ -148,7 +81,7 @@ def test_connections_reset_while_every_process_lives_kill_no_slot(hosts, monitor
     placed = drive(hosts.head, "apply", {"spec": {"pools": [pool("steady")]}})["steady"]
     victim = holder(hosts, placed)
     gens = {s["id"]: s["generation"] for s in placed}
-    job = start_batch(hosts, "steady", 200, "reset")
+    job = start_batch(hosts.head, "steady", 200, "reset")
     t0 = time.time()
     assert victim.reset_connections() > 0  # the head's connections to its raylet and slots, at least
     job.wait(timeout=300)
@@ -163,7 +96,7 @@ def test_a_partition_shows_unreachable_slots_and_ends_with_exactly_the_desired_s
     placed = drive(hosts.head, "apply", {"spec": {"pools": [pool("part")]}})["part"]
     cut = holder(hosts, placed)
     on_cut = {s["id"] for s in placed if s["ip"] == cut.ip}
-    job = start_batch(hosts, "part", 300, "part")
+    job = start_batch(hosts.head, "part", 300, "part")
     cut.link_down()
     t_cut = time.time()
     try:
@@ -176,15 +109,29 @@ def test_a_partition_shows_unreachable_slots_and_ends_with_exactly_the_desired_s
         cut.link_up()
     job.wait(timeout=300)
     exactly_once(driver_result(hosts.head, "part.log"), 300)
-    monitor.wait(lambda r: all_running("part", 2)(r) and r["pools"]["part"]["state"] == "ok", after=time.time())
+    final = monitor.wait(pool_ok("part", 2), after=time.time())
     per_position = live_slot_actors(hosts)
     assert {k: v for k, v in per_position.items() if k.startswith("part:")} == {"part:0": 1, "part:1": 1}
+    # the GCS's table can't see a process it gave up on: look on the cut host itself. A position that got
+    # a new generation must have no process of its old one left there (Ray stops a node it declared dead
+    # once it hears from it again); one that didn't is the same actor, still the only one.
+    now = {s["id"]: s["generation"] for s in slots(final, "part")}
+    replaced = [s for s in placed if s["ip"] == cut.ip and now[s["id"]] != s["generation"]]
+
+    def old_gone():
+        return all(cut.run(f"kill -0 {s['pid']} 2>/dev/null && echo alive || echo gone", 30,
+                           login=False).stdout.strip() == "gone" for s in replaced)
+
+    deadline = time.monotonic() + 120
+    while not old_gone():
+        assert time.monotonic() < deadline, f"old slot processes still alive on {cut.tag}: {replaced}"
+        time.sleep(0.5)
 
 
 def test_power_loss_replaces_draining_slots_without_waiting_out_the_drain(hosts, monitor):
     spec = pool("drainy", config={"hang_on": ["stuck"]}, recycle={"drain_timeout_s": 600})
     placed = drive(hosts.head, "apply", {"spec": {"pools": [spec]}})["drainy"]
-    job = start_batch(hosts, "drainy", 2, "stuck", same=True, item="stuck", timeout_s=600)
+    job = start_batch(hosts.head, "drainy", 2, "stuck", same=True, item="stuck", timeout_s=600)
     # both slots hold a hanging item; recycling them starts drains that can't finish for 600 s
     victim = holder(hosts, placed)
     lost = [s for s in placed if s["ip"] == victim.ip]
@@ -207,7 +154,7 @@ def test_power_loss_replaces_draining_slots_without_waiting_out_the_drain(hosts,
 def test_host_loss_moves_slots_and_batch_items_to_the_other_host(hosts, monitor):
     placed = drive(hosts.head, "apply", {"spec": {"pools": [pool("loss")]}})["loss"]
     victim = holder(hosts, placed)
-    job = start_batch(hosts, "loss", 300, "loss")
+    job = start_batch(hosts.head, "loss", 300, "loss")
     t_off = time.time()
     victim.power_off()  # every process of the host, at once; its kernel still answers
     monitor.wait(all_running("loss", 2, off=victim.ip), after=t_off, timeout_s=240)

@@ -16,6 +16,7 @@ import yaml
 
 from tests.integration.conftest import wait_for
 
+from .drive import drive
 from .hosts import API_PORT, RAY_PORT, REDIS_PORT, HostCluster, HostError, HostSpec, namespaces_unavailable
 
 pytestmark = pytest.mark.timeout(600)
@@ -194,3 +195,14 @@ def test_a_pool_placed_by_tag_runs_on_the_worker_hosts_and_status_names_each_slo
             assert cmd.startswith("ray::"), cmd
     (head.home / "empty.yaml").write_text(yaml.safe_dump({"name": "mh", "pools": []}))
     head.run("fleet-ray apply ~/empty.yaml --json", 120, check=True)
+
+
+def test_a_pool_placed_by_label_runs_only_on_the_host_with_that_label(hosts):
+    pools = drive(hosts.head, "apply", {"spec": {"pools": [
+        {"name": "us", "automation": "builtin.echo", "slots": 2,
+         "placement": {"resources": {"browser": 1}, "labels": {"region": "us"}}},
+        {"name": "eu", "automation": "builtin.echo", "slots": 2,
+         "placement": {"resources": {"browser": 1}, "labels": {"region": "eu"}}}]}})
+    assert {s["ip"] for s in pools["us"]} == {hosts["w2"].ip}  # w2 is region=us
+    assert {s["ip"] for s in pools["eu"]} == {hosts["w1"].ip}  # w1 is region=eu
+    drive(hosts.head, "apply", {"spec": {"pools": []}})

@@ -1,6 +1,7 @@
 """Which stores an actor on another host opens itself and which it reaches through the relay, and
-that a password never travels with the URL. The relay's round trips run on a real cluster
-(tests/integration/test_store_relay.py and the multi-host suite)."""
+that a password never travels with the URL. The relay's round trips run on real clusters: the campaign
+tests (tests/integration/test_campaign_ray.py, test_campaign_guardrails_ray.py), whose members on
+other nodes reach a loopback Redis through it, and the multi-host suite (tests/integration/multihost)."""
 
 from __future__ import annotations
 
