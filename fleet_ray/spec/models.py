@@ -2,7 +2,8 @@
 
 :func:`validate_spec` is the one gate every spec goes through (CLI, client, supervisor): it checks
 the shape of the spec, resolves each pool's automation by entry point, checks the version pin and
-validates the pool's ``config`` against the automation's config model. Every problem is reported
+validates the pool's ``config`` against the automation's config model, and checks an autoscaled
+pool's signal against the automation's kind (:mod:`fleet_ray.spec.scaling`). Every problem is reported
 with its location (``pools.web.config.max_pages``) and nothing is applied unless all pass.
 """
 
@@ -27,6 +28,7 @@ from pydantic import (
 from fleet_ray.errors import AutomationError, SpecError
 from fleet_ray.spec.browser_options import BrowserOptions, _Strict  # the spec's strict base
 from fleet_ray.spec.discovery import ResolvedPool, resolve_pool
+from fleet_ray.spec.scaling import AutoscalePolicy, ConcurrencyBounds, fit_to_pool, signal_errors
 from fleet_ray.streams.declare import StreamOptions, check_wiring, declared, parse_stream_ref
 
 POOL_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
@@ -128,9 +130,23 @@ class PoolSpec(_Strict):
         "through their Ray runtime environment, so hosts need no install.",
     )
     config: dict[str, Any] = Field(default_factory=dict, description="Validated by the automation's Config.")
-    slots: int = Field(1, ge=0, le=10_000, description="Desired number of slots.")
+    slots: int = Field(
+        1, ge=0, le=10_000,
+        description="Desired number of slots; with autoscale, the starting size (default: autoscale.min_slots).",
+    )
+    autoscale: AutoscalePolicy | None = Field(
+        None, description="Size the pool by its backlog or consumer lag between min_slots and max_slots "
+        "(fleet_ray.spec.scaling) instead of a fixed slots count.",
+    )
     kind: SlotKind = "process"
-    concurrency: int = Field(1, ge=1, le=1000, description="Batch items a slot works on at once.")
+    concurrency: int = Field(
+        1, ge=1, le=1000,
+        description="Batch items a slot works on at once; with concurrency_bounds, the starting value.",
+    )
+    concurrency_bounds: ConcurrencyBounds | None = Field(
+        None, description="Let each slot's concurrency move within min..max with host pressure (CPU, memory, "
+        "event-loop lag, Chromium memory).",
+    )
     max_item_retries: int = Field(3, ge=0, description="Re-runs of an item whose slot died under it.")
     placement: Placement = Field(default_factory=Placement)
     health: HealthCheck = Field(default_factory=HealthCheck)
@@ -185,6 +201,11 @@ class PoolSpec(_Strict):
             # a spec this fleet wrote itself (checkpoint, slot start) by another fleet-ray version,
             # whose browser defaults differ: they mean nothing for this kind, so don't fail recovery
             self.browser = BrowserOptions()
+        return self
+
+    @model_validator(mode="after")
+    def _fits_autoscale(self) -> PoolSpec:
+        fit_to_pool(self)  # errors name their own fields (pools.web.slots, pools.web.autoscale.stream)
         return self
 
     def slot_shape_hash(self) -> str:
@@ -276,6 +297,11 @@ def validate_spec(
         except AutomationError as exc:
             errors.append({"loc": f"pools.{pool.name}.automation", "msg": str(exc)})
     errors.extend(_stream_wiring_errors(spec, resolved))
+    for pool in spec.pools:
+        r = resolved.get(pool.name)
+        if r is not None:  # a placeholder resolution (a packaged pool seen from the driver) knows no kind
+            known = r.automation_cls is not None or r.installed_version is not None
+            errors.extend(signal_errors(pool, r.batch if known else None))
     if errors:
         raise SpecError(errors)
     return spec, resolved
