@@ -44,7 +44,7 @@ from fleet_ray.observe.kinds import (
 from fleet_ray.redact import redact_text, redact_url
 from fleet_ray.streams.declare import Codec, StreamOptions, declared, model_path, stream_name
 
-from .store_relay import open_store_near
+from .store_relay import RelayedStore, open_store_near
 from .stream_hub import ensure_hub, get_hub
 from .stream_io import StreamProducer, StreamReader
 
@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 CONTEXT_EVERY_S = 0.1
 CONTEXT_BACKOFF_MAX_S = 5.0
+# a slot on another host than the store writes through the store relay: a busy batch slot's context
+# changes with every item, and ten relay calls a second per slot would load the head's relay
+CONTEXT_RELAYED_EVERY_S = 0.5
 EVENTS_EVERY_S = 0.2
 MAX_PENDING_EVENTS = 10_000
 
@@ -212,7 +215,7 @@ class SlotServices:
         if not force and sig == self._ctx_written:
             return
         if not force and time.monotonic() < self._ctx_retry_at:
-            return  # the store failed lately: back off instead of reconnecting ten times a second
+            return  # the store failed lately, or writes go through the relay and one went lately
         snap = self._snapshot()
         try:
             with self._store_lock:
@@ -220,6 +223,8 @@ class SlotServices:
                     self._store = open_store_near(self.slot.store_url, self.namespace, STORE_RELAY_NAME)
                 self._store.put(snap.key(), snap.model_dump_json().encode())
             self._ctx_written = sig
+            if isinstance(self._store, RelayedStore):  # through the head: at most 2 a second per slot
+                self._ctx_retry_at = time.monotonic() + CONTEXT_RELAYED_EVERY_S
             if self._ctx_backoff:
                 log.info("slot %s: writes its context to the store again", self.origin)
             self._ctx_backoff = 0.0

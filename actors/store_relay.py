@@ -56,6 +56,10 @@ class StoreRelay:
     def node(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
+    def serves(self) -> tuple[str, str]:
+        """The store this relay opens (URL without a password, namespace)."""
+        return self._url, self._namespace
+
     def store(self, method: str, args: tuple, kwargs: dict) -> Any:
         if method not in STORE_METHODS:
             raise ValueError(f"not a store method: {method!r}")
@@ -78,9 +82,23 @@ def ensure_relay(name: str, url: str, namespace: str, node_id: str | None = None
     placement: dict[str, Any] = (
         {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)} if node_id
         else {"resources": {HEAD_RESOURCE: 0.001}})
-    return StoreRelay.options(name=name, namespace=namespace, get_if_exists=True, max_concurrency=64,
-                              **({"lifetime": "detached"} if detached else {}),
-                              **placement).remote(url_for_actors(url), namespace)
+    url = url_for_actors(url)
+
+    def make():
+        return StoreRelay.options(name=name, namespace=namespace, get_if_exists=True, max_concurrency=64,
+                                  **({"lifetime": "detached"} if detached else {}), **placement).remote(url, namespace)
+
+    relay = make()
+    try:  # a relay left by an earlier fleet (killed, never brought down) may serve another store
+        stale = ray.get(relay.serves.remote(), timeout=CALL_TIMEOUT_S) != (url, namespace)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+        log.warning("store relay %s doesn't answer yet: %s", name, short_cause(exc))
+        return relay
+    if stale:
+        log.warning("store relay %s served another store: replacing it", name)
+        ray.kill(relay, no_restart=True)
+        relay = make()
+    return relay
 
 
 def reachable_everywhere(url: str) -> bool:

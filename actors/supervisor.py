@@ -89,8 +89,11 @@ class Supervisor:
 
     async def __init__(self, store_url: str, namespace: str, fleet_name: str = "fleet", tick_s: float = 0.1):
         self.core = build_core(store_url, namespace, fleet_name, tick_s)
-        # slots on other hosts reach the store through a relay beside this supervisor (actors/store_relay.py)
-        self._relay = ensure_relay(STORE_RELAY_NAME, store_url, namespace, ray.get_runtime_context().get_node_id())
+        # slots on other hosts reach the store through a relay beside this supervisor (actors/store_relay.py);
+        # made in a thread (it checks what an existing one serves) so readiness doesn't wait for it
+        self._namespace = namespace
+        self._relay_started = asyncio.create_task(asyncio.to_thread(
+            ensure_relay, STORE_RELAY_NAME, store_url, namespace, ray.get_runtime_context().get_node_id()))
         # Ray runs workers at nice 15; the supervisor is control plane, like the raylet (actors/priority.py)
         self.core.nice, self.core.nice_problem = control_plane_priority(wanted_nice())
         self.core.start_background()
@@ -167,7 +170,8 @@ class Supervisor:
         checkpoint."""
         result = await self.core.shutdown(timeout_s)
         with contextlib.suppress(Exception):
-            ray.kill(self._relay, no_restart=True)
+            await self._relay_started
+            ray.kill(ray.get_actor(STORE_RELAY_NAME, namespace=self._namespace), no_restart=True)
         return result
 
     # -- what the fleet looks like -----------------------------------------------------------------
