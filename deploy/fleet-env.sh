@@ -18,7 +18,7 @@ esac
 # RAY_AUTH_MODE=token ("Authentication token is missing or incorrect" otherwise). A token is
 # RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names, or ~/.ray/auth_token; RAY_AUTH_MODE set in
 # node.env (e.g. disabled) is left as it is.
-if [ -z "${RAY_AUTH_MODE:-}" ] && { [ -n "${RAY_AUTH_TOKEN:-}" ] || [ -n "${RAY_AUTH_TOKEN_PATH:-}" ] ||
-   [ -s "$HOME/.ray/auth_token" ]; }; then
+if [ -z "${RAY_AUTH_MODE:-}" ] && { [ -n "${RAY_AUTH_TOKEN:-}" ] ||
+   { [ -n "${RAY_AUTH_TOKEN_PATH:-}" ] && [ -s "$RAY_AUTH_TOKEN_PATH" ]; } || [ -s "$HOME/.ray/auth_token" ]; }; then
   export RAY_AUTH_MODE=token
 fi
