@@ -138,14 +138,14 @@ class SlotCalls:
         self._health: dict[int, _Pending] = {}
         self._next_id = 0
         # reachability: which node each slot is on, when each node last answered anything, the slots
-        # that stopped answering (since when), calls to issue again, host probes (node → deadline) and
+        # that stopped answering (since when), calls to issue again, host probes (node → its call) and
         # the timed-out health checks waiting for their host's probe, and deaths the GCS confirmed
         self._node_of: dict[SlotKey, str] = {}
         self._heard: dict[str, float] = {}
         self._suspects: dict[tuple[SlotKey, int], float] = {}
         self._rearm: list[tuple[float, str, SlotKey, int]] = []
         self._rearm_delay: dict[tuple[SlotKey, int, str], float] = {}
-        self._probes: dict[str, float] = {}
+        self._probes: dict[str, int] = {}  # node → the call id of its probe in flight (expired at its deadline)
         self._held: dict[str, list[_Pending]] = {}
         self._confirmed: deque[Observation] = deque()
 
@@ -239,7 +239,7 @@ class SlotCalls:
             self._track(handle.start.remote(), _Pending("start", key, generation))
         self._track(handle.watch.remote(), _Pending("watch", key, generation))
 
-    def _track(self, ref: ray.ObjectRef, p: _Pending) -> None:
+    def _track(self, ref: ray.ObjectRef, p: _Pending) -> int:
         call_id = self._next_id
         self._next_id += 1
         future = ref.future()
@@ -247,6 +247,7 @@ class SlotCalls:
         if p.kind == "health":
             self._health[call_id] = p
         future.add_done_callback(lambda _f, call_id=call_id: self._finished.append(call_id))
+        return call_id
 
     def _handle(self, key: SlotKey, generation: int) -> Any | None:
         entry = self._handles.get(key)
@@ -334,7 +335,7 @@ class SlotCalls:
                 continue  # its slot was killed meanwhile
             p, future = entry
             if p.kind == "probe":
-                out.extend(self._probe_done(p, future, now))
+                out.extend(self._probe_done(call_id, p, future, now))
                 continue
             self._health.pop(call_id, None)
             try:
@@ -397,6 +398,7 @@ class SlotCalls:
 
     def _judge_health(self, now: float, out: list[Observation]) -> None:
         """Overdue health checks: hung (the host answers) or unreachable (it doesn't either)."""
+        self._expire_probes(now, out)
         for call_id, p in list(self._health.items()):
             if p.deadline is None or now < p.deadline:
                 continue
@@ -406,17 +408,22 @@ class SlotCalls:
             if not node or self._heard.get(node, float("-inf")) >= p.issued:
                 out.append(HealthTimeout(p.key, p.generation))  # its host answers: the slot is hung
                 continue
-            probe_deadline = self._probes.get(node)
-            if probe_deadline is not None and now >= probe_deadline:  # an earlier probe is unanswered still
+            if node not in self._probes and not self._probe(node, now, max(PROBE_TIMEOUT_S, p.deadline - p.issued)):
                 out.append(self._silent(p, node))
                 continue
-            if probe_deadline is None and not self._probe(node, now, max(PROBE_TIMEOUT_S, p.deadline - p.issued)):
-                out.append(self._silent(p, node))
+            self._held.setdefault(node, []).append(p)  # judged by the probe in flight (one per node)
+
+    def _expire_probes(self, now: float, out: list[Observation]) -> None:
+        """A probe past its deadline has its answer: the host is silent. It is forgotten then (its late
+        answer ignored), so the next timed-out check on that node sends a probe of its own instead of
+        being judged by one that may never resolve."""
+        for node, call_id in list(self._probes.items()):
+            entry = self._pending.get(call_id)
+            if entry is not None and now < (entry[0].deadline or 0.0):
                 continue
-            self._held.setdefault(node, []).append(p)
-        for node, deadline in list(self._probes.items()):
-            if now >= deadline and self._held.get(node):
-                out.extend(self._silent(p, node) for p in self._held.pop(node))
+            del self._probes[node]
+            self._pending.pop(call_id, None)
+            out.extend(self._silent(p, node) for p in self._held.pop(node, []))
 
     def _probe(self, node: str, now: float, timeout_s: float) -> bool:
         """A task pinned to ``node``: whether the host answers at all (one in flight per node)."""
@@ -425,12 +432,12 @@ class SlotCalls:
         except Exception as exc:  # not a node id Ray takes
             log.debug("probe of node %s: %s", node, exc)
             return False
-        self._probes[node] = now + timeout_s
-        self._track(ref, _Pending("probe", NO_SLOT, 0, now + timeout_s, issued=now, node=node))
+        self._probes[node] = self._track(ref, _Pending("probe", NO_SLOT, 0, now + timeout_s, issued=now, node=node))
         return True
 
-    def _probe_done(self, p: _Pending, future: Any, now: float) -> list[Observation]:
-        self._probes.pop(p.node, None)
+    def _probe_done(self, call_id: int, p: _Pending, future: Any, now: float) -> list[Observation]:
+        if self._probes.get(p.node) == call_id:
+            del self._probes[p.node]
         held = self._held.pop(p.node, [])
         try:
             future.result(timeout=0)

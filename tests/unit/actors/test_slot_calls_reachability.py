@@ -163,13 +163,25 @@ def test_a_host_that_doesnt_answer_its_probe_makes_its_slots_unreachable(calls, 
     assert [(o.key, type(o).__name__, o.call) for o in silent] == [(KEY, "Unreachable", "health"),
                                                                    (OTHER, "Unreachable", "health")]
     assert "its host (node abababababab) doesn't answer either" in silent[0].cause
-    calls.health(KEY, 1, 3.0, 16.5, node_id=NODE)  # a re-check: the probe is still unanswered
-    (again,) = calls.poll(19.5)
-    assert isinstance(again, Unreachable) and len(probe.nodes) == 1  # no second probe piled up
-    probe.method.last.set_result(1)  # the host is back (late): the next timed-out check means hung
-    calls.poll(20.0)
-    calls.health(KEY, 1, 3.0, 19.0, node_id=NODE)
-    assert calls.poll(22.0) == [HealthTimeout(KEY, 1)]
+    calls.health(KEY, 1, 3.0, 16.5, node_id=NODE)  # a re-check
+    calls.health(OTHER, 1, 3.0, 16.5, node_id=NODE)
+    assert calls.poll(19.5) == [] and len(probe.nodes) == 2  # the expired probe is not its answer: a new one
+    (again, other) = calls.poll(22.5)  # the second probe is unanswered at its deadline too
+    assert isinstance(again, Unreachable) and isinstance(other, Unreachable) and len(probe.nodes) == 2
+    probe.method.calls[0].fut.set_result(1)  # the first probe answers late: ignored (it was judged)
+    assert calls.poll(23.0) == []
+
+
+def test_a_probe_that_never_resolves_expires_and_the_next_timeout_is_judged_by_a_new_probe(calls, probe):
+    started(calls)
+    calls.health(KEY, 1, 3.0, 10.0, node_id=NODE)
+    calls.poll(13.0)
+    (silent,) = calls.poll(16.0)  # the probe never resolves: silent at its deadline
+    assert isinstance(silent, Unreachable)
+    calls.health(KEY, 1, 3.0, 30.0, node_id=NODE)  # much later the host answers again, the slot is hung
+    assert calls.poll(33.0) == [] and len(probe.nodes) == 2  # judged by a probe of its own
+    probe.method.last.set_result(4242)
+    assert calls.poll(33.5) == [HealthTimeout(KEY, 1)]  # hung, not "silent" for ever
 
 
 def test_a_probe_that_cant_run_on_its_node_means_the_host_is_silent(calls, probe):
