@@ -17,8 +17,8 @@ the actor's state, so a slot Ray knows is dead becomes ``Died`` at once. A slot 
 dead is dead too (the supervisor reads that from :meth:`SlotCalls.nodes`). A health check that times
 out is judged by its host: if anything on that node answered since the check went out, or a probe
 task pinned to the node answers, the slot is hung (``HealthTimeout``: unhealthy, recycled); if the
-host doesn't answer either, the slot is unreachable (the host may be partitioned: replacing it could
-leave two live actors for one position).
+host doesn't answer either, or the wrapper doesn't know the slot's node (so it can't ask), the slot is
+unreachable (the host may be partitioned: replacing it could leave two live actors for one position).
 """
 
 from __future__ import annotations
@@ -405,7 +405,13 @@ class SlotCalls:
             del self._health[call_id]
             self._pending.pop(call_id, None)
             node = self._node_of.get(p.key, "")
-            if not node or self._heard.get(node, float("-inf")) >= p.issued:
+            if not node:
+                # nothing says where it runs, so its host can't be asked: no answer can't be told from
+                # a host cut off, and calling it hung would replace what may be alive (and, for an
+                # unreachable slot, make it flap back to running)
+                out.append(self._silent(p, ""))
+                continue
+            if self._heard.get(node, float("-inf")) >= p.issued:
                 out.append(HealthTimeout(p.key, p.generation))  # its host answers: the slot is hung
                 continue
             if node not in self._probes and not self._probe(node, now, max(PROBE_TIMEOUT_S, p.deadline - p.issued)):
@@ -450,9 +456,10 @@ class SlotCalls:
     def _silent(self, p: _Pending, node: str) -> Observation:
         self._suspects.setdefault((p.key, p.generation), p.deadline or 0.0)
         timeout = (p.deadline or 0.0) - p.issued
-        return Unreachable(p.key, p.generation,
-                           f"no answer to a health check in {timeout:g}s, and its host (node {node[:12]}) "
-                           "doesn't answer either", call="health")
+        host = (f"its host (node {node[:12]}) doesn't answer either" if node
+                else "where it runs is not known (its host can't be asked)")
+        return Unreachable(p.key, p.generation, f"no answer to a health check in {timeout:g}s, and {host}",
+                           call="health")
 
     @staticmethod
     def _task_error(p: _Pending, exc: BaseException) -> Observation:

@@ -100,7 +100,8 @@ class FakeSlotCalls:
     in-flight work), :meth:`heal` (the node answers again; what it
     held back is answered), :meth:`lose_node` (Ray marks the node dead) and :meth:`gcs_dead` (the GCS
     says the actor is dead: found by the next :meth:`confirm`). Slots are placed on ``node_for[pool]``
-    (default :attr:`node_id`).
+    (default :attr:`node_id`; ``""``: the wrapper never learns where they run, so a timed-out health
+    check can't ask the host and is reported unreachable, as the real one does).
     """
 
     node_id: str = "node-1"
@@ -126,6 +127,7 @@ class FakeSlotCalls:
     _waiting: list[tuple[str, SlotKey, int, float, float]] = field(default_factory=list)  # held calls
     _dead_in_gcs: set[tuple[SlotKey, int]] = field(default_factory=set)
     _suspects: set[tuple[SlotKey, int]] = field(default_factory=set)
+    _located: set[tuple[SlotKey, int]] = field(default_factory=set)  # actors whose node the wrapper knows
 
     # -- cluster -----------------------------------------------------------------------------------
     def nodes(self) -> list[NodeView]:
@@ -239,6 +241,8 @@ class FakeSlotCalls:
         self.attached.append((key, generation, start))
         if start:
             node = self._where[key]
+            if node:  # the start calls' answers say where it runs
+                self._located.add((key, generation))
             self._queued.append(Alive(key, generation, node))
             cause = self.failing_starts.get(key[0])
             if cause is not None:
@@ -255,6 +259,8 @@ class FakeSlotCalls:
         if slot is None:
             return
         self.health_calls.append((key, generation))
+        if node_id:
+            self._located.add((key, generation))
         reach = self._reach(key)
         if reach == "reset":
             self._queued.append(Unreachable(key, generation, UNAVAILABLE, call="health"))
@@ -316,6 +322,11 @@ class FakeSlotCalls:
             kind, key, generation, deadline, timeout_s = w
             if kind != "health" or now < deadline:
                 waiting.append(w)
+            elif (key, generation) not in self._located:  # its host can't be asked
+                self._suspects.add((key, generation))
+                out.append(Unreachable(key, generation, f"no answer to a health check in {timeout_s:g}s, and where "
+                                                        "it runs is not known (its host can't be asked)",
+                                       call="health"))
             elif self._reach(key) == "silent":
                 self._suspects.add((key, generation))
                 out.append(Unreachable(key, generation, f"no answer to a health check in {timeout_s:g}s, and its "

@@ -417,7 +417,10 @@ def observe(
     return ev
 
 
-#: observations that are an answer from the slot's actor: an unreachable slot that gives one is back
+#: observations that are an answer from the slot's actor: an unreachable slot that gives one is back.
+#: HealthTimeout is one because the wrapper reports it only when the slot's host answered meanwhile (the
+#: slot is hung there); a check whose host didn't answer, or can't be asked (its node isn't known), is
+#: Unreachable -- otherwise an unreachable slot would flap back to running on every timed-out re-check
 ANSWERS = (Alive, Ready, StartFailed, HealthReport, HealthTimeout, Drained, ConfigResult)
 #: an unreachable slot is re-checked (a health check) this soon, then at doubling intervals up to its
 #: pool's health period

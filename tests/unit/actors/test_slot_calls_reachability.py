@@ -184,6 +184,15 @@ def test_a_probe_that_never_resolves_expires_and_the_next_timeout_is_judged_by_a
     assert calls.poll(33.5) == [HealthTimeout(KEY, 1)]  # hung, not "silent" for ever
 
 
+def test_a_timed_out_health_check_of_a_slot_whose_node_is_unknown_is_unreachable_not_hung(calls, probe):
+    h = Handle()
+    calls.attach(KEY, 1, h, start=False)  # adopted: nothing it answered said where it runs
+    calls.health(KEY, 1, 3.0, 10.0)
+    (obs,) = calls.poll(13.0)
+    assert isinstance(obs, Unreachable) and obs.call == "health" and probe.nodes == []
+    assert "where it runs is not known" in obs.cause
+
+
 def test_a_probe_that_cant_run_on_its_node_means_the_host_is_silent(calls, probe):
     started(calls)
     calls.health(KEY, 1, 3.0, 10.0, node_id=NODE)

@@ -178,3 +178,19 @@ def test_a_hung_slot_on_a_host_that_answers_is_still_recycled(rig, store):
     calls.hung.clear()
     sup.run(3)
     assert states(sup) == [("web:0", "running", 2)]
+
+
+def test_a_slot_whose_node_is_unknown_stays_unreachable_instead_of_flapping(rig, store):
+    calls = FakeSlotCalls(node_for={"web": ""})  # the wrapper never learns where its slots run
+    sup = rig(calls)
+    sup.apply({"pools": [echo("web", 1, health={"period_s": 1, "timeout_s": 1})]})
+    sup.run(3)
+    calls.hung.add(("web", 0))  # its checks time out, and its host can't be asked
+    sup.run(20)
+    assert states(sup) == [("web:0", "unreachable", 1)]
+    assert sup.kinds().count("slot.unreachable") == 1 and "slot.reachable" not in sup.kinds()
+    assert "slot.unhealthy" not in sup.kinds() and calls.killed == [] and calls.created == [(("web", 0), 1)]
+    calls.hung.clear()  # it answers again
+    sup.run(6)
+    assert states(sup) == [("web:0", "running", 1)] and sup.kinds().count("slot.reachable") == 1
+    assert crashes(store) == []
