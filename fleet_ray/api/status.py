@@ -92,6 +92,33 @@ class RolloutStatus(_Model):
     reason: str = Field("", description="Why it was paused or rolled back.")
 
 
+class AutoscaleStatus(_Model):
+    """An autoscaled pool's sizing (``autoscale`` in its spec; fleet_ray.control.autoscale.decide_scale)."""
+
+    current: int = Field(description="Slots ready now (running, past a health check) among the pool's positions.")
+    desired: int = Field(description="The size the supervisor reconciles the pool to now (the pool's 'desired').")
+    wanted: int | None = Field(None, description="What the signal asks for, within min_slots..max_slots, before "
+                               "delays, cool-down, steps and holds (None: no decision yet).")
+    min_slots: int = Field(description="Never fewer slots (autoscale.min_slots).")
+    max_slots: int = Field(description="Never more slots (autoscale.max_slots).")
+    pending: int = Field(0, description="Positions waiting for a node with the resources to host them (Ray's "
+                         "autoscaler is asked for nodes while there are any).")
+    signal: str = Field("", description="What the pool scales on: 'backlog' (its work queue's queued + leased "
+                        "items) or 'lag on <stream>' (its consumer group's unacknowledged items).")
+    signal_value: float | None = Field(None, description="The smoothed signal the last decision read.")
+    reading: float | None = Field(None, description="The latest raw reading of the signal (None: none yet).")
+    item_latency_s: float | None = Field(None, description="Estimated seconds per item (items in flight / "
+                                         "items finished per second), when the work queue gives it.")
+    reason: str = Field("", description="Why the pool has this size: the signal, the target per slot, what "
+                        "holds a change back.")
+    held_by: str | None = Field(None, description="What holds a change the signal asks for back: rollout | "
+                                "no_signal | cold_start_delay | waiting_for_nodes | starting | upscale_delay | "
+                                "downscale_delay | to_zero_delay | cooldown | paused (None: nothing).")
+    last_change_at: float | None = Field(None, description="When the size last changed (autoscaler or operator), "
+                                         "seconds since the epoch.")
+    decided_at: float | None = Field(None, description="When the last decision was made, seconds since the epoch.")
+
+
 class PoolStatus(_Model):
     name: str = Field(description="Pool name.")
     automation: str = Field(description="Entry-point name of the pool's automation.")
@@ -104,6 +131,8 @@ class PoolStatus(_Model):
     reason: str = Field("", description="Why the pool is not ok (pending reason, degradation).")
     counts: dict[str, int] = Field(default_factory=dict, description="Slots per state.")
     rollout: RolloutStatus | None = Field(None, description="The pool's latest rollout, if any.")
+    autoscale: AutoscaleStatus | None = Field(None, description="Autoscaled pools: current/desired/min/max, "
+                                              "what the signal wants and why (None: a fixed size).")
     slots: list[SlotStatus] = Field(default_factory=list, description="The pool's slot positions, by index.")
 
 

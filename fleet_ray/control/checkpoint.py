@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleet_ray.spec.models import FleetSpec, PoolSpec
 
+from .autoscale import ScaleState
 from .lifecycle import SlotKey, SlotRecord, SlotTable
+from .pool_scaling import PoolScale
 from .rollout import Rollout
 from .state import FleetState
 
@@ -53,6 +55,8 @@ class Checkpoint(BaseModel):
     rollouts: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Rollouts by pool.")
     saved_at: float = Field(0.0, description="Epoch seconds when it was taken.")
     run_id: str = Field("", description="The fleet run (from `up` to `down`) this checkpoint belongs to.")
+    autoscale: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Autoscaled pools' ScaleState (delay windows, cool-down), by pool.")
 
     @classmethod
     def of(cls, state: FleetState, now: float) -> Checkpoint:
@@ -66,6 +70,7 @@ class Checkpoint(BaseModel):
             rollouts={n: r.to_json() for n, r in state.rollouts.items()},
             saved_at=now,
             run_id=state.run_id,
+            autoscale={n: s.state.to_json() for n, s in list(state.autoscale.items())},
         )
 
     def encode(self) -> bytes:
@@ -111,6 +116,14 @@ class Checkpoint(BaseModel):
                     state.table.raise_floor(key, generation)
         for p, i, g in self.retired_generations:
             state.table.raise_floor((p, i), g)
+        state.autoscale = {}
+        for name, raw in self.autoscale.items():
+            if name not in state.desired or state.desired[name].autoscale is None:
+                continue
+            try:
+                state.autoscale[name] = PoolScale(ScaleState.from_json(raw))
+            except (TypeError, ValueError) as exc:
+                problems.append(f"autoscale.{name}: {type(exc).__name__}")
         return problems
 
     def _spec(self, problems: list[str]) -> tuple[FleetSpec, dict[str, dict]]:

@@ -3,7 +3,7 @@
 :class:`FleetState` holds the desired state (the spec, its pools by name, which pools run batch
 automations), the slot table, the rollouts in progress, and two dirty marks the checkpointer reads:
 ``dirty`` (write the checkpoint on the next persist tick) and ``routine_dirty`` (only task counts or
-health moved: written at most every few seconds). Every part of the supervisor gets this one object
+health moved: written at most every few seconds), and per autoscaled pool its scaling state. Every part of the supervisor gets this one object
 instead of reaching into the supervisor for it.
 """
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from fleet_ray.spec.models import FleetSpec, PoolSpec
 
 from .lifecycle import SlotTable
+from .pool_scaling import PoolScale
 from .rollout import Rollout
 
 
@@ -43,6 +44,9 @@ class FleetState:
     # pools a checkpoint held that this version rejects, as written (pool name -> spec JSON): kept in
     # the checkpoint, so a version that understands them again gets them back; an apply drops them
     unrecovered_pools: dict[str, dict] = field(default_factory=dict)
+    # autoscaled pools: the policy's state (checkpointed, so a restarted supervisor keeps its delay windows
+    # and cool-down) and the last decision (fleet_ray.control.pool_scaling)
+    autoscale: dict[str, PoolScale] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.spec.pools:  # nothing applied yet: the empty spec carries the fleet's name

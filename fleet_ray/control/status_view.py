@@ -17,6 +17,7 @@ from fleet_ray.names import slot_actor_name
 
 from . import rollout
 from .lifecycle import SlotRecord, SlotState
+from .pool_scaling import autoscale_status
 from .reconcile import NodeView
 from .state import FleetState
 
@@ -116,6 +117,7 @@ def fleet_status(state: FleetState, recent: Sequence[Event], facts: SupervisorFa
             reason=reason,
             counts=counts,
             rollout=rollout.status(state.rollouts[name], recs, spec) if name in state.rollouts else None,
+            autoscale=autoscale_status(spec, state.autoscale.get(name), recs),
             slots=[slot_status(r, now) for r in recs],
         ))
     return FleetStatus(

@@ -195,6 +195,34 @@ class PoolResumed(TypedEvent):
     KIND = "pool.resumed"
 
 
+class PoolScaled(TypedEvent):
+    """An autoscaled pool's size changed: by its autoscaler (``by: autoscaler``, after
+    :func:`fleet_ray.control.autoscale.decide_scale`) or by ``fleet-ray scale`` (``by: operator``). Its
+    data carries ``from`` and ``to`` (slots before and after), ``wanted`` and ``reason``."""
+
+    KIND = "pool.scaled"
+    from_: int = Field(description="Slots before the change (data key 'from').")
+    to: int = Field(description="Slots after the change.")
+    wanted: int = Field(description="What the signal asked for, within min_slots..max_slots.")
+    reason: str = Field("", description="Why: the signal, its target per slot, a step or a bound.")
+    signal: str = Field("", description="What the pool scales on ('backlog', 'lag on <stream>').")
+    signal_value: float | None = Field(None, description="The smoothed signal the decision read.")
+    by: str = Field("autoscaler", description="autoscaler | operator")
+
+    def to_event(self) -> Event:
+        ev = super().to_event()
+        data = dict(ev.data)
+        data["from"] = data.pop("from_")
+        return ev.model_copy(update={"data": data})
+
+    @classmethod
+    def from_event(cls, ev: Event) -> TypedEvent:
+        data = dict(ev.data)
+        if "from" in data:
+            data["from_"] = data.pop("from")
+        return super().from_event(ev.model_copy(update={"data": data}))
+
+
 class SupervisorRecovered(TypedEvent):
     KIND = "supervisor.recovered"
 
@@ -234,7 +262,7 @@ EVENT_TYPES: dict[str, type[TypedEvent]] = {
         SlotStarted, SlotPending, SlotReady, SlotStartFailed, SlotUnhealthy, SlotDraining, SlotDied,
         SlotRecycled, SlotRemoved, SlotHealed, SlotHealEscalated, SlotCrashed, TaskStarted, TaskFinished,
         TaskFailed, AutomationErrored, ConfigApplied, ConfigRejected, ConfigNeedsRestart, PoolApplied,
-        PoolDrained, PoolResumed, SupervisorRecovered, StreamBackpressure, StreamItemRejected, RunResumed,
+        PoolDrained, PoolResumed, PoolScaled, SupervisorRecovered, StreamBackpressure, StreamItemRejected, RunResumed,
     )
 }
 
