@@ -12,7 +12,8 @@ The parts, one concern each: ``handles`` (every Ray call to slots, work queues a
 ``supervisor_core`` (the tick), ``supervisor_specs`` (desired-state edits, rollouts),
 ``supervisor_recovery`` (restart and adoption), ``supervisor_store`` (store gateway, checkpointer),
 ``supervisor_events`` (event journal and queries), ``supervisor_packages`` (packaged pools' runtime
-envs), ``supervisor_records`` (crashes, run ledgers, breakers), ``services`` (streams, crash bridge,
+envs), ``supervisor_records`` (crashes, run ledgers, breakers), ``supervisor_autoscale`` (autoscaled pools'
+sizes and the nodes they ask Ray for), ``services`` (streams, crash bridge,
 error groups, notifiers); pure pieces live in :mod:`fleet_ray.control`.
 """
 
@@ -54,6 +55,7 @@ from .metrics import FleetMetrics
 from .priority import control_plane_priority, wanted_nice
 from .services import FleetServices
 from .store_relay import ensure_relay
+from .supervisor_autoscale import PoolAutoscaler, RayResourceRequests, RayScaleSignals
 from .supervisor_core import Parts, SupervisorCore
 from .supervisor_events import EventJournal
 from .supervisor_packages import PackageEnvs
@@ -74,12 +76,15 @@ def build_core(store_url: str, namespace: str, fleet_name: str = "fleet", tick_s
     workqueues = WorkQueueCalls(namespace, store_url, pool_spec=lambda name: state.desired.get(name))
     packages = PackageEnvs(calls, gateway, namespace)
     services = FleetServices(namespace, state, journal, gateway, calls)
+    specs = SpecEditor(state, journal, workqueues, packages, on_applied=services.spec_applied)
+    autoscaler = PoolAutoscaler(state, journal, specs, RayScaleSignals(namespace, services), RayResourceRequests())
     return SupervisorCore(Parts(
         namespace=namespace, state=state, journal=journal, gateway=gateway,
         checkpointer=Checkpointer(state, journal, gateway), calls=calls, workqueues=workqueues,
-        packages=packages, specs=SpecEditor(state, journal, workqueues, packages, on_applied=services.spec_applied),
+        packages=packages, specs=specs,
         recovery=StateRecovery(state, journal, gateway, calls, workqueues), services=services,
-        records=StoreRecords(gateway), metrics=FleetMetrics(namespace), clock=time.time, pid=os.getpid(),
+        records=StoreRecords(gateway), metrics=FleetMetrics(namespace), autoscaler=autoscaler, clock=time.time,
+        pid=os.getpid(),
     ), tick_s=tick_s)
 
 
@@ -122,7 +127,7 @@ class Supervisor:
     @ray.method(max_task_retries=0)
     async def scale(self, pool: str, slots: int) -> ApplyResult:
         await self.core.until_recovered()
-        return self.core.specs.update_pool(pool, slots=slots)
+        return self.core.specs.scale(pool, slots)  # an autoscaled pool: its size now, within its bounds
 
     @ray.method(max_task_retries=0)
     async def set_paused(self, pool: str, paused: bool) -> ApplyResult:
@@ -169,6 +174,8 @@ class Supervisor:
         """Remove every slot (gracefully, within ``timeout_s``), the work queues, the store relay and the
         checkpoint."""
         result = await self.core.shutdown(timeout_s)
+        if self.core.parts.autoscaler is not None:  # a resource request of this fleet's would keep nodes up
+            await asyncio.to_thread(self.core.parts.autoscaler.shutdown)
         with contextlib.suppress(Exception):
             await self._relay_started
             ray.kill(ray.get_actor(STORE_RELAY_NAME, namespace=self._namespace), no_restart=True)

@@ -84,6 +84,7 @@ class Parts:
     services: Any  # FleetServices (actors/services.py): streams, crashes, error groups, notifiers
     records: Any  # StoreRecords (actors/supervisor_records.py)
     metrics: Any = None  # FleetMetrics (actors/metrics.py); None: no metrics
+    autoscaler: Any = None  # PoolAutoscaler (actors/supervisor_autoscale.py); None: pools keep their size
     clock: Callable[[], float] = time.time
     pid: int = 0
     rng: random.Random | None = None
@@ -122,6 +123,8 @@ class SupervisorCore:
             return
         now = self.clock() if now is None else now
         self._guard("work queues", self._recreate_workqueues)
+        if self.parts.autoscaler is not None:  # autoscaled pools' sizes, before they are reconciled
+            self._guard("autoscale", lambda: self.parts.autoscaler.tick(now))
         self._guard("reconcile", lambda: self._reconcile(now))
         self._guard("rollouts", self.specs.track_rollouts)
         self.steps += 1
@@ -238,6 +241,7 @@ class SupervisorCore:
             loop.create_task(self._every("checkpoint", self._persist_period, self._persist_async)),
             loop.create_task(self._every("node list", lambda: NODE_REFRESH_S, self._refresh_nodes)),
             loop.create_task(self.services.run()),  # streams, crash bridge, error groups (actors/services.py)
+            *([loop.create_task(self.parts.autoscaler.run())] if self.parts.autoscaler is not None else []),
         ]
 
     @staticmethod

@@ -18,12 +18,13 @@ from pydantic import ValidationError
 
 from fleet_ray.api.models import ApplyResult, RecycleResult
 from fleet_ray.api.supervisor import PoolTarget, RolloutOut, WorkQueueInfo
-from fleet_ray.control import rollout
+from fleet_ray.control import pool_scaling, rollout
 from fleet_ray.control.lifecycle import SlotRecord, SlotState, parse_slot_id
 from fleet_ray.control.rollout import Rollout
 from fleet_ray.control.state import FleetState
 from fleet_ray.errors import FleetError, JobError, SpecError, SupervisorRecovering, UnknownPool, UnknownSlot
 from fleet_ray.names import workqueue_name
+from fleet_ray.observe.kinds import PoolScaled
 from fleet_ray.spec.environments import keep_masked
 from fleet_ray.spec.models import USER_SPEC, FleetSpec, PoolSpec, ResolvedPool, validate_spec
 
@@ -31,6 +32,21 @@ from .supervisor_events import EventJournal
 from .supervisor_packages import PackageEnvs
 
 SpecHook = Callable[[FleetSpec, dict[str, ResolvedPool]], None]
+
+
+def keep_autoscaled_sizes(current: dict[str, PoolSpec], spec: FleetSpec) -> FleetSpec:
+    """A re-applied autoscaled pool keeps the size its autoscaler gave it (brought within the new
+    bounds): its spec's ``slots`` is only the starting size, for a pool new to autoscaling or resumed."""
+    pools, changed = [], False
+    for pool in spec.pools:
+        old = current.get(pool.name)
+        if (pool.autoscale is not None and old is not None and old.autoscale is not None
+                and not pool.paused and not old.paused):
+            keep = max(pool.autoscale.min_slots, min(pool.autoscale.max_slots, old.slots))
+            if keep != pool.slots:
+                pool, changed = pool.model_copy(update={"slots": keep}), True
+        pools.append(pool)
+    return spec.model_copy(update={"pools": pools}) if changed else spec
 
 
 class SpecEditor:
@@ -67,6 +83,7 @@ class SpecEditor:
 
     def set_spec(self, new_spec: FleetSpec, resolved: dict[str, ResolvedPool]) -> ApplyResult:
         st = self.state
+        new_spec = keep_autoscaled_sizes(st.desired, new_spec)
         old, new = st.desired, {p.name: p for p in new_spec.pools}
         summary = ApplyResult(
             added=sorted(set(new) - set(old)),
@@ -81,6 +98,8 @@ class SpecEditor:
                                        f"{old[name].version or '-'} -> {new[name].version or '-'}")
         for name in summary.removed:
             st.rollouts.pop(name, None)
+        for name in [n for n in st.autoscale if new.get(n) is None or new[n].autoscale is None]:
+            del st.autoscale[name]  # removed, or no longer autoscaled
         st.set_desired(new_spec)
         for name, r in resolved.items():
             st.batch[name] = r.batch
@@ -123,6 +142,44 @@ class SpecEditor:
         self.journal.lifecycle("pool.applied", name, f"{new.slots} slots")
         st.dirty = True
         return ApplyResult(added=[], removed=[], changed=[name])
+
+    def scale(self, name: str, slots: int) -> ApplyResult:
+        """``fleet-ray scale``. An autoscaled pool takes ``slots`` as its size now, within its
+        ``min_slots..max_slots`` (outside: a SpecError naming ``autoscale``); its autoscaler goes on
+        from there after ``cooldown_s``, its delay windows starting afresh (a ``pool.scaled`` event,
+        ``by: operator``). To move the bounds, apply a spec with another ``autoscale``."""
+        self.ready()
+        spec = self.pool(name)
+        policy = spec.autoscale
+        if policy is not None and not spec.paused and not policy.min_slots <= slots <= policy.max_slots:
+            raise SpecError([{"loc": f"pools.{name}.slots", "msg": (
+                f"pool {name!r} is autoscaled (autoscale: min_slots {policy.min_slots}, max_slots "
+                f"{policy.max_slots}): scale sets its size now within {policy.min_slots}..{policy.max_slots} "
+                f"and the autoscaler goes on from there; apply a spec with other autoscale bounds to move them")}])
+        before = spec.slots
+        result = self.update_pool(name, slots=slots)
+        if policy is not None and not spec.paused and slots != before:
+            now = self.clock()
+            scale = pool_scaling.operator_resized(self.state.autoscale.get(name), now)
+            self.state.autoscale[name] = scale
+            wanted = scale.decision.wanted if scale.decision is not None else slots
+            self.journal.emit(PoolScaled, pool=name, from_=before, to=slots, wanted=wanted, by="operator",
+                              signal=scale.signal, reason=f"set by an operator: {before} → {slots}; the autoscaler "
+                              f"goes on after cooldown_s ({policy.cooldown_s:g}s)",
+                              message=f"{before} → {slots} slot(s), set by an operator")
+        return result
+
+    def resize(self, name: str, slots: int) -> None:
+        """The autoscaler's change of a pool's size (``slots`` within its bounds: decide_scale keeps it
+        there). Only ``slots`` changes, so nothing is validated or resolved again; decide() then starts
+        the new positions or drains the highest ones."""
+        st = self.state
+        old = self.pool(name)
+        if old.slots == slots:
+            return
+        new = old.model_copy(update={"slots": slots})
+        st.set_desired(st.spec.model_copy(update={"pools": [new if p.name == name else p for p in st.spec.pools]}))
+        st.dirty = True
 
     def clear(self) -> ApplyResult:
         self.state.unrecovered_pools.clear()

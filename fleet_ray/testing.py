@@ -21,13 +21,15 @@ from fleet_ray.control.lifecycle import (
     StartFailed,
     Unreachable,
 )
+from fleet_ray.control.pool_scaling import ResourceRequest, SignalReading
 from fleet_ray.control.reconcile import NodeView
 from fleet_ray.errors import StoreUnavailable
 from fleet_ray.names import HEAD_RESOURCE, slot_actor_name
 from fleet_ray.spec.models import PoolSpec
 from fleet_ray.store.memory import MemoryStore
 
-__all__ = ["FakeClock", "FakeSlot", "FakeSlotCalls", "FakeWorkQueues", "FlakyStore", "MemoryStore"]
+__all__ = ["FakeClock", "FakeResourceRequests", "FakeScaleSignals", "FakeSlot", "FakeSlotCalls", "FakeWorkQueues",
+           "FlakyStore", "MemoryStore"]
 
 #: what Ray's ``ActorUnavailableError`` says after the connections to a slot's host reset
 UNAVAILABLE = ("ActorUnavailableError: The actor 0123 is unavailable: The actor is temporarily unavailable: "
@@ -386,3 +388,37 @@ class FakeWorkQueues:
 
     def remove_all(self) -> None:
         self.queues.clear()
+
+
+@dataclass
+class FakeScaleSignals:
+    """What autoscaled pools scale on, set by the test (the supervisor's
+    :class:`fleet_ray.actors.supervisor_autoscale.RayScaleSignals` without Ray): ``backlog[pool]`` is the
+    reading (queued + leased, or a consumer lag), taken now by ``clock``; a pool without one has no reading."""
+
+    clock: Any = None  # the rig's FakeClock
+    backlog: dict[str, float] = field(default_factory=dict)
+    latency: dict[str, float] = field(default_factory=dict)
+    refreshed: list[dict[str, Any]] = field(default_factory=list)
+
+    def reading(self, pool: str) -> SignalReading | None:
+        if pool not in self.backlog:
+            return None
+        return SignalReading(float(self.backlog[pool]), self.clock() if self.clock else 0.0, self.latency.get(pool))
+
+    async def refresh(self, watching: dict[str, Any]) -> None:
+        self.refreshed.append(dict(watching))
+
+
+@dataclass
+class FakeResourceRequests:
+    """Ray's autoscaler as the supervisor asks it (``request_resources``): every request sent, in order."""
+
+    sent: list[ResourceRequest] = field(default_factory=list)
+
+    def send(self, request: ResourceRequest) -> None:
+        self.sent.append(request)
+
+    @property
+    def last(self) -> ResourceRequest | None:
+        return self.sent[-1] if self.sent else None
