@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleet_ray.api.status import FleetStatus
+from fleet_ray.api.status import AutoscaleStatus, FleetStatus
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -15,6 +15,15 @@ def _uptime(s: float | None) -> str:
         return "-"
     s = int(s)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _autoscale(a: AutoscaleStatus) -> str:
+    """The pool line's autoscale part: bounds, ready of desired, what the signal wants, what holds it."""
+    wanted = "-" if a.wanted is None else str(a.wanted)
+    signal = "" if a.reading is None else f" {a.signal.split(' ')[0]}={a.reading:g}"
+    return (f"  autoscale {a.min_slots}..{a.max_slots} ready={a.current}/{a.desired} wanted={wanted}"
+            + (f" pending={a.pending}" if a.pending else "") + signal
+            + (f" [held: {a.held_by}]" if a.held_by else ""))
 
 
 def render_status(st: FleetStatus) -> str:
@@ -31,7 +40,9 @@ def render_status(st: FleetStatus) -> str:
             f"\npool {p.name}  [{p.state}]  {p.automation}{(' ' + p.version) if p.version else ''}  "
             f"{p.kind}{' batch' if p.batch else ''}  desired={p.desired}  {counts}"
             + ("  paused" if p.paused else "")
+            + (_autoscale(p.autoscale) if p.autoscale else "")
             + (f"\n  reason: {p.reason}" if p.reason else "")
+            + (f"\n  autoscale: {p.autoscale.reason}" if p.autoscale and p.autoscale.reason else "")
         )
         rows = [["SLOT", "STATE", "GEN", "NODE", "PID", "UPTIME", "TASKS", "RECYCLES", "RSS MB", "PHASE/REASON"]]
         for s in p.slots:

@@ -24,6 +24,17 @@ function fmtBrowser(b) {
 function esc(v) {
   return String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
+// an autoscaled pool's sizing (PoolStatus.autoscale): bounds, ready of desired, what the signal wants, what holds it
+function fmtAutoscale(a) {
+  if (!a) return "";
+  const held = a.held_by ? ` <span class="badge held" title="${esc(a.reason)}">held: ${esc(a.held_by)}</span>` : "";
+  const reading = a.reading == null ? "" : ` · ${esc(a.signal)} ${a.reading}`;
+  const changed = a.last_change_at ? ` · changed ${fmtTime(a.last_change_at)}` : "";
+  return `<div class="autoscale">autoscale <b>${a.min_slots}..${a.max_slots}</b> · ready <b>${a.current}</b>/${a.desired}` +
+    ` · wanted <b class="wanted">${a.wanted ?? "-"}</b>${a.pending ? ` · pending ${a.pending}` : ""}${reading}${changed}${held}` +
+    ` <span class="muted reason">${esc(a.reason)}</span></div>`;
+}
+
 function fmtUptime(s) {
   if (s == null) return "-";
   s = Math.floor(s);
@@ -107,6 +118,7 @@ function renderStatus(st) {
         <button type="button" data-action="drain" data-pool="${esc(p.name)}">Drain</button>
         <button type="button" data-action="${p.paused ? "resume" : "pause"}" data-pool="${esc(p.name)}">${p.paused ? "Resume" : "Pause"}</button>
       </div>
+      ${fmtAutoscale(p.autoscale)}
       <table><thead><tr><th>slot</th><th>state</th><th>gen</th><th>node</th><th>pid</th><th>uptime</th>
         <th>tasks</th><th>recycles</th><th>phase</th><th>browser</th><th>reason</th><th></th></tr></thead>
       <tbody>${rows || '<tr><td colspan="12" class="muted">no slots</td></tr>'}</tbody></table>

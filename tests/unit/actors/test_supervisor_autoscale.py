@@ -225,3 +225,18 @@ def test_status_nodes_are_unchanged_by_the_autoscaler(scaled):
     s.signals.backlog["web"] = 0
     s.run(2)
     assert [n.node_id for n in s.rig.core.node_list()] == ["node-1"]
+
+
+def test_fleet_ray_status_shows_the_autoscale_block_on_the_pool_line(scaled):
+    from fleet_ray.cli.render import render_status
+
+    s = scaled()
+    s.rig.apply({"pools": [pool()]})
+    s.signals.backlog["web"] = 0
+    s.run(3)
+    s.signals.backlog["web"] = 40
+    s.run(1)
+    lines = render_status(s.rig.status()).splitlines()
+    line = next(x for x in lines if x.startswith("pool web"))
+    assert "autoscale 1..4 ready=1/1 wanted=4 backlog=40 [held: upscale_delay]" in line
+    assert any(x.startswith("  autoscale: backlog 40") for x in lines)
