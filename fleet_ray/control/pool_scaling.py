@@ -31,7 +31,6 @@ from .autoscale import ScaleDecision, ScaleObservation, ScaleState
 from .lifecycle import SlotRecord, SlotState
 
 STALE_S = 5.0  # a reading older than this is no reading: the size is held (a missing metric never scales down)
-MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -160,15 +159,15 @@ def autoscale_status(pool: PoolSpec, scale: PoolScale | None, records: Iterable[
 
 
 def slot_bundle(placement: Placement) -> dict[str, float]:
-    """The resources one slot of ``placement`` asks Ray for (its actor's num_cpus, resources, memory)."""
+    """The resources of one slot of ``placement`` that Ray's autoscaler sizes nodes by: its actor's
+    ``num_cpus`` and resource tags. Not ``memory_mb``: node types rarely declare ``memory`` (Ray detects
+    it on the node), and a bundle no node type declares is infeasible, so nothing would be launched."""
     bundle: dict[str, float] = {}
     if placement.num_cpus:
         bundle["CPU"] = float(placement.num_cpus)
     for name, amount in sorted(placement.resources.items()):
         if amount:
             bundle[name] = float(amount)
-    if placement.memory_mb:
-        bundle["memory"] = float(int(placement.memory_mb * MIB))
     return bundle
 
 
