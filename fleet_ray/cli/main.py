@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_status)
 
-    sc = sub.add_parser("scale", help="set a pool's slot count")
+    sc = sub.add_parser("scale", help="set a pool's slot count (an autoscaled pool: its size now, within "
+                        "autoscale.min_slots..max_slots; the autoscaler goes on from there after cooldown_s)")
     sc.add_argument("pool")
     sc.add_argument("slots", type=int)
     sc.set_defaults(fn=cmd_scale)

@@ -240,3 +240,50 @@ def test_fleet_ray_status_shows_the_autoscale_block_on_the_pool_line(scaled):
     line = next(x for x in lines if x.startswith("pool web"))
     assert "autoscale 1..4 ready=1/1 wanted=4 backlog=40 [held: upscale_delay]" in line
     assert any(x.startswith("  autoscale: backlog 40") for x in lines)
+
+
+class _Queue:
+    """A work queue handle as RayScaleSignals calls it (``stats.remote()`` awaited)."""
+
+    def __init__(self):
+        self.reply = {"queued": 0, "leased": 0, "completed": 0}
+
+        class _Method:
+            def remote(_self):
+                async def answer():
+                    return dict(self.reply)
+                return answer()
+
+        self.stats = _Method()
+
+
+def test_ray_signals_read_backlog_and_latency_from_the_work_queue_and_lag_from_the_hubs(clock):
+    import asyncio
+
+    from fleet_ray.actors.supervisor_autoscale import RayScaleSignals
+    from fleet_ray.spec.scaling import ScaleSignal
+
+    class Services:
+        stats: dict = {}
+
+    services = Services()
+    signals = RayScaleSignals("test", services, clock=clock)
+    queue = _Queue()
+    signals._queues["web"] = queue  # found by name once; here handed in
+    watching = {"web": ScaleSignal("backlog"), "price": ScaleSignal("lag", "scrape.products")}
+
+    queue.reply = {"queued": 30, "leased": 8, "completed": 100}
+    services.stats = {"scrape.products": {"groups": {"price": {"lag": 17}}}}
+    asyncio.run(signals.refresh(watching))
+    first = signals.reading("web")
+    assert (first.value, first.queued, first.leased, first.item_latency_s) == (38, 30, 8, None)
+    assert signals.reading("price").value == 17
+
+    clock.advance(2)
+    queue.reply = {"queued": 10, "leased": 8, "completed": 140}  # 20 items/s with 8 in flight
+    asyncio.run(signals.refresh(watching))
+    assert signals.reading("web").value == 18 and signals.reading("web").item_latency_s == 0.4
+    assert signals.reading("price").at == first.at  # the hub's stats did not change: the lag reading ages
+
+    asyncio.run(signals.refresh({}))  # no longer autoscaled
+    assert signals.reading("web") is None and signals.reading("price") is None
