@@ -153,7 +153,9 @@ class PoolAutoscaler:
 
 
 def _windows(state: ScaleState) -> tuple[float | None, ...]:
-    return state.up_since, state.down_since, state.idle_since, state.busy_since, state.changed_at
+    """The up/down delay windows and the cool-down: written at once when one begins or ends (a signal
+    that flickers around 0 moves idle_since/busy_since every second; those go with the routine writes)."""
+    return state.up_since, state.down_since, state.changed_at
 
 
 class RayScaleSignals:
