@@ -117,7 +117,8 @@ def main() -> None:
             t_up = time.time()
             cut.link_up()
             ok = first(pool_ok("heal", 2), t_up)
-            ok_rows = [r for r in monitor.rows(t_down) if pool_ok("heal", 2)(r)]
+            # healthy again after the slots went unreachable (before that the pool is ok: nobody noticed yet)
+            ok_rows = [r for r in monitor.rows(seen or t_down) if pool_ok("heal", 2)(r)]
             result["partition_s"] = args.partition_s
             result["partition_unreachable_after_s"] = round(seen - t_down, 2) if seen else None
             # slots moved during the partition when it outlasts Ray's node-death detection
