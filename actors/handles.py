@@ -19,6 +19,15 @@ out is judged by its host: if anything on that node answered since the check wen
 task pinned to the node answers, the slot is hung (``HealthTimeout``: unhealthy, recycled); if the
 host doesn't answer either, or the wrapper doesn't know the slot's node (so it can't ask), the slot is
 unreachable (the host may be partitioned: replacing it could leave two live actors for one position).
+
+**A kill is not a death either.** ``ray.kill`` marks the actor ``DEAD`` in the GCS at once and the GCS
+sends the kill to the worker once; callers then get ``ActorDiedError`` from the GCS's word, whether or not
+the kill arrived, and one lost in a partition leaves the process running after it heals. So a slot
+killed while it can't be reached (``kill(..., confirm=True)``) is reported
+:class:`~fleet_ray.control.lifecycle.Gone` -- and its position freed -- only on evidence from its host's
+side: its node's raylet reported the worker process exited (the GCS's worker table), Ray marked its node
+dead, or a reaper task on its host found the process gone or killed it (issued while the worker table
+still says the worker lives; the pid it kills is the one the raylet registered for that worker).
 """
 
 from __future__ import annotations
@@ -31,8 +40,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 import ray
 import ray._private.state
+from ray._raylet import ActorID, WorkerID
+from ray.core.generated import gcs_pb2
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -43,6 +55,7 @@ from fleet_ray.control.lifecycle import (
     ConfigResult,
     Died,
     Drained,
+    Gone,
     HealthReport,
     HealthTimeout,
     Observation,
@@ -67,6 +80,8 @@ REARM_S = 0.5  # a watch (drain, start) that failed "unavailable" is issued agai
 REARM_MAX_S = 5.0  # ... up to this
 REARMED = ("watch", "drain", "start", "alive")  # idempotent calls issued again after "unavailable"
 PROBE_TIMEOUT_S = 3.0  # a host that doesn't run a probe task within this (or the check's timeout) is silent
+REAP_AFTER_S = 5.0  # a kill sent while unreachable that its raylet hasn't confirmed this long after: reap
+REAP_TIMEOUT_S = 10.0  # a reaper task that doesn't answer within this is written off (another goes later)
 NO_SLOT: SlotKey = ("", -1)
 
 
@@ -74,6 +89,59 @@ NO_SLOT: SlotKey = ("", -1)
 def host_probe() -> int:
     """Runs on the node it is pinned to: the node's raylet and a worker there answer."""
     return os.getpid()
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def reap_worker(pid: int) -> str:
+    """Runs on the host of a slot actor killed while it couldn't be reached, whose worker the GCS's
+    worker table still says is alive under ``pid``: kills that process if it is still a Ray worker.
+    ``gone``: no such process (or the pid is no Ray worker's any more); ``killed``: it was, and is not."""
+    try:
+        proc = psutil.Process(pid)
+        title = " ".join(proc.cmdline())
+        if not (title.startswith("ray::") or "default_worker.py" in title):
+            return "gone"
+        proc.kill()
+        proc.wait(timeout=5)
+    except psutil.NoSuchProcess:
+        return "gone"
+    return "killed"
+
+
+def gcs_worker_fate(actor_id: str, name: str, namespace: str, dead_nodes: set[str]) -> tuple[str, str, int | None]:
+    """What the GCS knows of the process of a killed actor: ``(actor id, evidence it is gone or "",
+    its worker's pid while the worker table says it lives)``. ``actor_id`` "" finds the actor by name
+    (a restarted supervisor knows only that). Blocking: called from a thread."""
+    accessor = ray._private.state.state._connect_and_get_accessor()
+    data = None
+    if actor_id:
+        raw = accessor.get_actor_info(ActorID(bytes.fromhex(actor_id)))
+        data = gcs_pb2.ActorTableData.FromString(raw) if raw else None
+    else:
+        for raw in accessor.get_actor_table(None, None):
+            row = gcs_pb2.ActorTableData.FromString(raw)
+            if row.name == name and row.ray_namespace == namespace and (data is None or row.start_time > data.start_time):
+                data = row
+    if data is None:
+        return actor_id, "", None
+    actor_id = data.actor_id.hex()
+    node = (data.address.node_id or data.node_id).hex()
+    if node and node in dead_nodes:
+        return actor_id, f"Ray marked node {node[:12]} dead", None
+    worker = data.address.worker_id
+    if not worker.strip(b"\0"):
+        if data.state == gcs_pb2.ActorTableData.DEAD:
+            return actor_id, "it never had a process (Ray had not placed it yet)", None
+        return actor_id, "", None
+    raw = accessor.get_worker_info(WorkerID(worker))
+    if not raw:
+        return actor_id, "", None
+    info = gcs_pb2.WorkerTableData.FromString(raw)
+    if not info.is_alive:
+        detail = " ".join(info.exit_detail.split())[:200]
+        return actor_id, (f"its node's raylet reported its worker process (pid {info.pid}) exited"
+                          + (f": {detail}" if detail else "")), None
+    return actor_id, "", info.pid or None
 
 
 def gcs_actor_state(actor_id: str) -> tuple[str, str, bool] | None:
@@ -114,8 +182,20 @@ def death_cause(exc: BaseException) -> tuple[str, bool]:
 
 
 @dataclass
+class _Doomed:
+    """A slot actor killed while it couldn't be reached, until its host's side confirms the process is gone."""
+
+    name: str
+    actor_id: str = ""  # hex; "" until found by name (a restarted supervisor knows only the name)
+    node: str = ""
+    pid: int | None = None  # its worker's pid, while the GCS's worker table says the worker lives
+    reaper: int | None = None  # the call id of a reaper task in flight
+    reap_at: float | None = None  # no reaper before this (the supervisor's clock; set when first seen)
+
+
+@dataclass
 class _Pending:
-    kind: str  # alive | start | watch | health | drain | config | probe
+    kind: str  # alive | start | watch | health | drain | config | probe | reap
     key: SlotKey
     generation: int
     deadline: float | None = None
@@ -148,6 +228,7 @@ class SlotCalls:
         self._probes: dict[str, int] = {}  # node → the call id of its probe in flight (expired at its deadline)
         self._held: dict[str, list[_Pending]] = {}
         self._confirmed: deque[Observation] = deque()
+        self._doomed: dict[tuple[SlotKey, int], _Doomed] = {}  # killed while unreachable, not confirmed gone
 
     # -- cluster -------------------------------------------------------------------------------
     @staticmethod
@@ -184,6 +265,26 @@ class SlotCalls:
                 why = cause or "no cause given"
                 text = f"its host was lost: {why}" if node_died else f"Ray says the actor is dead: {why}"
                 self._confirmed.append(Died(key, generation, text, host_lost=node_died))
+        self._confirm_kills()
+
+    def _confirm_kills(self) -> None:
+        """Slots killed while unreachable: a process its raylet says exited, or on a node Ray marked
+        dead, is :class:`Gone`; one the worker table says lives gets its pid (for the reaper)."""
+        if not self._doomed:
+            return
+        try:
+            dead_nodes = {n["NodeID"] for n in ray.nodes() if not n.get("Alive")}
+        except Exception as exc:  # the GCS is restarting
+            log.debug("node list: %s", exc)
+            return
+        for sk, d in list(self._doomed.items()):
+            try:
+                d.actor_id, why, d.pid = gcs_worker_fate(d.actor_id, d.name, self.namespace, dead_nodes)
+            except Exception as exc:  # the GCS is restarting, or this Ray changed the private API
+                log.debug("worker of %s: %s", d.name, exc)
+                continue
+            if why and self._doomed.pop(sk, None) is not None:
+                self._confirmed.append(Gone(sk[0], sk[1], why))
 
     def live_slot_actors(self) -> dict[str, Any]:
         """Named slot actors that exist now in the fleet's namespace (for adoption after a restart)."""
@@ -272,8 +373,15 @@ class SlotCalls:
         if h is not None:
             self._track(h.reconfigure.remote(config), _Pending("config", key, generation, extra=config_hash))
 
-    def kill(self, key: SlotKey, generation: int) -> None:
+    def kill(self, key: SlotKey, generation: int, confirm: bool = False, node_id: str = "") -> None:
+        """Kill a slot actor. ``confirm``: it can't be reached, so the kill may not reach its process:
+        it is watched until its host's side says the process is gone (a :class:`Gone` from
+        :meth:`poll`), and reaped there if the kill never arrived."""
         entry = self._handles.get(key)
+        if confirm:
+            actor_id = entry[1]._actor_id.hex() if entry and entry[0] == generation else ""
+            self._doomed.setdefault((key, generation), _Doomed(slot_actor_name(key[0], key[1], generation),
+                                                               actor_id, node_id or self._node_of.get(key, "")))
         if entry and entry[0] == generation:
             del self._handles[key]
             try:
@@ -285,6 +393,12 @@ class SlotCalls:
                 del self._pending[call_id]
                 self._health.pop(call_id, None)
         self._forget(key, generation)
+
+    def await_death(self, key: SlotKey, generation: int, node_id: str = "") -> None:
+        """A slot killed while unreachable before this wrapper existed (the supervisor restarted): watch
+        for its confirmation as :meth:`kill` with ``confirm`` does (found by its name). Repeatable."""
+        if (key, generation) not in self._doomed:
+            self._doomed[(key, generation)] = _Doomed(slot_actor_name(key[0], key[1], generation), node=node_id)
 
     def _forget(self, key: SlotKey, generation: int) -> None:
         self._suspects.pop((key, generation), None)
@@ -337,6 +451,9 @@ class SlotCalls:
             if p.kind == "probe":
                 out.extend(self._probe_done(call_id, p, future, now))
                 continue
+            if p.kind == "reap":
+                out.extend(self._reap_done(p, future, now))
+                continue
             self._health.pop(call_id, None)
             try:
                 value = future.result(timeout=0)
@@ -361,7 +478,51 @@ class SlotCalls:
             out.extend(self._value(p, value))
         self._issue_again(now)
         self._judge_health(now, out)
+        self._reap(now)
         return out
+
+    # -- kills that may not have arrived ---------------------------------------------------------
+    def _reap(self, now: float) -> None:
+        """A reaper task on the host of each killed slot whose worker its raylet still says lives
+        (the kill may have been lost in a partition: Ray doesn't send it again). One in flight each."""
+        for sk, d in list(self._doomed.items()):  # (confirm() pops from it in its thread)
+            if d.reap_at is None:
+                d.reap_at = now + REAP_AFTER_S
+            if d.reaper is not None:
+                entry = self._pending.get(d.reaper)
+                if entry is not None and now < (entry[0].deadline or 0.0):
+                    continue
+                self._pending.pop(d.reaper, None)  # written off: its host didn't run it in time
+                d.reaper, d.reap_at = None, now + REAP_AFTER_S
+            if d.pid is None or not d.node or now < d.reap_at:
+                continue
+            try:
+                strategy = NodeAffinitySchedulingStrategy(d.node, soft=False)
+                ref = reap_worker.options(scheduling_strategy=strategy).remote(d.pid)
+            except Exception as exc:  # not a node id Ray takes
+                log.debug("reaper for %s: %s", d.name, exc)
+                d.reap_at = now + REAP_AFTER_S
+                continue
+            d.reaper = self._track(ref, _Pending("reap", sk[0], sk[1], now + REAP_TIMEOUT_S, extra=d.pid,
+                                                 issued=now, node=d.node))
+
+    def _reap_done(self, p: _Pending, future: Any, now: float) -> list[Observation]:
+        d = self._doomed.get((p.key, p.generation))
+        if d is None:
+            return []
+        d.reaper, d.reap_at = None, now + REAP_AFTER_S
+        try:
+            verdict = future.result(timeout=0)
+        except Exception as exc:  # it could not run there (the host is cut off, or gone)
+            log.debug("reaper for %s failed: %s", d.name, short_cause(exc))
+            return []
+        if self._doomed.pop((p.key, p.generation), None) is None:
+            return []  # confirm() found it gone meanwhile
+        if verdict == "killed":
+            why = f"a task on its host killed its process (pid {p.extra}): the kill had not reached it"
+        else:
+            why = f"a task on its host found its process (pid {p.extra}) gone"
+        return [Gone(p.key, p.generation, why)]
 
     # -- reachability ----------------------------------------------------------------------------
     def _answered(self, p: _Pending, now: float) -> None:

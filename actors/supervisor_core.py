@@ -32,7 +32,9 @@ from fleet_ray.control.lifecycle import (
     SlotKey,
     SlotRecord,
     SlotState,
+    awaiting_death,
     finish_stop,
+    kill_sent,
     observe,
 )
 from fleet_ray.control.reconcile import (
@@ -149,6 +151,9 @@ class SupervisorCore:
                 st.routine_dirty = True  # only a task count moved: checkpointed every few seconds
             else:
                 st.dirty = True
+        for rec in st.table.in_state(SlotState.STOPPING):
+            if awaiting_death(rec):  # killed while unreachable (also before a restart: the checkpoint keeps it)
+                self.calls.await_death(rec.key, rec.generation, rec.node_id)
         if not self.nodes:  # first step; afterwards the nodes loop refreshes them off the step
             self.nodes = self.calls.nodes()
         placement = {n: placement_problem(p.placement, self.nodes) for n, p in st.desired.items()}
@@ -202,6 +207,12 @@ class SupervisorCore:
                 self.journal.record([LifecycleEvent("slot.draining", rec.pool, rec.index, rec.generation, a.reason)])
                 self.calls.drain(a.key, a.generation)
             elif isinstance(a, Kill):
+                if a.confirm:
+                    # it can't be reached, nor can the kill be sure to: nothing is freed, and no crash
+                    # record written, until Ray confirms its process is gone (then a Kill with lost does)
+                    self.calls.kill(a.key, a.generation, confirm=True, node_id=rec.node_id)
+                    self.journal.record(kill_sent(st.table, a.key, now, a.reason))
+                    continue
                 if a.failure:
                     self.specs.rollout_failure(rec, a.reason)
                 self.calls.kill(a.key, a.generation)

@@ -13,6 +13,7 @@ from fleet_ray.control.lifecycle import (
     ConfigResult,
     Died,
     Drained,
+    Gone,
     HealthReport,
     HealthTimeout,
     Observation,
@@ -101,7 +102,10 @@ class FakeSlotCalls:
     answer its health checks though its host does), :attr:`busy` (a slot's drain waits for its
     in-flight work), :meth:`heal` (the node answers again; what it
     held back is answered), :meth:`lose_node` (Ray marks the node dead) and :meth:`gcs_dead` (the GCS
-    says the actor is dead: found by the next :meth:`confirm`). Slots are placed on ``node_for[pool]``
+    says the actor is dead: found by the next :meth:`confirm`). A kill with ``confirm`` (a slot that
+    can't be reached) doesn't reach a process on a host that is cut off: it stays in :attr:`live` until
+    the host answers again (a reaper on it kills the process) or is lost, and :meth:`confirm` then
+    reports it :class:`~fleet_ray.control.lifecycle.Gone`, as the real one does. Slots are placed on ``node_for[pool]``
     (default :attr:`node_id`; ``""``: the wrapper never learns where they run, so a timed-out health
     check can't ask the host and is reported unreachable, as the real one does).
     """
@@ -130,6 +134,7 @@ class FakeSlotCalls:
     _dead_in_gcs: set[tuple[SlotKey, int]] = field(default_factory=set)
     _suspects: set[tuple[SlotKey, int]] = field(default_factory=set)
     _located: set[tuple[SlotKey, int]] = field(default_factory=set)  # actors whose node the wrapper knows
+    _doomed: dict[tuple[SlotKey, int], tuple[str, str]] = field(default_factory=dict)  # killed unconfirmed
 
     # -- cluster -----------------------------------------------------------------------------------
     def nodes(self) -> list[NodeView]:
@@ -154,10 +159,25 @@ class FakeSlotCalls:
         return view
 
     def confirm(self) -> None:
-        """What the real one asks the GCS: a slot that stopped answering and is dead there is ``Died``."""
+        """What the real one asks the GCS: a slot that stopped answering and is dead there is ``Died``;
+        one killed while unreachable whose process is gone (or that a reaper on its host, answering
+        again, kills now) is ``Gone``."""
         for sk in sorted(self._suspects & self._dead_in_gcs):
             self._suspects.discard(sk)
             self._queued.append(Died(sk[0], sk[1], "Ray says the actor is dead: the actor's worker process died"))
+        dead = {n.node_id for n in self.nodes_seen if not n.alive}
+        for sk, (name, node) in sorted(self._doomed.items()):
+            if node in dead:
+                why = f"Ray marked node {node[:12]} dead"
+            elif name not in self.live:
+                why = "its node's raylet reported its worker process exited"
+            elif self._answers(node):
+                self.live.pop(name)
+                why = "a task on its host killed its process: the kill had not reached it"
+            else:
+                continue  # alive where nothing reaches it
+            del self._doomed[sk]
+            self._queued.append(Gone(sk[0], sk[1], why))
 
     # -- hosts that can't be reached -----------------------------------------------------------------
     def on_node(self, node: str) -> list[SlotKey]:
@@ -204,6 +224,9 @@ class FakeSlotCalls:
         also fail with ``ActorDiedError`` (Ray's message names the node)."""
         self.nodes_seen = [NodeView(n.node_id, False, n.resources, n.labels, n.is_head, reason)
                            if n.node_id == node else n for n in self.nodes_seen]
+        for name, where in self._doomed.values():  # killed while it was cut off: gone with its host
+            if where == node:
+                self.live.pop(name, None)
         for key in self.on_node(node):
             generation, slot = self._handles[key]
             self.live.pop(slot.name, None)
@@ -218,6 +241,9 @@ class FakeSlotCalls:
         generation, slot = self._handles[key]
         self.live.pop(slot.name, None)
         self._dead_in_gcs.add((key, generation))
+
+    def _answers(self, node: str) -> bool:
+        return node not in self.partitioned and node not in self.resetting
 
     def _reach(self, key: SlotKey) -> str:
         """``ok``, ``reset`` or ``silent``: how the node of ``key``'s actor answers now."""
@@ -289,15 +315,23 @@ class FakeSlotCalls:
         if self._handle(key, generation) is not None:
             self._queued.append(ConfigResult(key, generation, True, config_hash))
 
-    def kill(self, key: SlotKey, generation: int) -> None:
+    def kill(self, key: SlotKey, generation: int, confirm: bool = False, node_id: str = "") -> None:
         entry = self._handles.get(key)
+        if confirm:
+            self.await_death(key, generation, node_id)
         if entry and entry[0] == generation:
             del self._handles[key]
-            self.live.pop(entry[1].name, None)
+            if not confirm or self._answers(self._where.get(key, self.node_id)):  # the kill reaches it
+                self.live.pop(entry[1].name, None)
             self.killed.append(entry[1].name)
         self._queued = [o for o in self._queued if (o.key, o.generation) != (key, generation)]
         self._waiting = [w for w in self._waiting if (w[1], w[2]) != (key, generation)]
         self._suspects.discard((key, generation))
+
+    def await_death(self, key: SlotKey, generation: int, node_id: str = "") -> None:
+        if (key, generation) not in self._doomed:
+            self._doomed[(key, generation)] = (slot_actor_name(key[0], key[1], generation),
+                                               node_id or self._where.get(key, self.node_id))
 
     def kill_by_name(self, name: str) -> None:
         if self.live.pop(name, None) is not None:

@@ -69,6 +69,7 @@ PERSISTED = (
     "config_hash",
     "reason",
     "tasks",
+    "kill_sent_at",  # a kill sent while unreachable waits for Ray's confirmation across a restart too
 )
 
 
@@ -113,6 +114,10 @@ class SlotRecord:
     resume_state: SlotState | None = None
     resume_reason: str = ""
     rechecks: int = 0
+    # killed while it couldn't be reached: when the kill went out, and whether Ray has confirmed since
+    # that its process is gone (see :class:`Gone`); until then the position stays STOPPING, not free
+    kill_sent_at: float | None = None
+    death_confirmed: bool = False
 
     @property
     def key(self) -> SlotKey:
@@ -271,6 +276,17 @@ class Died(Observation):
 
 
 @dataclass(frozen=True)
+class Gone(Observation):
+    """The process of an actor killed while it couldn't be reached is gone, on evidence that a kill
+    which never arrived can't produce: Ray marked its node dead, or its node's raylet reported the
+    worker process exited, or a task on its host found the process gone (or killed it). Not the GCS's
+    ``DEAD`` nor an ``ActorDiedError``: ``ray.kill`` sets the first at once and callers get the second
+    from it, whether or not the kill reached the process."""
+
+    cause: str
+
+
+@dataclass(frozen=True)
 class Drained(Observation):
     pass
 
@@ -337,6 +353,8 @@ def observe(
     ev: list[LifecycleEvent] = []
     E = lambda kind, msg="", **data: LifecycleEvent(kind, rec.pool, rec.index, rec.generation, msg, data)  # noqa: E731
 
+    if isinstance(obs, Gone):
+        return _gone(rec, obs, now)
     if isinstance(obs, Unreachable):
         return _unreachable(table, rec, obs, now, pool)
     if rec.state is SlotState.UNREACHABLE and isinstance(obs, ANSWERS):
@@ -453,6 +471,37 @@ def _unreachable(table: SlotTable, rec: SlotRecord, obs: Unreachable, now: float
                            {"call": obs.call, "node_id": rec.node_id, "was": rec.resume_state.value})]
 
 
+def kill_sent(table: SlotTable, key: SlotKey, now: float, reason: str) -> list[LifecycleEvent]:
+    """A kill went out to a slot that can't be reached. ``ray.kill`` can't reach a partitioned
+    worker either (the GCS sends it once; Ray marks the actor DEAD regardless), so the old process may
+    live on: the position stays STOPPING -- nothing replaces it -- until a :class:`Gone` confirms the
+    process is gone. Repeatable: a second call changes nothing."""
+    rec = table.get(key)
+    if rec is None or rec.kill_sent_at is not None:
+        return []
+    lasted = now - rec.unreachable_since if rec.unreachable_since is not None else 0.0
+    rec.kill_sent_at, rec.death_confirmed = now, False
+    rec.health_inflight = rec.config_inflight = False
+    table.transition(key, SlotState.STOPPING, reason)
+    return [LifecycleEvent("slot.kill_sent", rec.pool, rec.index, rec.generation,
+                           f"{reason}; its position waits until Ray confirms its process is gone",
+                           {"unreachable_s": round(lasted, 3), "node_id": rec.node_id})]
+
+
+def awaiting_death(rec: SlotRecord) -> bool:
+    """Killed while unreachable, and Ray hasn't confirmed yet that its process is gone."""
+    return rec.state is SlotState.STOPPING and rec.kill_sent_at is not None and not rec.death_confirmed
+
+
+def _gone(rec: SlotRecord, obs: Gone, now: float) -> list[LifecycleEvent]:
+    if not awaiting_death(rec):
+        return []
+    rec.death_confirmed = True
+    waited = now - rec.kill_sent_at if rec.kill_sent_at is not None else 0.0
+    return [LifecycleEvent("slot.death_confirmed", rec.pool, rec.index, rec.generation, error_line(obs.cause),
+                           {"after_kill_s": round(waited, 3)})]
+
+
 def _reachable(table: SlotTable, rec: SlotRecord, now: float) -> list[LifecycleEvent]:
     back = rec.resume_state or SlotState.RUNNING
     lasted = now - rec.unreachable_since if rec.unreachable_since is not None else 0.0
@@ -479,6 +528,7 @@ def finish_stop(table: SlotTable, key: SlotKey, now: float, pool: Any | None, fa
     rec.health_failures, rec.health_inflight, rec.config_inflight, rec.checks_ok = 0, False, False, 0
     rec.recycle_requested, rec.drain_deadline, rec.failure_pending, rec.retire = None, None, False, False
     rec.unreachable_since, rec.resume_state, rec.resume_reason, rec.rechecks = None, None, "", 0
+    rec.kill_sent_at, rec.death_confirmed = None, False
     rec.tasks, rec.rss_mb, rec.phase, rec.progress, rec.browser = 0, 0.0, None, {}, None
     ev.append(LifecycleEvent("slot.recycled", rec.pool, rec.index, rec.generation, reason, {"failure": failure}))
     if failure:

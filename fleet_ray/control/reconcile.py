@@ -11,7 +11,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet_ray.control.lifecycle import Died, SlotKey, SlotRecord, SlotState, SlotTable
+from fleet_ray.control.lifecycle import (
+    Died,
+    Gone,
+    SlotKey,
+    SlotRecord,
+    SlotState,
+    SlotTable,
+    awaiting_death,
+)
 from fleet_ray.spec.models import Placement, PoolSpec
 
 
@@ -64,6 +72,10 @@ class Kill(Action):
     reason: str
     failure: bool = False
     lost: bool = False  # it stopped answering and can't be drained: its work is lost (a crash record)
+    # it can't be reached, so the kill may not reach its process either: send it, and keep the position
+    # STOPPING until Ray confirms the process is gone (lifecycle.kill_sent, Gone); a Kill with ``lost``
+    # then frees it
+    confirm: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,22 +93,25 @@ class PushConfig(Action):
 # -- pure helpers -------------------------------------------------------------------------------
 
 
-def node_deaths(table: SlotTable, nodes: Sequence[NodeView]) -> list[Died]:
+def node_deaths(table: SlotTable, nodes: Sequence[NodeView]) -> list[Died | Gone]:
     """Every slot whose actor may be alive on a node Ray says is dead: dead with it, at once (no
-    drain, no re-check against a host that is gone). ``nodes`` is the latest node list; a node not in
+    drain, no re-check against a host that is gone); for one killed while unreachable, the node's
+    death is the confirmation its position waits for. ``nodes`` is the latest node list; a node not in
     it is not judged (the list may be older than the slot)."""
     dead = {n.node_id: n for n in nodes if not n.alive}
     if not dead:
         return []
-    out = []
+    out: list[Died | Gone] = []
     for rec in table:
         node = dead.get(rec.node_id) if rec.node_id else None
-        if node is None or rec.state not in (SlotState.STARTING, SlotState.RUNNING, SlotState.DRAINING,
-                                             SlotState.UNREACHABLE):
+        if node is None:
             continue
         why = f" ({node.death_reason})" if node.death_reason else ""
-        out.append(Died(rec.key, rec.generation, f"its host was lost: Ray marked node {node.node_id[:12]} dead{why}",
-                        host_lost=True))
+        if awaiting_death(rec):
+            out.append(Gone(rec.key, rec.generation, f"Ray marked node {node.node_id[:12]} dead{why}"))
+        elif rec.state in (SlotState.STARTING, SlotState.RUNNING, SlotState.DRAINING, SlotState.UNREACHABLE):
+            out.append(Died(rec.key, rec.generation,
+                            f"its host was lost: Ray marked node {node.node_id[:12]} dead{why}", host_lost=True))
     return out
 
 
@@ -233,7 +248,7 @@ def decide(
                 lasted = now - rec.unreachable_since if rec.unreachable_since is not None else 0.0
                 actions.append(Kill(rec.key, rec.generation,
                                     f"drain timeout; unreachable for {lasted:.0f}s ({rec.reason})",
-                                    failure=rec.failure_pending, lost=True))
+                                    failure=rec.failure_pending, lost=True, confirm=True))
             elif now >= rec.next_check_at and not rec.health_inflight:
                 timeout = pool.health.timeout_s if pool else 3.0
                 actions.append(CheckHealth(rec.key, rec.generation, timeout))
@@ -246,7 +261,11 @@ def decide(
                 timeout = pool.health.timeout_s if pool else 3.0
                 actions.append(CheckHealth(rec.key, rec.generation, timeout))
         elif rec.state is SlotState.STOPPING:
-            actions.append(Kill(rec.key, rec.generation, rec.reason, failure=rec.failure_pending))
+            if rec.kill_sent_at is None:
+                actions.append(Kill(rec.key, rec.generation, rec.reason, failure=rec.failure_pending))
+            elif rec.death_confirmed:  # killed while unreachable, and Ray confirmed its process is gone
+                actions.append(Kill(rec.key, rec.generation, rec.reason, failure=rec.failure_pending, lost=True))
+            # else: nothing until Ray confirms (a replacement could run beside the old process)
         elif wanted:
             continue
         elif rec.state in (SlotState.PENDING, SlotState.FAILED):

@@ -90,5 +90,7 @@ def settle(table: SlotTable, generations: dict[SlotKey, int], attached: set[Slot
     for rec in table:
         rec.generation = max(rec.generation, generations.get(rec.key, 0))
         rec.health_inflight = rec.config_inflight = False
+        if rec.kill_sent_at is not None and rec.state is SlotState.STOPPING:
+            continue  # killed while unreachable: still waits for Ray to confirm its process is gone
         if rec.state in LIVE_STATES and rec.key not in attached:
             table.transition(rec.key, SlotState.STOPPING, LOST)

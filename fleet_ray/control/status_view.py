@@ -16,7 +16,7 @@ from fleet_ray.api.status import BrowserSlotStatus, EventStatus, FleetStatus, Po
 from fleet_ray.names import slot_actor_name
 
 from . import rollout
-from .lifecycle import SlotRecord, SlotState
+from .lifecycle import SlotRecord, SlotState, awaiting_death
 from .pool_scaling import autoscale_status
 from .reconcile import NodeView
 from .state import FleetState
@@ -56,11 +56,19 @@ def pool_state(recs: list[SlotRecord], desired: int, now: float) -> tuple[str, s
     pending = [r for r in recs if r.state is SlotState.PENDING and r.reason]
     degraded = [r for r in recs if r.backoff_until > now or (r.escalated and r.state is SlotState.FAILED)]
     unreachable = [r for r in recs if r.state is SlotState.UNREACHABLE]
-    if unreachable:  # first: the slots may be alive, but nothing they do reaches the fleet
-        nodes = sorted({r.node_id[:12] for r in unreachable if r.node_id})
+    killed = [r for r in recs if awaiting_death(r)]  # their positions wait for Ray's confirmation
+    if unreachable or killed:  # first: the slots may be alive, but nothing they do reaches the fleet
+        nodes = sorted({r.node_id[:12] for r in unreachable + killed if r.node_id})
         where = f" (node {', '.join(nodes)})" if nodes else ""
-        shown = ", ".join(r.slot_id for r in unreachable[:10]) + (", ..." if len(unreachable) > 10 else "")
-        return "unreachable", f"{len(unreachable)} slot(s) not answering{where}: {shown}"
+        parts = []
+        if unreachable:
+            shown = ", ".join(r.slot_id for r in unreachable[:10]) + (", ..." if len(unreachable) > 10 else "")
+            parts.append(f"{len(unreachable)} slot(s) not answering{where}: {shown}")
+        if killed:
+            shown = ", ".join(r.slot_id for r in killed[:10]) + (", ..." if len(killed) > 10 else "")
+            parts.append(f"{len(killed)} killed while unreachable, not replaced until Ray confirms their "
+                         f"processes are gone{where if not unreachable else ''}: {shown}")
+        return "unreachable", "; ".join(parts)
     if degraded:
         return "degraded", f"{len(degraded)} slot(s) failing repeatedly; backing off"
     if pending:
@@ -73,6 +81,9 @@ def pool_state(recs: list[SlotRecord], desired: int, now: float) -> tuple[str, s
 def slot_status(r: SlotRecord, now: float) -> SlotStatus:
     waiting = (f"waiting for Ray to start its process ({now - r.created_at:.0f}s)"
                if r.state is SlotState.STARTING and r.alive_at is None and r.created_at else "")
+    reason = r.reason or waiting
+    if awaiting_death(r) and r.kill_sent_at is not None:
+        reason = f"{reason}; killed {now - r.kill_sent_at:.0f}s ago, waiting for Ray to confirm its process is gone"
     return SlotStatus(
         id=r.slot_id,
         pool=r.pool,
@@ -89,7 +100,7 @@ def slot_status(r: SlotRecord, now: float) -> SlotStatus:
         rss_mb=round(r.rss_mb, 1),
         phase=r.phase,
         progress=r.progress,
-        reason=r.reason or waiting,
+        reason=reason,
         backoff_s=round(max(0.0, r.backoff_until - now), 3),
         unreachable_s=(round(now - r.unreachable_since, 3)
                        if r.state is SlotState.UNREACHABLE and r.unreachable_since is not None else None),

@@ -5,15 +5,17 @@ confirms a death. No Ray is started: Ray's exception classes are plain Python.""
 
 from __future__ import annotations
 
+import subprocess
 from concurrent.futures import Future
 from typing import Any
 
 import pytest
+from ray.core.generated import gcs_pb2
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
 from fleet_ray.actors import handles
-from fleet_ray.actors.handles import REARM_S, SlotCalls
-from fleet_ray.control.lifecycle import Alive, Died, HealthReport, HealthTimeout, Ready, Unreachable
+from fleet_ray.actors.handles import REAP_AFTER_S, REAP_TIMEOUT_S, REARM_S, SlotCalls
+from fleet_ray.control.lifecycle import Alive, Died, Gone, HealthReport, HealthTimeout, Ready, Unreachable
 
 KEY, OTHER = ("web", 0), ("web", 1)
 NODE = "ab" * 28
@@ -61,6 +63,20 @@ class Probe:
     def options(self, scheduling_strategy: Any = None) -> Method:
         self.nodes.append(scheduling_strategy.node_id)
         return self.method
+
+
+class Gcs:
+    """Stands in for what confirm() asks the GCS about killed slots: their nodes and workers."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.fate: tuple[str, int | None] = ("", 4242)  # (evidence it is gone, its worker's pid while alive)
+        self.asked: list[tuple[str, str]] = []
+        monkeypatch.setattr(handles.ray, "nodes", lambda: [{"NodeID": NODE, "Alive": True}])
+        monkeypatch.setattr(handles, "gcs_worker_fate", self.worker_fate)
+
+    def worker_fate(self, actor_id: str, name: str, namespace: str, dead_nodes: set[str]):
+        self.asked.append((actor_id, name))
+        return actor_id or "found-by-name", self.fate[0], self.fate[1]
 
 
 def unavailable() -> ActorUnavailableError:
@@ -236,3 +252,122 @@ def test_an_answer_clears_the_suspicion_and_a_kill_forgets_everything(calls, mon
     calls.confirm()
     assert calls.poll(10.0) == []
     assert len(h.drain.calls) == 2 and len(h.watch.calls) == 2  # nothing issued again after the kill
+
+
+@pytest.fixture
+def reaper(monkeypatch) -> Probe:
+    r = Probe()
+    monkeypatch.setattr(handles, "reap_worker", r)
+    return r
+
+
+def killed_unreachable(calls: SlotCalls) -> Handle:
+    h = started(calls)
+    h.watch.last.set_exception(unavailable())
+    calls.poll(1.0)
+    calls.kill(KEY, 1, confirm=True, node_id=NODE)
+    return h
+
+
+def test_a_kill_sent_while_unreachable_is_confirmed_only_by_its_hosts_side(calls, monkeypatch, reaper):
+    killed_unreachable(calls)
+    gcs = Gcs(monkeypatch)
+    calls.confirm()  # the GCS says DEAD at once after ray.kill; the worker table still says it lives
+    assert gcs.asked == [("12ab" * 8, "fleet:web:0:g1")] and calls.poll(2.0) == []
+    gcs.fate = ("its node's raylet reported its worker process (pid 4242) exited", None)
+    calls.confirm()
+    assert calls.poll(2.5) == [Gone(KEY, 1, "its node's raylet reported its worker process (pid 4242) exited")]
+    calls.confirm()
+    assert calls.poll(3.0) == [] and reaper.nodes == []  # once; nothing left to reap
+
+
+def test_a_kill_that_never_arrived_is_carried_out_by_a_reaper_on_its_host(calls, monkeypatch, reaper):
+    killed_unreachable(calls)
+    Gcs(monkeypatch)
+    calls.confirm()  # its worker lives, pid 4242
+    calls.poll(2.0)
+    assert reaper.nodes == []  # its raylet gets a moment to report the kill first
+    calls.poll(2.0 + REAP_AFTER_S)
+    assert reaper.nodes == [NODE]
+    calls.poll(3.0 + REAP_AFTER_S)
+    assert reaper.nodes == [NODE]  # one in flight
+    calls.poll(2.0 + REAP_AFTER_S + REAP_TIMEOUT_S)  # its host didn't run it in time: written off ...
+    calls.poll(2.0 + 2 * REAP_AFTER_S + REAP_TIMEOUT_S)
+    assert reaper.nodes == [NODE, NODE]  # ... and another goes
+    reaper.method.calls[0].fut.set_result("killed")  # the written-off one's late answer is not read
+    assert calls.poll(20.0) == []
+    reaper.method.last.set_result("killed")
+    (gone,) = calls.poll(20.5)
+    assert gone == Gone(KEY, 1, "a task on its host killed its process (pid 4242): the kill had not reached it")
+
+
+def test_a_reaper_that_cant_run_is_tried_again_and_a_restarted_supervisor_finds_the_actor_by_name(
+        calls, monkeypatch, reaper):
+    gcs = Gcs(monkeypatch)
+    calls.await_death(KEY, 3, node_id=NODE)  # killed before this supervisor started
+    calls.await_death(KEY, 3, node_id=NODE)
+    calls.confirm()
+    assert gcs.asked == [("", "fleet:web:0:g3")]
+    calls.confirm()
+    assert gcs.asked[-1] == ("found-by-name", "fleet:web:0:g3")  # its id is kept once found
+    calls.poll(0.0)
+    calls.poll(REAP_AFTER_S)
+    reaper.method.last.set_exception(RuntimeError("TaskUnschedulableError"))
+    assert calls.poll(REAP_AFTER_S + 1) == []
+    calls.poll(2 * REAP_AFTER_S + 1)
+    assert len(reaper.nodes) == 2
+    reaper.method.last.set_result("gone")
+    assert calls.poll(2 * REAP_AFTER_S + 2) == [Gone(KEY, 3, "a task on its host found its process (pid 4242) gone")]
+
+
+class Accessor:
+    """The GCS's tables as the global state accessor hands them out (serialized protos)."""
+
+    def __init__(self, actors: list, workers: dict) -> None:
+        self.actors, self.workers = actors, workers
+
+    def get_actor_info(self, actor_id):
+        found = [a for a in self.actors if a.actor_id == actor_id.binary()]
+        return found[0].SerializeToString() if found else None
+
+    def get_actor_table(self, job_id, state):
+        return [a.SerializeToString() for a in self.actors]
+
+    def get_worker_info(self, worker_id):
+        w = self.workers.get(worker_id.binary())
+        return w.SerializeToString() if w else None
+
+
+def test_gcs_worker_fate_reads_the_actor_and_worker_tables(monkeypatch):
+    worker, node = b"\7" * 28, bytes.fromhex(NODE)
+    actor = gcs_pb2.ActorTableData(actor_id=b"\1" * 16, name="fleet:web:0:g1", ray_namespace="test",
+                                   state=gcs_pb2.ActorTableData.DEAD, start_time=5)
+    actor.address.worker_id, actor.address.node_id = worker, node
+    older = gcs_pb2.ActorTableData(actor_id=b"\2" * 16, name="fleet:web:0:g1", ray_namespace="test", start_time=1)
+    alive = gcs_pb2.WorkerTableData(is_alive=True, pid=4242)
+    acc = Accessor([older, actor], {worker: alive})
+    monkeypatch.setattr(handles.ray._private.state.state, "_connect_and_get_accessor", lambda: acc)
+    fate = handles.gcs_worker_fate
+    assert fate("", "fleet:web:0:g1", "test", set()) == ("01" * 16, "", 4242)  # found by name, the newest
+    assert fate("01" * 16, "", "test", {NODE}) == ("01" * 16, "Ray marked node abababababab dead", None)
+    acc.workers[worker] = gcs_pb2.WorkerTableData(is_alive=False, pid=4242, exit_detail="killed by\nray.kill")
+    assert fate("01" * 16, "", "test", set()) == (
+        "01" * 16, "its node's raylet reported its worker process (pid 4242) exited: killed by ray.kill", None)
+    never = gcs_pb2.ActorTableData(actor_id=b"\3" * 16, state=gcs_pb2.ActorTableData.DEAD)
+    acc.actors.append(never)
+    assert fate("03" * 16, "", "test", set())[1] == "it never had a process (Ray had not placed it yet)"
+
+
+def test_the_reaper_kills_a_ray_worker_under_the_pid_and_nothing_else():
+    worker = subprocess.Popen(["bash", "-c", 'exec -a "ray::SlotActor.watch" sleep 60'])
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        reap = handles.reap_worker._function
+        assert reap(other.pid) == "gone" and other.poll() is None  # the pid is no Ray worker's: untouched
+        assert reap(worker.pid) == "killed"
+        worker.wait(timeout=5)  # (the reaper reaped it already: it was this process's child)
+        assert reap(worker.pid) == "gone"
+    finally:
+        for p in (worker, other):
+            p.kill()
+            p.wait()

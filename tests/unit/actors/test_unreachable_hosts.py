@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+from fleet_ray.control.lifecycle import Died
 from fleet_ray.observe.crashes import SlotContext, list_crashes
 from fleet_ray.testing import FakeSlotCalls
 
@@ -23,6 +24,7 @@ def fleet_on_worker(rig, slots: int = 3, **extra):
     sup = rig(calls)
     sup.apply({"pools": [echo("web", slots, health={"period_s": 1, "timeout_s": 1}, **extra)]})
     sup.run(3)
+    bridge(sup)  # the fleet services boot (a real supervisor runs them from its start)
     assert [s.state for s in sup.status().pool("web").slots] == ["running"] * slots
     return sup, calls
 
@@ -164,10 +166,18 @@ def test_an_unreachable_drain_that_times_out_is_killed_with_a_crash_record_sayin
     calls.reset_connections(WORKER)  # ... when its host stops answering
     sup.run(8)
     bridge(sup)
-    assert sup.status().pool("web").slots == [] and calls.killed == ["fleet:web:0:g1"]
+    # the kill went out, but can't reach the process: the position waits for Ray's confirmation
+    (slot,) = sup.status().pool("web").slots
+    assert slot.state == "stopping" and "waiting for Ray to confirm its process is gone" in slot.reason
+    assert calls.killed == ["fleet:web:0:g1"] and "fleet:web:0:g1" in calls.live and crashes(store) == []
+    calls.heal(WORKER)  # the host answers again: the kill is carried out there, and confirmed
+    sup.run(2)
+    bridge(sup)
+    assert sup.status().pool("web").slots == [] and calls.live == {}
     (rec,) = crashes(store)
     assert rec.task == "job:1" and rec.step == "item 1"
     assert rec.cause.startswith("its host stopped answering: drain timeout; unreachable for")
+    assert sup.kinds().count("slot.kill_sent") == 1 and sup.kinds().count("slot.death_confirmed") == 1
 
 
 def test_a_hung_slot_on_a_host_that_answers_is_still_recycled(rig, store):
@@ -194,3 +204,58 @@ def test_a_slot_whose_node_is_unknown_stays_unreachable_instead_of_flapping(rig,
     sup.run(6)
     assert states(sup) == [("web:0", "running", 1)] and sup.kinds().count("slot.reachable") == 1
     assert crashes(store) == []
+
+
+def partitioned_drain(rig, store):
+    """A slot draining (its drain waits for in-flight work) on a host whose link then goes down, until
+    well past its drain timeout."""
+    sup, calls = fleet_on_worker(rig, slots=1, recycle={"drain_timeout_s": 5})
+    write_context(store, 0, tasks=["job:3"], step="item 3")
+    calls.busy.add(("web", 0))
+    sup.core.specs.recycle("web:0")
+    sup.run(0.5)
+    calls.partition(WORKER)
+    for _ in range(40):  # 20 s: the drain runs out, the kill goes out and doesn't arrive
+        sup.run(0.5)
+        assert one_actor_per_position(calls)
+    return sup, calls
+
+
+def test_a_partitioned_slot_killed_at_its_drain_timeout_is_not_replaced_until_ray_confirms_it_died(rig, store):
+    sup, calls = partitioned_drain(rig, store)
+    (slot,) = sup.status().pool("web").slots
+    assert (slot.state, slot.generation) == ("stopping", 1) and calls.created == [(("web", 0), 1)]
+    assert "fleet:web:0:g1" in calls.live  # alive where the kill can't reach
+    assert sup.status().pool("web").state == "unreachable" and crashes(store) == []
+    assert sup.workqueues.released == []  # its items aren't handed out while it may be working on them
+    calls.node_for["web"] = OTHER
+    calls.lose_node(WORKER)  # Ray marks the node dead: that is the confirmation
+    sup.run(3)
+    bridge(sup)
+    assert states(sup) == [("web:0", "running", 2)] and one_actor_per_position(calls)
+    (rec,) = crashes(store)
+    assert (rec.generation, rec.task, rec.step) == (1, "job:3", "item 3")
+    assert rec.cause.startswith("its host stopped answering: drain timeout; unreachable for")
+    assert [r[1] for r in sup.workqueues.released] == ["fleet:web:0:g1"]
+
+
+def test_a_killed_slot_whose_host_comes_back_is_reaped_there_before_it_is_replaced(rig, store):
+    sup, calls = partitioned_drain(rig, store)
+    calls.heal(WORKER)  # the kill was lost in the partition: a reaper on the host carries it out
+    for _ in range(6):
+        sup.run(0.5)
+        assert one_actor_per_position(calls)
+    bridge(sup)
+    assert states(sup) == [("web:0", "running", 2)] and list(calls.live) == ["fleet:web:0:g2"]
+    assert len(crashes(store)) == 1
+    (confirmed,) = [e for e in sup.core.journal.recent if e.kind == "slot.death_confirmed"]
+    assert "killed its process" in confirmed.message
+
+
+def test_an_answer_from_a_killed_slot_or_its_death_notice_frees_nothing(rig, store):
+    sup, calls = partitioned_drain(rig, store)
+    # what Ray's callers hear after ray.kill (ActorDiedError from the GCS's word) is no confirmation
+    calls._queued.append(Died(("web", 0), 1, "ActorDiedError: the actor was killed by ray.kill"))
+    sup.run(3)
+    assert [(s.state, s.generation) for s in sup.status().pool("web").slots] == [("stopping", 1)]
+    assert calls.created == [(("web", 0), 1)]

@@ -13,6 +13,7 @@ from fleet_ray.control.lifecycle import (
     Alive,
     Died,
     Drained,
+    Gone,
     HealthReport,
     HealthTimeout,
     Ready,
@@ -20,7 +21,9 @@ from fleet_ray.control.lifecycle import (
     SlotState,
     SlotTable,
     Unreachable,
+    awaiting_death,
     finish_stop,
+    kill_sent,
     observe,
     recheck_delay,
 )
@@ -177,8 +180,82 @@ def test_an_unreachable_drain_that_runs_out_of_time_is_killed_as_lost():
     rec.drain_deadline, rec.failure_pending = 5.0, True
     observe(t, Unreachable(rec.key, 1, RESET, call="drain"), 1.0, p)
     (kill,) = decide({"web": p}, t, {"web": None}, 5.0)
-    assert isinstance(kill, Kill) and kill.lost and kill.failure
+    assert isinstance(kill, Kill) and kill.lost and kill.failure and kill.confirm
     assert kill.reason.startswith("drain timeout; unreachable for 4s (unreachable: ActorUnavailableError")
+
+
+def test_a_slot_killed_while_unreachable_keeps_its_position_until_ray_confirms_its_process_is_gone():
+    p = pool(slots=1, recycle={"drain_timeout_s": 5})
+    t = SlotTable()
+    rec = running(t, p, 0)
+    t.transition(rec.key, SlotState.DRAINING, "reached max_tasks (5 >= 5)")
+    rec.drain_deadline = 5.0
+    observe(t, Unreachable(rec.key, 1, RESET, call="drain"), 1.0, p)
+    (kill,) = decide({"web": p}, t, {"web": None}, 5.0)
+    events = kill_sent(t, rec.key, 5.0, kill.reason)
+    assert kinds(events) == ["slot.kill_sent"] and events[0].data["unreachable_s"] == 4.0
+    assert kill_sent(t, rec.key, 6.0, kill.reason) == []  # repeatable
+    assert rec.state is SlotState.STOPPING and awaiting_death(rec) and rec.persisted()["kill_sent_at"] == 5.0
+    # nothing frees or refills the position meanwhile, whatever Ray's callers hear
+    for now in (5.0, 30.0, 600.0):
+        assert decide({"web": p}, t, {"web": None}, now) == []
+    assert observe(t, Died(rec.key, 1, "ActorDiedError: killed by ray.kill"), 31.0, p) == []
+    assert observe(t, Died(rec.key, 1, "its host was lost", host_lost=True), 31.0, p) == []
+    assert awaiting_death(rec)
+    # the evidence: its host's side says the process is gone
+    events = observe(t, Gone(rec.key, 1, "its node's raylet reported its worker process (pid 9) exited"), 40.0, p)
+    assert kinds(events) == ["slot.death_confirmed"] and events[0].data["after_kill_s"] == 35.0
+    assert observe(t, Gone(rec.key, 1, "again"), 41.0, p) == []  # once
+    (free,) = decide({"web": p}, t, {"web": None}, 41.0)
+    assert free == Kill(("web", 0), 1, kill.reason, lost=True)
+    finish_stop(t, rec.key, 41.0, p, free.failure)
+    assert rec.kill_sent_at is None and not rec.death_confirmed
+    assert Start(("web", 0), 2) in decide({"web": p}, t, {"web": None}, 41.0)
+
+
+def test_the_node_of_a_slot_killed_while_unreachable_dying_is_its_confirmation():
+    p = pool(slots=1)
+    t = SlotTable()
+    rec = running(t, p, 0, node="n2")
+    observe(t, Unreachable(rec.key, 1, RESET, call="watch"), 0.0, p)
+    kill_sent(t, rec.key, 1.0, "drain timeout")
+    assert node_deaths(t, [NodeView("n2", True, {"CPU": 2})]) == []
+    (gone,) = node_deaths(t, [NodeView("n2", False, {"CPU": 2}, death_reason="missing heartbeats")])
+    assert gone == Gone(("web", 0), 1, "Ray marked node n2 dead (missing heartbeats)")
+    observe(t, gone, 20.0, p)
+    assert node_deaths(t, [NodeView("n2", False, {"CPU": 2})]) == []  # confirmed: nothing more to say
+
+
+def test_a_restarted_supervisor_keeps_a_killed_slot_waiting_for_its_confirmation():
+    p = pool(slots=1)
+    t = SlotTable()
+    rec = running(t, p, 0)
+    observe(t, Unreachable(rec.key, 1, RESET, call="watch"), 0.0, p)
+    kill_sent(t, rec.key, 1.0, "drain timeout; unreachable for 1s")
+    t2 = SlotTable([SlotRecord.restore(rec.persisted())])
+    settle(t2, {}, attached=set())  # no actor under its name (ray.kill released it)
+    again = t2.get(("web", 0))
+    assert again.state is SlotState.STOPPING and awaiting_death(again)
+    assert again.reason == "drain timeout; unreachable for 1s"
+    assert decide({"web": p}, t2, {"web": None}, 2.0) == []
+
+
+def test_status_says_a_killed_slot_waits_for_ray_and_the_pool_is_not_ok():
+    p = pool(slots=1)
+    st = FleetState(fleet_name="f")
+    st.set_desired(FleetSpec(name="f", pools=[p]))
+    rec = running(st.table, p, 0, node="n2")
+    observe(st.table, Unreachable(rec.key, 1, RESET, call="watch"), 0.0, p)
+    kill_sent(st.table, rec.key, 10.0, "drain timeout; unreachable for 10s")
+    out = fleet_status(st, [], SupervisorFacts("ns", 1, 0.0, "memory://"), 25.0)
+    web = out.pool("web")
+    assert web.state == "unreachable"
+    assert web.reason == ("1 killed while unreachable, not replaced until Ray confirms their processes are gone "
+                          "(node n2): web:0")
+    slot = out.slot("web:0")
+    assert slot.state == "stopping"
+    assert slot.reason == ("drain timeout; unreachable for 10s; killed 15s ago, waiting for Ray to confirm its "
+                           "process is gone")
 
 
 def test_a_config_push_that_got_no_answer_is_pushed_again_once_the_slot_answers():
