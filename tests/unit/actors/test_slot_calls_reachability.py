@@ -6,9 +6,11 @@ confirms a death. No Ray is started: Ray's exception classes are plain Python.""
 from __future__ import annotations
 
 import subprocess
+import time
 from concurrent.futures import Future
 from typing import Any
 
+import psutil
 import pytest
 from ray.core.generated import gcs_pb2
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
@@ -362,6 +364,9 @@ def test_the_reaper_kills_a_ray_worker_under_the_pid_and_nothing_else():
     worker = subprocess.Popen(["bash", "-c", 'exec -a "ray::SlotActor.watch" sleep 60'])
     other = subprocess.Popen(["sleep", "60"])
     try:
+        deadline = time.monotonic() + 10  # until bash has exec'd under the worker's title
+        while psutil.Process(worker.pid).cmdline()[:1] != ["ray::SlotActor.watch"] and time.monotonic() < deadline:
+            time.sleep(0.01)
         reap = handles.reap_worker._function
         assert reap(other.pid) == "gone" and other.poll() is None  # the pid is no Ray worker's: untouched
         assert reap(worker.pid) == "killed"
