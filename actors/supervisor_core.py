@@ -33,6 +33,7 @@ from fleet_ray.control.lifecycle import (
     SlotRecord,
     SlotState,
     awaiting_death,
+    begin_drain,
     finish_stop,
     kill_sent,
     observe,
@@ -200,11 +201,8 @@ class SupervisorCore:
             elif isinstance(a, CheckHealth):
                 rec.health_inflight = True
                 self.calls.health(a.key, a.generation, a.timeout_s, now, node_id=rec.node_id)
-            elif isinstance(a, Drain):
-                rec.drain_deadline = now + a.timeout_s
-                rec.failure_pending, rec.retire = a.failure, a.retire
-                st.table.transition(a.key, SlotState.DRAINING, a.reason)
-                self.journal.record([LifecycleEvent("slot.draining", rec.pool, rec.index, rec.generation, a.reason)])
+            elif isinstance(a, Drain):  # (an unreachable slot stays so, to drain once it answers)
+                self.journal.record(begin_drain(st.table, a.key, now, a.reason, a.timeout_s, a.retire, a.failure))
                 self.calls.drain(a.key, a.generation)
             elif isinstance(a, Kill):
                 if a.confirm:

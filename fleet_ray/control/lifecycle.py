@@ -471,6 +471,24 @@ def _unreachable(table: SlotTable, rec: SlotRecord, obs: Unreachable, now: float
                            {"call": obs.call, "node_id": rec.node_id, "was": rec.resume_state.value})]
 
 
+def begin_drain(table: SlotTable, key: SlotKey, now: float, reason: str, timeout_s: float,
+                retire: bool = False, failure: bool = False) -> list[LifecycleEvent]:
+    """Ask a slot to finish its in-flight work and stop within ``timeout_s``. One that can't be
+    reached stays UNREACHABLE, now to go back to DRAINING once it answers: the drain call goes out
+    (again, while it fails "unavailable") and the deadline runs; past it, it is killed, and its
+    position kept until Ray confirms the process is gone (reconcile.decide)."""
+    rec = table.get(key)
+    if rec is None:
+        return []
+    rec.drain_deadline = now + timeout_s
+    rec.failure_pending, rec.retire = failure, retire
+    if rec.state is SlotState.UNREACHABLE:
+        rec.resume_state, rec.resume_reason = SlotState.DRAINING, reason
+    else:
+        table.transition(key, SlotState.DRAINING, reason)
+    return [LifecycleEvent("slot.draining", rec.pool, rec.index, rec.generation, reason)]
+
+
 def kill_sent(table: SlotTable, key: SlotKey, now: float, reason: str) -> list[LifecycleEvent]:
     """A kill went out to a slot that can't be reached. ``ray.kill`` can't reach a partitioned
     worker either (the GCS sends it once; Ray marks the actor DEAD regardless), so the old process may

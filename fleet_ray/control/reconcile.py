@@ -20,7 +20,7 @@ from fleet_ray.control.lifecycle import (
     SlotTable,
     awaiting_death,
 )
-from fleet_ray.spec.models import Placement, PoolSpec
+from fleet_ray.spec.models import HealthCheck, Placement, PoolSpec
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,9 @@ def placement_problem(placement: Placement, nodes: Sequence[NodeView]) -> str | 
     return "; ".join(problems) or "no single node satisfies all of the pool's placement requirements"
 
 
+#: how long an unreachable slot of a pool no longer in the spec may stay so (its pool's own setting is gone)
+UNREACHABLE_MAX_S = HealthCheck.model_fields["unreachable_max_s"].default
+
 SPEC_CHANGED = "pool spec changed (automation, version, kind, placement or concurrency)"
 
 
@@ -173,6 +176,36 @@ def recycle_due(rec: SlotRecord, pool: PoolSpec, now: float, shape: str | None =
     if policy.max_rss_mb is not None and rec.rss_mb >= policy.max_rss_mb:
         return f"reached max_rss_mb ({rec.rss_mb:.0f} >= {policy.max_rss_mb:g})"
     return None
+
+
+def _unreachable(rec: SlotRecord, pool: PoolSpec | None, wanted: bool, now: float) -> list[Action]:
+    """An unreachable slot: nothing replaces it while Ray says it may be alive, and it is re-checked
+    until it answers or Ray says it (or its node) is dead. A scale-down or a recycle asked for
+    meanwhile starts a drain it carries out once it answers; a drain that runs out, or being
+    unreachable past ``health.unreachable_max_s``, ends it with a kill that keeps the position until
+    Ray confirms the process is gone (``Kill.confirm``): its host doesn't answer, so what it held is
+    lost (a crash record), and a replacement before then could run beside it."""
+    lasted = now - rec.unreachable_since if rec.unreachable_since is not None else 0.0
+    limit = pool.health.unreachable_max_s if pool else UNREACHABLE_MAX_S
+    draining = rec.resume_state is SlotState.DRAINING
+    if draining and rec.drain_deadline is not None and now >= rec.drain_deadline:
+        return [Kill(rec.key, rec.generation, f"drain timeout; unreachable for {lasted:.0f}s ({rec.reason})",
+                     failure=rec.failure_pending, lost=True, confirm=True)]
+    if lasted >= limit:
+        return [Kill(rec.key, rec.generation,
+                     f"unreachable for {lasted:.0f}s (health.unreachable_max_s: {limit:g}s; {rec.reason})",
+                     failure=rec.failure_pending, lost=True, confirm=True)]
+    if not draining and not wanted:
+        if rec.resume_state is SlotState.STARTING:  # nothing to drain yet
+            return [Kill(rec.key, rec.generation, "scaled down", lost=True, confirm=True)]
+        timeout = pool.recycle.drain_timeout_s if pool else 30.0
+        return [Drain(rec.key, rec.generation, "scaled down", timeout, retire=True)]
+    recycle = rec.recycle_requested if pool is not None and rollout_due(rec, pool) is None else None
+    if not draining and recycle and rec.resume_state is SlotState.RUNNING:
+        return [Drain(rec.key, rec.generation, recycle, pool.recycle.drain_timeout_s)]
+    if now >= rec.next_check_at and not rec.health_inflight:
+        return [CheckHealth(rec.key, rec.generation, pool.health.timeout_s if pool else 3.0)]
+    return []
 
 
 def decide(
@@ -241,17 +274,7 @@ def decide(
         pool = desired.get(rec.pool)
         wanted = pool is not None and rec.index < pool.slots
         if rec.state is SlotState.UNREACHABLE:
-            # nothing replaces it while Ray says it may be alive; it is re-checked until it answers or
-            # Ray says it (or its node) is dead. Only a drain that ran out of time ends it: its host
-            # doesn't answer, so what it held is lost
-            if rec.resume_state is SlotState.DRAINING and rec.drain_deadline is not None and now >= rec.drain_deadline:
-                lasted = now - rec.unreachable_since if rec.unreachable_since is not None else 0.0
-                actions.append(Kill(rec.key, rec.generation,
-                                    f"drain timeout; unreachable for {lasted:.0f}s ({rec.reason})",
-                                    failure=rec.failure_pending, lost=True, confirm=True))
-            elif now >= rec.next_check_at and not rec.health_inflight:
-                timeout = pool.health.timeout_s if pool else 3.0
-                actions.append(CheckHealth(rec.key, rec.generation, timeout))
+            actions.extend(_unreachable(rec, pool, wanted, now))
         elif rec.state is SlotState.DRAINING:
             if rec.drain_deadline is not None and now >= rec.drain_deadline:
                 actions.append(Kill(rec.key, rec.generation, "drain timeout", failure=rec.failure_pending))

@@ -73,6 +73,10 @@ class HealthCheck(_Strict):
     start_timeout_s: float = Field(
         60.0, gt=0, description="A slot not ready this long after its process started (setup) has failed."
     )
+    unreachable_max_s: float = Field(
+        120.0, gt=0, description="A slot that doesn't answer this long while Ray says it may be alive is "
+        "killed; its position is refilled once Ray confirms the old process is gone (never before).",
+    )
 
 
 class RecyclePolicy(_Strict):

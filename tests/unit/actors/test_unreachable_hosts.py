@@ -22,7 +22,8 @@ def fleet_on_worker(rig, slots: int = 3, **extra):
     calls.add_node(WORKER)
     calls.add_node(OTHER)
     sup = rig(calls)
-    sup.apply({"pools": [echo("web", slots, health={"period_s": 1, "timeout_s": 1}, **extra)]})
+    health = {"period_s": 1, "timeout_s": 1, **extra.pop("health", {})}
+    sup.apply({"pools": [echo("web", slots, health=health, **extra)]})
     sup.run(3)
     bridge(sup)  # the fleet services boot (a real supervisor runs them from its start)
     assert [s.state for s in sup.status().pool("web").slots] == ["running"] * slots
@@ -259,3 +260,55 @@ def test_an_answer_from_a_killed_slot_or_its_death_notice_frees_nothing(rig, sto
     sup.run(3)
     assert [(s.state, s.generation) for s in sup.status().pool("web").slots] == [("stopping", 1)]
     assert calls.created == [(("web", 0), 1)]
+
+
+def test_a_slot_that_never_answers_again_is_killed_past_unreachable_max_s_and_replaced_once_confirmed(rig, store):
+    sup, calls = fleet_on_worker(rig, slots=1, health={"unreachable_max_s": 30})
+    write_context(store, 0, tasks=["job:5"], step="item 5")
+    calls.partition(WORKER)  # e.g. the GCS reaches its raylet, the supervisor never reaches its worker
+    for _ in range(60):  # 30 s: unreachable all along
+        sup.run(0.5)
+        assert one_actor_per_position(calls)
+    assert states(sup) == [("web:0", "unreachable", 1)] and calls.killed == []
+    sup.run(10)  # past unreachable_max_s: killed, and the position waits for Ray's confirmation
+    (slot,) = sup.status().pool("web").slots
+    assert (slot.state, slot.generation) == ("stopping", 1) and slot.reason.startswith("unreachable for 3")
+    assert calls.killed == ["fleet:web:0:g1"] and calls.created == [(("web", 0), 1)] and crashes(store) == []
+    calls.node_for["web"] = OTHER
+    calls.lose_node(WORKER)
+    sup.run(3)
+    bridge(sup)
+    assert states(sup) == [("web:0", "running", 2)] and one_actor_per_position(calls)
+    (rec,) = crashes(store)
+    assert rec.generation == 1 and rec.task == "job:5"
+    assert rec.cause.startswith("its host stopped answering: unreachable for 3")
+    assert "health.unreachable_max_s: 30s" in rec.cause
+
+
+def test_scaling_down_an_unreachable_slot_drains_it_once_it_answers_and_writes_no_crash_record(rig, store):
+    sup, calls = fleet_on_worker(rig, slots=2)
+    calls.partition(WORKER)
+    sup.run(8)
+    assert {s.state for s in sup.status().pool("web").slots} == {"unreachable"}
+    sup.core.specs.update_pool("web", slots=1)  # web:1 is to go: a drain it does once it answers
+    sup.run(2)
+    assert states(sup) == [("web:0", "unreachable", 1), ("web:1", "unreachable", 1)]
+    assert ("web", 1) in [k for k, _ in calls.drained] and calls.killed == []
+    calls.heal(WORKER)
+    sup.run(6)
+    bridge(sup)
+    assert states(sup) == [("web:0", "running", 1)] and calls.killed == ["fleet:web:1:g1"]
+    assert crashes(store) == [] and one_actor_per_position(calls)
+
+
+def test_a_recycle_of_an_unreachable_slot_that_never_answers_is_killed_at_its_drain_timeout(rig, store):
+    sup, calls = fleet_on_worker(rig, slots=1, recycle={"drain_timeout_s": 5})
+    calls.partition(WORKER)
+    sup.run(8)
+    sup.core.specs.recycle("web:0")  # honoured while unreachable: a drain, then a kill past its timeout
+    sup.run(8)
+    (slot,) = sup.status().pool("web").slots
+    assert slot.state == "stopping" and slot.reason.startswith("drain timeout; unreachable for")
+    calls.heal(WORKER)  # the kill was lost: reaped on the host, then replaced
+    sup.run(3)
+    assert states(sup) == [("web:0", "running", 2)] and one_actor_per_position(calls)

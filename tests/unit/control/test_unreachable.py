@@ -22,6 +22,7 @@ from fleet_ray.control.lifecycle import (
     SlotTable,
     Unreachable,
     awaiting_death,
+    begin_drain,
     finish_stop,
     kill_sent,
     observe,
@@ -285,17 +286,87 @@ def test_a_hung_slot_on_a_host_that_answers_is_still_unhealthy_and_recycled():
     assert isinstance(drain, Drain) and drain.failure and "timed out" in drain.reason
 
 
-def test_an_unreachable_slot_scaled_away_waits_until_it_answers_or_ray_says_it_died():
+def test_an_unreachable_slot_scaled_away_drains_once_it_answers():
     p = pool(slots=2)
     t = SlotTable()
     running(t, p, 0)
     rec = running(t, p, 1)
     observe(t, Unreachable(rec.key, 1, RESET, call="watch"), 0.0, p)
     small = pool(slots=1)
-    assert not [a for a in decide({"web": small}, t, {"web": None}, 0.1) if isinstance(a, Drain | Kill)]
-    observe(t, HealthReport(rec.key, 1, ok=True), 1.0, small)
-    (drain,) = [a for a in decide({"web": small}, t, {"web": None}, 1.0) if isinstance(a, Drain)]
-    assert drain.key == ("web", 1) and drain.retire
+    (drain,) = [a for a in decide({"web": small}, t, {"web": None}, 0.1) if isinstance(a, Drain | Kill)]
+    assert drain == Drain(("web", 1), 1, "scaled down", small.recycle.drain_timeout_s, retire=True)
+    assert kinds(begin_drain(t, rec.key, 0.1, drain.reason, drain.timeout_s, retire=True)) == ["slot.draining"]
+    # still unreachable (nothing answered), now to drain: asked once, not again
+    assert rec.state is SlotState.UNREACHABLE and rec.resume_state is SlotState.DRAINING and rec.retire
+    assert not [a for a in decide({"web": small}, t, {"web": None}, 1.0) if isinstance(a, Drain | Kill)]
+    observe(t, HealthReport(rec.key, 1, ok=True), 1.0, small)  # it answers: it drains
+    assert rec.state is SlotState.DRAINING and rec.reason == "scaled down"
+
+
+def test_an_unreachable_slot_scaled_away_that_never_answers_is_killed_at_its_drain_timeout():
+    p = pool(slots=1, recycle={"drain_timeout_s": 10})
+    t = SlotTable()
+    rec = running(t, p, 0)
+    observe(t, Unreachable(rec.key, 1, RESET, call="watch"), 0.0, p)
+    none = pool(slots=0, recycle={"drain_timeout_s": 10})
+    (drain,) = decide({"web": none}, t, {"web": None}, 1.0)
+    begin_drain(t, rec.key, 1.0, drain.reason, drain.timeout_s, retire=True)
+    assert [a for a in decide({"web": none}, t, {"web": None}, 10.9) if not isinstance(a, CheckHealth)] == []
+    (kill,) = decide({"web": none}, t, {"web": None}, 11.0)
+    assert isinstance(kill, Kill) and kill.confirm and kill.lost and kill.reason.startswith("drain timeout")
+
+
+def test_a_recycle_asked_for_an_unreachable_slot_is_a_drain_it_does_once_it_answers():
+    p = pool(slots=1)
+    t = SlotTable()
+    rec = running(t, p, 0)
+    observe(t, Unreachable(rec.key, 1, RESET, call="watch"), 0.0, p)
+    rec.recycle_requested = "recycled by operator"
+    (drain,) = decide({"web": p}, t, {"web": None}, 0.1)
+    assert drain == Drain(("web", 0), 1, "recycled by operator", p.recycle.drain_timeout_s)
+    # a config change that needs a fresh slot rolls within the pool's budget instead, once it answers
+    rec.recycle_requested = "config change needs a fresh slot: tag"
+    assert not [a for a in decide({"web": p}, t, {"web": None}, 0.2) if isinstance(a, Drain | Kill)]
+
+
+def test_an_unreachable_starting_slot_scaled_away_is_killed_at_once_and_waits_for_confirmation():
+    p = pool(slots=1)
+    t = SlotTable()
+    rec = SlotRecord("web", 0, generation=1, state=SlotState.STARTING, created_at=0.0)
+    t.add(rec)
+    observe(t, Unreachable(rec.key, 1, RESET, call="alive"), 1.0, p)
+    (kill,) = decide({"web": pool(slots=0)}, t, {"web": None}, 2.0)
+    assert kill == Kill(("web", 0), 1, "scaled down", lost=True, confirm=True)
+
+
+def test_a_slot_unreachable_longer_than_unreachable_max_s_is_killed_and_replaced_only_once_confirmed():
+    p = pool(slots=1, health={"unreachable_max_s": 30})
+    t = SlotTable()
+    rec = running(t, p, 0)
+    observe(t, Unreachable(rec.key, 1, "no answer to a health check in 3s, and its host (node n2) doesn't answer "
+                           "either", call="health"), 10.0, p)
+    assert [a for a in decide({"web": p}, t, {"web": None}, 39.9) if not isinstance(a, CheckHealth)] == []
+    (kill,) = decide({"web": p}, t, {"web": None}, 40.0)
+    assert isinstance(kill, Kill) and kill.confirm and kill.lost and not kill.failure
+    assert kill.reason.startswith("unreachable for 30s (health.unreachable_max_s: 30s; unreachable: no answer")
+    kill_sent(t, rec.key, 40.0, kill.reason)
+    assert decide({"web": p}, t, {"web": None}, 400.0) == []  # not refilled before Ray's word
+    observe(t, Gone(rec.key, 1, "its node's raylet reported its worker process exited"), 401.0, p)
+    (free,) = decide({"web": p}, t, {"web": None}, 401.0)
+    assert free == Kill(("web", 0), 1, kill.reason, lost=True)
+    finish_stop(t, rec.key, 401.0, p, free.failure)
+    assert Start(("web", 0), 2) in decide({"web": p}, t, {"web": None}, 401.0)
+
+
+def test_unreachable_max_s_defaults_to_two_minutes_and_must_be_positive():
+    assert pool().health.unreachable_max_s == 120.0
+    for bad in (0, -1):
+        try:
+            pool(health={"unreachable_max_s": bad})
+        except ValueError as exc:
+            assert "unreachable_max_s" in str(exc)
+        else:
+            raise AssertionError(f"unreachable_max_s={bad} was accepted")
 
 
 def test_a_slot_that_ray_says_died_while_unreachable_counts_as_its_own_failure():
