@@ -10,7 +10,7 @@ A pool either has a fixed ``slots`` count or declares how to size itself::
         automation: acme.price
         inputs: {products: scrape.products}
         autoscale: {min_slots: 1, max_slots: 6, signal: lag, stream: products}
-        concurrency_bounds: {min: 2, max: 16}   # per-slot concurrency that yields to host pressure
+        concurrency_bounds: {min: 2, max: 16}   # per-slot bounds (validated; slots don't adapt yet)
 
 The field names follow Ray Serve's ``autoscaling_config`` where one has a counterpart
 (``min_replicas`` → ``min_slots``, ``target_ongoing_requests`` → ``target_backlog_per_slot``,
@@ -37,7 +37,9 @@ Rules (each violation is an error naming its field, e.g. ``pools.sweep.autoscale
   for continuous ones (:func:`scale_signal`).
 - ``downscale_to_zero_delay_s`` needs ``min_slots: 0``.
 - ``concurrency_bounds``: ``1 <= min <= max``; the pool's ``concurrency`` is the starting value and must
-  lie within them (without it: ``min``).
+  lie within them (without it: ``min``). Not applied to running slots yet: the pure
+  :func:`fleet_ray.control.autoscale.decide_concurrency` exists, the slot-side loop that would feed it
+  host pressure and change a slot's concurrency does not (issue 17 stays open for it).
 
 Changing ``autoscale`` or ``concurrency_bounds`` needs no new slots (neither is in the slot shape hash).
 """
@@ -149,7 +151,8 @@ class AutoscalePolicy(_Strict):
 
 
 class ConcurrencyBounds(_Strict):
-    """How far a slot's concurrency may move with host pressure (``PoolSpec.concurrency_bounds``).
+    """How far a slot's concurrency may move with host pressure (``PoolSpec.concurrency_bounds``);
+    validated now, not yet applied to running slots (see the module docstring).
 
     Read by :func:`fleet_ray.control.autoscale.decide_concurrency` (Crawlee's AutoscaledPool and
     SystemStatus, as a pure function): a reading above its limit lowers concurrency a step; all readings
