@@ -101,6 +101,15 @@ class Monitor:
             kill_spawned(self.proc)
 
 
+def until(ok, timeout_s: float, what: str, interval_s: float = 0.5) -> None:
+    """Poll ``ok()`` until it is true; an AssertionError saying ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not ok():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} (after {timeout_s}s)")
+        time.sleep(interval_s)
+
+
 def slots(row: dict[str, Any], pool: str) -> list[dict[str, Any]]:
     return row["pools"].get(pool, {}).get("slots", [])
 

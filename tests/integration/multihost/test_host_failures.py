@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .drive import Monitor, all_running, drive, driver_result, holder, pool_ok, slots, start_batch
+from .drive import Monitor, all_running, drive, driver_result, holder, pool_ok, slots, start_batch, until
 from .hosts import kill_spawned
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -122,10 +122,7 @@ def test_a_partition_shows_unreachable_slots_and_ends_with_exactly_the_desired_s
         return all(cut.run(f"kill -0 {s['pid']} 2>/dev/null && echo alive || echo gone", 30,
                            login=False).stdout.strip() == "gone" for s in replaced)
 
-    deadline = time.monotonic() + 120
-    while not old_gone():
-        assert time.monotonic() < deadline, f"old slot processes still alive on {cut.tag}: {replaced}"
-        time.sleep(0.5)
+    until(old_gone, 120, f"old slot processes still alive on {cut.tag}: {replaced}")
 
 
 def test_power_loss_replaces_draining_slots_without_waiting_out_the_drain(hosts, monitor):
