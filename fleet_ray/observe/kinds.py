@@ -223,6 +223,36 @@ class PoolScaled(TypedEvent):
         return super().from_event(ev.model_copy(update={"data": data}))
 
 
+class SlotConcurrencyChanged(TypedEvent):
+    """A slot of a pool with ``concurrency_bounds`` changed how many items it works on at once, after
+    :func:`fleet_ray.control.autoscale.decide_concurrency` read its host pressure (averaged over
+    ``interval_s``). Its data carries ``from`` and ``to``, the ``reason`` and the readings."""
+
+    KIND = "slot.concurrency"
+    from_: int = Field(description="Items at once before the change (data key 'from').")
+    to: int = Field(description="Items at once after the change.")
+    reason: str = Field("", description="Why: the reading over its limit, or every reading under its limits.")
+    cpu_ratio: float | None = Field(None, description="Host CPU in use, 0-1 (None: not measured).")
+    memory_ratio: float | None = Field(None, description="Host memory in use, 0-1.")
+    event_loop_lag_s: float | None = Field(None, description="How late the slot's event loop ran a timer, s.")
+    chromium_memory_ratio: float | None = Field(
+        None, description="Browser slots: Chromium's memory / browser.max_browser_rss_mb.")
+    in_flight: int | None = Field(None, description="Items the slot worked on, on average over the interval.")
+
+    def to_event(self) -> Event:
+        ev = super().to_event()
+        data = dict(ev.data)
+        data["from"] = data.pop("from_")
+        return ev.model_copy(update={"data": data})
+
+    @classmethod
+    def from_event(cls, ev: Event) -> TypedEvent:
+        data = dict(ev.data)
+        if "from" in data:
+            data["from_"] = data.pop("from")
+        return super().from_event(ev.model_copy(update={"data": data}))
+
+
 class SupervisorRecovered(TypedEvent):
     KIND = "supervisor.recovered"
 
@@ -262,7 +292,8 @@ EVENT_TYPES: dict[str, type[TypedEvent]] = {
         SlotStarted, SlotPending, SlotReady, SlotStartFailed, SlotUnhealthy, SlotDraining, SlotDied,
         SlotRecycled, SlotRemoved, SlotHealed, SlotHealEscalated, SlotCrashed, TaskStarted, TaskFinished,
         TaskFailed, AutomationErrored, ConfigApplied, ConfigRejected, ConfigNeedsRestart, PoolApplied,
-        PoolDrained, PoolResumed, PoolScaled, SupervisorRecovered, StreamBackpressure, StreamItemRejected, RunResumed,
+        PoolDrained, PoolResumed, PoolScaled, SlotConcurrencyChanged, SupervisorRecovered, StreamBackpressure,
+        StreamItemRejected, RunResumed,
     )
 }
 
