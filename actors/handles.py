@@ -652,6 +652,7 @@ class SlotCalls:
                     recycle_requested=v.get("recycle_requested"),
                     error=v.get("error"),
                     browser=v.get("browser"),
+                    concurrency=v.get("concurrency"),
                 )
             ]
         if p.kind == "drain":

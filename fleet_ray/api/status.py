@@ -57,6 +57,36 @@ class BrowserSlotStatus(_Model):
         )
 
 
+class SlotConcurrencyStatus(_Model):
+    """A slot of a pool with ``concurrency_bounds``: how many items it works on at once now, and why
+    (fleet_ray.control.autoscale.decide_concurrency over its host pressure, last health check)."""
+
+    current: int = Field(description="Items the slot works on at once now (its effective concurrency).")
+    min: int = Field(description="concurrency_bounds.min")
+    max: int = Field(description="concurrency_bounds.max")
+    in_flight: int = Field(0, description="Items the slot was working on at its last health check.")
+    reason: str = Field("", description="Why it has this value: the last decision (a reading over its limit, "
+                        "all readings under their limits, or what holds it).")
+    changes: int = Field(0, description="Changes by this slot generation.")
+    changed_at: float | None = Field(None, description="When it last changed, seconds since the epoch.")
+    decided_at: float | None = Field(None, description="When it was last decided, seconds since the epoch.")
+    pressure: dict[str, float] = Field(default_factory=dict, description="The readings of the last decision, "
+                                       "averaged over interval_s: cpu_ratio, memory_ratio, event_loop_lag_s, "
+                                       "chromium_memory_ratio (browser slots), in_flight.")
+
+    @classmethod
+    def from_report(cls, report: dict[str, Any]) -> SlotConcurrencyStatus:
+        """From a slot's health report (``ConcurrencyGovernor.report()`` plus ``in_flight``)."""
+        return cls(
+            current=int(report.get("current") or 0), min=int(report.get("min") or 0),
+            max=int(report.get("max") or 0), in_flight=int(report.get("in_flight") or 0),
+            reason=str(report.get("reason") or ""), changes=int(report.get("changes") or 0),
+            changed_at=report.get("changed_at"), decided_at=report.get("decided_at"),
+            pressure={str(k): float(v) for k, v in (report.get("pressure") or {}).items()
+                      if isinstance(v, int | float)},
+        )
+
+
 class SlotStatus(_Model):
     id: str = Field(description="Slot position, 'pool:index'.")
     pool: str = Field(description="Pool the slot belongs to.")
@@ -79,6 +109,9 @@ class SlotStatus(_Model):
     backoff_s: float = Field(0.0, description="Seconds until a failing position is started again.")
     unreachable_s: float | None = Field(None, description="An unreachable slot: seconds since it stopped answering.")
     browser: BrowserSlotStatus | None = Field(None, description="Browser slots: Chromium, pages, proxies (last health check).")
+    concurrency: SlotConcurrencyStatus | None = Field(
+        None, description="Pools with concurrency_bounds: the slot's effective concurrency and why (last health "
+        "check; None: a fixed concurrency, or no report yet).")
 
 
 class RolloutStatus(_Model):

@@ -64,6 +64,10 @@ def render_status(st: FleetStatus) -> str:
             )
         lines.append(_table(rows))
         for s in p.slots:
+            if s.concurrency is not None:
+                c = s.concurrency
+                lines.append(f"  {s.id} concurrency={c.current} ({c.min}..{c.max}) in_flight={c.in_flight}: "
+                             f"{c.reason}"[:160])
             if s.browser is not None:
                 b = s.browser
                 proxies = ", ".join(f"{x.id} {x.health}" for x in b.proxies)

@@ -90,6 +90,7 @@ class SlotRecord:
     phase: str | None = None
     progress: dict[str, Any] = field(default_factory=dict)
     browser: dict[str, Any] | None = None  # browser slots: last Chromium/proxy/session snapshot
+    concurrency: dict[str, Any] | None = None  # concurrency_bounds: the slot's concurrency now and why
     reason: str = ""
     # health
     health_failures: int = 0
@@ -248,6 +249,7 @@ class HealthReport(Observation):
     recycle_requested: str | None = None
     error: str | None = None
     browser: dict[str, Any] | None = None  # a browser slot's Chromium/proxy/session snapshot
+    concurrency: dict[str, Any] | None = None  # concurrency_bounds: ConcurrencyGovernor.report()
 
 
 @dataclass(frozen=True)
@@ -409,6 +411,7 @@ def observe(
             rec.tasks, rec.rss_mb, rec.phase = obs.tasks, obs.rss_mb, obs.phase
             rec.progress = dict(obs.progress)
             rec.browser = obs.browser
+            rec.concurrency = obs.concurrency
             if obs.recycle_requested:
                 rec.recycle_requested = obs.recycle_requested
         else:
@@ -548,6 +551,7 @@ def finish_stop(table: SlotTable, key: SlotKey, now: float, pool: Any | None, fa
     rec.unreachable_since, rec.resume_state, rec.resume_reason, rec.rechecks = None, None, "", 0
     rec.kill_sent_at, rec.death_confirmed = None, False
     rec.tasks, rec.rss_mb, rec.phase, rec.progress, rec.browser = 0, 0.0, None, {}, None
+    rec.concurrency = None
     ev.append(LifecycleEvent("slot.recycled", rec.pool, rec.index, rec.generation, reason, {"failure": failure}))
     if failure:
         escalation = record_failure(rec, now, pool.heal)

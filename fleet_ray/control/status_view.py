@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fleet_ray.api.models import NodeOut
-from fleet_ray.api.status import BrowserSlotStatus, EventStatus, FleetStatus, PoolStatus, SlotStatus
+from fleet_ray.api.status import (
+    BrowserSlotStatus,
+    EventStatus,
+    FleetStatus,
+    PoolStatus,
+    SlotConcurrencyStatus,
+    SlotStatus,
+)
 from fleet_ray.names import slot_actor_name
 
 from . import rollout
@@ -105,6 +112,7 @@ def slot_status(r: SlotRecord, now: float) -> SlotStatus:
         unreachable_s=(round(now - r.unreachable_since, 3)
                        if r.state is SlotState.UNREACHABLE and r.unreachable_since is not None else None),
         browser=BrowserSlotStatus.from_health(r.browser) if r.browser else None,
+        concurrency=SlotConcurrencyStatus.from_report(r.concurrency) if r.concurrency else None,
     )
 
 

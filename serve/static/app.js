@@ -21,6 +21,12 @@ function fmtBrowser(b) {
   return `<span title="${esc(title)}">${b.pages} pages · ×${b.launches}${proxies}</span>`;
 }
 
+// pools with concurrency_bounds: the slot's effective concurrency, with the last decision's reason
+function fmtConcurrency(c) {
+  if (!c) return "";
+  return ` <span class="badge concurrency" title="${esc(c.reason)}">×${c.current} (${c.min}..${c.max})</span>`;
+}
+
 function esc(v) {
   return String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
@@ -96,7 +102,7 @@ function renderStatus(st) {
         <td class="node" title="${esc(s.node_id)}">${esc(s.node_id.slice(0, 8) || "-")}</td>
         <td>${s.pid ?? "-"}</td>
         <td>${fmtUptime(s.uptime_s)}</td>
-        <td>${s.tasks}</td>
+        <td>${s.tasks}${fmtConcurrency(s.concurrency)}</td>
         <td class="recycles">${s.recycles}</td>
         <td>${esc(s.phase || "-")}</td>
         <td class="browser">${fmtBrowser(s.browser)}</td>
