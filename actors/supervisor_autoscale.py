@@ -14,7 +14,7 @@ go back to the queue). Each change is one ``pool.scaled`` event; holds show in s
 Beside the step, :meth:`PoolAutoscaler.run` refreshes the signals (:class:`RayScaleSignals`: each batch
 pool's work queue ``stats()`` — queued + leased, and the item latency from the completion rate —
 and the consumer lag the stream hubs report through :class:`~fleet_ray.actors.services.FleetServices`)
-and sends Ray's autoscaler what the pools that wait for nodes need (:class:`RayResourceRequests`:
+and sends Ray's autoscaler what the pools that wait for nodes need, autoscaled or fixed (:class:`RayResourceRequests`:
 ``ray.autoscaler.sdk.request_resources`` with one slot bundle per wanted slot; an empty request
 once nothing waits, so idle nodes can go). Unit tests hand it :class:`fleet_ray.testing.FakeScaleSignals`
 and :class:`fleet_ray.testing.FakeResourceRequests` instead.
@@ -38,6 +38,7 @@ from fleet_ray.control.pool_scaling import (
     SignalReading,
     little_latency,
     observe_pool,
+    pending_positions,
     pool_signal,
     resource_request,
 )
@@ -112,13 +113,14 @@ class PoolAutoscaler:
             else:
                 st.routine_dirty = True  # only the signal's average moved: checkpointed every few seconds
         self.watching = watching
-        self.request = resource_request(st.desired, st.autoscale)
+        self.request = resource_request(st.desired, st.autoscale, pending_positions(st.desired, st.table))
 
     # -- beside the step ---------------------------------------------------------------------------
     def sync_request(self) -> bool:
         """Send Ray's autoscaler the current request if it changed (blocking: a GCS call). Nothing is
-        sent by a supervisor that has no autoscaled pool and never sent anything (an operator's own
-        request_resources stays as it is); its first request clears what an earlier incarnation left."""
+        sent by a supervisor that has no autoscaled pool, no pending slots and never sent anything (an
+        operator's own request_resources stays as it is); its first request clears what an earlier
+        incarnation left."""
         req = self.request
         if req == self._sent or (self._sent is None and not req.bundles and not self.watching):
             return False

@@ -23,7 +23,8 @@ that is not paused (a paused pool leases no work, so its backlog says nothing; k
      (the size is then held: a missing metric never scales a pool down);
    - ``item_latency_s`` — recent mean seconds per item, if known (used with ``drain_within_s``);
    - ``rollout_in_progress`` — the pool's rollout is active (no size change happens during one);
-   - ``concurrency`` — items one slot works on at once now (the pool's ``concurrency``, or the adaptive one);
+   - ``concurrency`` — items one slot works on at once now (the pool's ``concurrency``, or with
+     ``concurrency_bounds`` the mean its running slots report: :func:`~fleet_ray.control.pool_scaling.pool_concurrency`);
    - ``signal`` — ``ScaleSignal.describe()``, for the reasons.
 
 2. Call ``decision, state = decide_scale(pool.autoscale, state, observation, now)`` and keep ``state``
@@ -34,18 +35,22 @@ that is not paused (a paused pool leases no work, so its backlog says nothing; k
 
    - ``decision.changed``: reconcile the pool to ``decision.slots`` and emit a ``pool.scaled`` event with
      ``pool``, ``from`` (``decision.previous``), ``to`` (``decision.slots``), ``wanted`` and ``reason``.
-     Scaling up starts new positions. Scaling down retires the highest positions, pending and not-ready
-     ones first, each through a graceful drain (``Drain(retire=True)`` with the pool's
-     ``recycle.drain_timeout_s``): in-flight items finish or their leases are handed back, so nothing is
-     lost or done twice.
-   - ``decision.wanted > decision.slots`` while ``held_by == "waiting_for_nodes"`` (or whenever the pool
-     wants more than it can place): ask Ray's autoscaler for the resources of ``wanted`` slots, so nodes
-     come up for what the pool needs rather than one step at a time.
+     Scaling up starts new positions. Scaling down retires the highest positions (a pool's positions are
+     ``0..slots-1``, and a position's index is part of its slot's identity and actor name, so a running
+     slot can't take over a lower position that is pending or restarting), each through a graceful drain
+     (``Drain(retire=True)`` with the pool's ``recycle.drain_timeout_s``): in-flight items finish or their
+     leases are handed back, so nothing is lost or done twice; positions above the size that are pending
+     or still starting are dropped or killed at once.
+   - while positions are pending for lack of resources: ask Ray's autoscaler for the resources of
+     ``wanted`` slots (:func:`fleet_ray.control.pool_scaling.resource_request`; a fixed pool asks for its
+     ``slots``), so nodes come up for what the pool needs rather than one step at a time.
    - status, the API, the CLI and the dashboard show ``current`` (``previous``/``slots``), ``desired``
      (``wanted``), ``min_slots``/``max_slots`` and ``reason``; ``held_by`` says what holds a change back.
 
-Slots that adapt their concurrency call :func:`decide_concurrency` every ``concurrency_bounds.interval_s``
-with a :class:`PressureSnapshot` averaged over that interval, and lease up to the returned number of items.
+Batch slots of a pool with ``concurrency_bounds`` call :func:`decide_concurrency` every
+``concurrency_bounds.interval_s`` with a :class:`PressureSnapshot` averaged over that interval, and lease
+and start up to the returned number of items (:class:`fleet_ray.control.concurrency.ConcurrencyGovernor`
+is that loop's pure part; the slot actor samples the host).
 """
 
 from __future__ import annotations

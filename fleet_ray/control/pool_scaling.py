@@ -14,8 +14,11 @@ the decision and sends :func:`resource_request` to Ray's autoscaler. Everything 
 - :class:`PoolScale` — per pool: the policy's :class:`~fleet_ray.control.autoscale.ScaleState`
   (checkpointed) and the last decision (for status).
 - :func:`autoscale_status` — the pool's ``autoscale`` block in status.
+- :func:`pool_concurrency` — items one slot of the pool works on at once: what its running slots report
+  under ``concurrency_bounds`` (the target per slot follows it), else the pool's ``concurrency``.
 - :func:`resource_request` — the bundles to ask Ray's autoscaler for: the placement bundle of one slot
-  × the slots a pool wants, for every autoscaled pool that has slots pending for lack of resources.
+  × the slots a pool wants, for every unpaused pool (autoscaled or fixed) that has slots pending for
+  lack of resources.
 """
 
 from __future__ import annotations
@@ -87,6 +90,19 @@ def count_positions(slots: int, records: Iterable[SlotRecord]) -> tuple[int, int
     return ready, pending
 
 
+def pool_concurrency(pool: PoolSpec, records: Iterable[SlotRecord]) -> int:
+    """Items one slot of ``pool`` works on at once now: with ``concurrency_bounds``, the mean of what its
+    running slots among the first ``slots`` positions last reported (their concurrency moves with host
+    pressure); without, or before any report, the pool's ``concurrency``."""
+    if pool.concurrency_bounds is not None:
+        reported = [int(r.concurrency["current"]) for r in records
+                    if r.index < pool.slots and r.state is SlotState.RUNNING and r.concurrency
+                    and r.concurrency.get("current")]
+        if reported:
+            return max(1, round(sum(reported) / len(reported)))
+    return max(1, pool.concurrency)
+
+
 def observe_pool(
     pool: PoolSpec,
     records: Iterable[SlotRecord],
@@ -98,6 +114,7 @@ def observe_pool(
     """The observation ``decide_scale`` reads for ``pool`` (see the module docstring). A reading older
     than :data:`STALE_S` counts as none."""
     cur = pool.slots
+    records = list(records)
     ready, pending = count_positions(cur, records)
     fresh = reading is not None and now - reading.at <= STALE_S
     return ScaleObservation(
@@ -107,7 +124,7 @@ def observe_pool(
         pending_slots=min(pending, cur),
         item_latency_s=reading.item_latency_s if fresh and reading is not None else None,
         rollout_in_progress=rollout_in_progress,
-        concurrency=max(1, pool.concurrency),
+        concurrency=pool_concurrency(pool, records),
         signal=signal,
     )
 
@@ -187,20 +204,36 @@ class ResourceRequest:
         return [dict(s) for s in self.label_selectors] if any(self.label_selectors) else None
 
 
-def resource_request(desired: Mapping[str, PoolSpec], scales: Mapping[str, PoolScale]) -> ResourceRequest:
-    """Bundles for every autoscaled, unpaused pool with slots pending for lack of resources: its slot
-    bundle × the slots it wants (the size it wants, not the step it is at, so nodes come up for the
-    whole burst at once). Ray's autoscaler reads the bundles as cluster capacity to have, running slots
-    included; nothing pending → no bundles (the request is cleared, so idle nodes can go)."""
+def pending_positions(desired: Mapping[str, PoolSpec], records: Iterable[SlotRecord]) -> dict[str, int]:
+    """Per pool, its positions (of the first ``slots``) waiting for a node that can host them."""
+    pending: dict[str, int] = {}
+    for r in records:
+        pool = desired.get(r.pool)
+        if pool is not None and r.index < pool.slots and r.state is SlotState.PENDING:
+            pending[r.pool] = pending.get(r.pool, 0) + 1
+    return pending
+
+
+def resource_request(
+    desired: Mapping[str, PoolSpec], scales: Mapping[str, PoolScale], pending: Mapping[str, int]
+) -> ResourceRequest:
+    """Bundles for every unpaused pool with slots pending for lack of resources (``pending``: per pool,
+    see :func:`pending_positions`): its slot bundle × the slots it wants — an autoscaled pool the size
+    it wants (not the step it is at, so nodes come up for the whole burst at once), a fixed pool its
+    ``slots``. Ray's autoscaler reads the bundles as cluster capacity to have, running slots included;
+    nothing pending → no bundles (the request is cleared, so idle nodes can go)."""
     bundles: list[tuple[tuple[str, float], ...]] = []
     selectors: list[tuple[tuple[str, str], ...]] = []
     pools: list[tuple[str, int]] = []
     for name, pool in sorted(desired.items()):
-        scale = scales.get(name)
-        if pool.autoscale is None or pool.paused or scale is None or scale.pending <= 0:
+        if pool.paused or pending.get(name, 0) <= 0:
             continue
-        wanted = scale.decision.wanted if scale.decision is not None else pool.slots
-        n = min(pool.autoscale.max_slots, max(pool.slots, wanted))
+        if pool.autoscale is None:
+            n = pool.slots
+        else:
+            scale = scales.get(name)
+            wanted = scale.decision.wanted if scale is not None and scale.decision is not None else pool.slots
+            n = min(pool.autoscale.max_slots, max(pool.slots, wanted))
         bundle = tuple(slot_bundle(pool.placement).items())
         if not bundle or n <= 0:
             continue

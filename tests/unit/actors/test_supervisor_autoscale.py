@@ -287,3 +287,21 @@ def test_ray_signals_read_backlog_and_latency_from_the_work_queue_and_lag_from_t
 
     asyncio.run(signals.refresh({}))  # no longer autoscaled
     assert signals.reading("web") is None and signals.reading("price") is None
+
+
+def test_a_fixed_pool_whose_slots_no_node_can_host_asks_ray_for_nodes_too(scaled):
+    calls = FakeSlotCalls()
+    s = scaled(calls)
+    s.rig.apply({"pools": [echo("fixed", slots=3, placement={"resources": {"gpu-box": 1}, "num_cpus": 1},
+                                health={"period_s": 0.5})]})
+    assert s.requests.sent == []  # nothing pending yet: nothing sent
+    s.run(2)
+    fixed = s.rig.status().pool("fixed")
+    assert fixed.state == "pending" and fixed.autoscale is None and fixed.counts == {"pending": 3}
+    req = s.requests.last
+    assert req.bundle_dicts() == [{"CPU": 1.0, "gpu-box": 1.0}] * 3 and req.pools == (("fixed", 3),)
+
+    calls.nodes_seen.append(NodeView("node-2", True, {"CPU": 8.0, "gpu-box": 4.0}))  # Ray's autoscaler added one
+    s.run(4)
+    assert s.rig.status().pool("fixed").counts == {"running": 3}
+    assert s.requests.last.bundles == ()  # cleared: nothing waits for a node

@@ -12,6 +12,8 @@ from fleet_ray.control.pool_scaling import (
     little_latency,
     observe_pool,
     operator_resized,
+    pending_positions,
+    pool_concurrency,
     resource_request,
     slot_bundle,
 )
@@ -53,14 +55,57 @@ def test_item_latency_by_littles_law():
 
 def test_pending_pools_ask_for_their_slot_bundle_times_what_they_want():
     web = spec(2, placement={"resources": {"burst": 1}, "num_cpus": 0.5, "memory_mb": 64, "labels": {"zone": "a"}})
-    fixed = PoolSpec.model_validate({"name": "fixed", "automation": "builtin.echo", "slots": 2})
     assert slot_bundle(web.placement) == {"CPU": 0.5, "burst": 1.0}  # memory: node types rarely declare it
     waiting = PoolScale(ScaleState(), pending=2)
     waiting.decision = ScaleDecision(2, 2, 5, "waiting for nodes", "waiting_for_nodes")
-    req = resource_request({"web": web, "fixed": fixed}, {"web": waiting, "fixed": PoolScale(ScaleState(), pending=2)})
-    assert len(req.bundles) == 5 and req.pools == (("web", 5),)
+    req = resource_request({"web": web}, {"web": waiting}, {"web": 2})
+    assert len(req.bundles) == 5 and req.pools == (("web", 5),)  # what it wants, not the step it is at
     assert req.selector_dicts() == [{"zone": "a"}] * 5
-    assert resource_request({"web": web}, {"web": PoolScale(ScaleState(), pending=0)}).bundles == ()
+    assert resource_request({"web": web}, {"web": waiting}, {"web": 0}).bundles == ()
+
+
+def fixed(slots: int = 3, **extra) -> PoolSpec:
+    return PoolSpec.model_validate({"name": "fixed", "automation": "builtin.echo", "slots": slots,
+                                    "placement": {"resources": {"gpu-box": 1}}, **extra})
+
+
+def test_a_fixed_pool_with_pending_slots_asks_for_its_size_and_clears_once_none_wait():
+    pool = fixed(3)
+    recs = [SlotRecord("fixed", i) for i in range(3)]
+    for r in recs:
+        r.state = SlotState.PENDING
+    pending = pending_positions({"fixed": pool}, recs)
+    assert pending == {"fixed": 3}
+    req = resource_request({"fixed": pool}, {}, pending)  # a fixed pool has no PoolScale
+    assert req.bundle_dicts() == [{"gpu-box": 1.0}] * 3 and req.pools == (("fixed", 3),)
+    assert req.selector_dicts() is None
+
+    recs[0].state = recs[1].state = SlotState.RUNNING  # a node came; one position still waits
+    req = resource_request({"fixed": pool}, {}, pending_positions({"fixed": pool}, recs))
+    assert req.pools == (("fixed", 3),)  # the whole pool's capacity: running slots count too
+    recs[2].state = SlotState.STARTING
+    assert resource_request({"fixed": pool}, {}, pending_positions({"fixed": pool}, recs)).bundles == ()
+
+
+def test_paused_pools_and_positions_being_retired_ask_for_nothing():
+    paused = fixed(2, paused=True)
+    recs = [SlotRecord("fixed", i) for i in range(4)]  # positions 2 and 3 are above the size
+    assert pending_positions({"fixed": fixed(2)}, recs) == {"fixed": 2}
+    assert pending_positions({"fixed": fixed(0)}, recs) == {}
+    assert resource_request({"fixed": paused}, {}, {"fixed": 2}).bundles == ()
+    assert pending_positions({}, recs) == {}  # a pool no longer in the spec
+
+
+def test_the_target_per_slot_follows_the_concurrency_the_slots_report():
+    pool = spec(2, concurrency_bounds={"min": 2, "max": 16})
+    recs = [rec(0, SlotState.RUNNING), rec(1, SlotState.RUNNING), rec(2, SlotState.RUNNING)]
+    assert pool_concurrency(pool, recs) == 2  # no report yet: the starting concurrency
+    recs[0].concurrency, recs[1].concurrency = {"current": 8}, {"current": 5}
+    recs[2].concurrency = {"current": 16}  # position 2 is being retired: not counted
+    assert pool_concurrency(pool, recs) == 6  # round(6.5) by banker's rounding
+    obs = observe_pool(pool, recs, SignalReading(12, NOW), NOW, False, "backlog")
+    assert obs.concurrency == 6
+    assert pool_concurrency(spec(2, concurrency=3), recs) == 3  # without bounds: the pool's concurrency
 
 
 def test_status_shows_what_holds_the_size_and_an_operator_change_restarts_the_cooldown():
