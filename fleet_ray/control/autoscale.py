@@ -377,7 +377,8 @@ def decide_concurrency(bounds: ConcurrencyBounds, pressure: PressureSnapshot, cu
             for name, value, limit, show in readings if value >= bounds.grow_below * limit]
     if near:
         return current, f"close to limits: {', '.join(near)}: holding {current}"
-    if pressure.in_flight is not None and pressure.in_flight < math.floor(READY_RATIO_TO_GROW * current):
+    # at least one item, so an idle slot at 1 doesn't count as using what it has (floor(0.9) is 0)
+    if pressure.in_flight is not None and pressure.in_flight < max(1, math.floor(READY_RATIO_TO_GROW * current)):
         return current, f"using {pressure.in_flight} of {current}: holding"
     new = min(hi, current + step)
     calm = ", ".join(f"{name} {show(value)}" for name, value, _, show in readings)

@@ -364,6 +364,9 @@ def test_concurrency_grows_only_when_every_reading_has_headroom_and_the_slot_use
     assert new == 20 and "close to limits: cpu 85%" in why
     new, why = decide_concurrency(BOUNDS, PressureSnapshot(cpu_ratio=0.3, in_flight=5), 20)
     assert new == 20 and "using 5 of 20" in why
+    one = ConcurrencyBounds(min=1, max=4)  # an idle slot at 1 is not using what it has (floor(0.9 × 1) is 0)
+    assert decide_concurrency(one, PressureSnapshot(cpu_ratio=0.1, in_flight=0), 1) == (1, "using 0 of 1: holding")
+    assert decide_concurrency(one, PressureSnapshot(cpu_ratio=0.1, in_flight=1), 1)[0] == 2
 
 
 def test_concurrency_stays_within_its_bounds():
