@@ -13,6 +13,8 @@ It is a :class:`~fleet_ray.actors.slot.SlotCore` with a :class:`~fleet_ray.brows
   bounds what the slot really uses;
 - unless ``cpu_pinning: off``, the slot takes its share of the host's CPUs and confines its whole
   process tree to it (see :mod:`fleet_ray.browser.cpus`), re-balanced at each health check;
+- with ``concurrency_bounds``, Chromium's memory over ``browser.max_browser_rss_mb`` is one of the
+  pressures its concurrency yields to (``chromium_memory_ratio``);
 - drain closes Chromium and the driver; a killed slot's Chromium dies with it.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 import psutil
@@ -64,6 +67,7 @@ class BrowserSlotCore(SlotCore):
         self.runtime: Any = None
         self._runtime_lock = asyncio.Lock()
         self._tree_mb = 0.0
+        self._chromium_mb: tuple[float, float] | None = None  # (when, MiB): the latest reading of Chromium's memory
         self.cpu_share: Any = None  # browser.cpus.CpuShare, unless cpu_pinning is off
 
     async def start(self) -> dict[str, Any]:
@@ -121,6 +125,20 @@ class BrowserSlotCore(SlotCore):
     def rss_mb(self) -> float:
         return self._tree_mb  # measured by health() in a thread
 
+    async def pressure_readings(self) -> dict[str, float | None]:
+        """The host's pressure and Chromium's memory / ``browser.max_browser_rss_mb`` (a reading at most
+        a second old: health() takes one too, and each is a dozen /proc reads, done in a thread)."""
+        readings = await super().pressure_readings()
+        limit = self.pool.browser.max_browser_rss_mb
+        if self.runtime is None or not limit:
+            return readings
+        last = self._chromium_mb
+        if last is None or time.monotonic() - last[0] >= 1.0:
+            mb = await asyncio.to_thread(self.runtime.host.rss_mb)
+            last = self._chromium_mb = (time.monotonic(), mb)
+        readings["chromium_memory_ratio"] = last[1] / limit
+        return readings
+
     def _measure(self) -> tuple[float, float]:
         """(the whole tree's memory, Chromium's), MiB (see tree_memory_mb); re-pins the tree to
         this slot's CPU share, which changes as browser slots on the host come and go."""
@@ -134,7 +152,9 @@ class BrowserSlotCore(SlotCore):
             self.cpu_share.apply(procs)
         if self.runtime is None or not procs:
             return tree, 0.0
-        return tree, self.runtime.host.rss_mb(among=procs[1:])  # Chromium is among our descendants
+        chromium = self.runtime.host.rss_mb(among=procs[1:])  # Chromium is among our descendants
+        self._chromium_mb = (time.monotonic(), chromium)  # (a thread's write of one attribute)
+        return tree, chromium
 
     async def _teardown(self) -> None:
         await super()._teardown()

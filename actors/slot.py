@@ -8,6 +8,12 @@ config changes, and drains it before a recycle.
 A batch slot pulls items from its pool's work queue (``lease`` long-polls, and each lease call also
 hands back the previous batch's results, so a batch costs one round trip). A continuous slot runs
 ``automation.run()`` until it is drained.
+
+A batch slot of a pool with ``concurrency_bounds`` adapts how many items it works on at once to its
+host's pressure: :meth:`SlotCore._pressure_loop` samples host CPU and memory, the lag of a timer on
+the slot's own event loop (and, in browser slots, Chromium's memory) and feeds a
+:class:`~fleet_ray.control.concurrency.ConcurrencyGovernor`, whose value the batch loop reads each
+round; each change is a ``slot.concurrency`` event, and the health report carries the value and why.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import psutil
 import ray
 
 from fleet_ray.automation import Context, SlotIdentity
+from fleet_ray.control.concurrency import ConcurrencyChange, ConcurrencyGovernor, cpu_busy_ratio
 from fleet_ray.errors import AutomationError, SpecError
+from fleet_ray.observe.kinds import SlotConcurrencyChanged
 from fleet_ray.redact import redact_url
 from fleet_ray.spec.discovery import find, validate_config
 from fleet_ray.spec.models import PoolSpec
@@ -39,6 +47,23 @@ log = logging.getLogger(__name__)
 FAST_ITEM_S = 0.05  # items finishing faster than this on average are prefetched (see _batch_loop)
 LEASE_WAIT_S = 10.0  # long-poll: returns as soon as work arrives, or at once when the slot drains
 HEARTBEAT_S = 5.0  # a slot busy with long items tells its work queue it is alive this often
+
+
+class HostPressure:
+    """This host's CPU (the busy share of all its CPUs since the previous reading) and memory in use
+    (total less available, of total), read from /proc through psutil: cheap enough for the loop."""
+
+    def __init__(self) -> None:
+        self._cpu = psutil.cpu_times()._asdict()
+
+    def read(self) -> dict[str, float | None]:
+        try:
+            cpu = psutil.cpu_times()._asdict()
+            ratio, self._cpu = cpu_busy_ratio(self._cpu, cpu), cpu
+            mem = psutil.virtual_memory()
+        except psutil.Error:
+            return {}
+        return {"cpu_ratio": ratio, "memory_ratio": 1.0 - mem.available / mem.total if mem.total else None}
 
 
 def error_text(exc: BaseException) -> str:
@@ -89,6 +114,12 @@ class SlotCore:
         self.version: str | None = None
         self.created = time.time()
         self.services: Any = None  # streams, events and the crash bridge (actors/slot_io.py)
+        # concurrency_bounds: the governor of this slot's concurrency, and what the batch loop shares
+        self.governor: ConcurrencyGovernor | None = None
+        self._pressure_task: asyncio.Task | None = None
+        self._running_items: dict[Any, Any] = {}  # the batch loop's items running now
+        self._batch_wake: asyncio.Event | None = None
+        self._host: HostPressure | None = None
 
     # -- supervisor-facing API -----------------------------------------------------------------
     async def start(self) -> dict[str, Any]:
@@ -102,7 +133,12 @@ class SlotCore:
                 self.services = SlotServices.attach(self, found.cls, self.ctx)
                 self.automation = self.make_automation(found.cls, self.ctx)
                 await _maybe_await(self.automation.setup())
-                self._loop_task = asyncio.get_running_loop().create_task(self._main())
+                loop = asyncio.get_running_loop()
+                bounds = self.pool.concurrency_bounds
+                if bounds is not None and self._workqueue_name is not None:  # batch items only
+                    self.governor = ConcurrencyGovernor(bounds, self.pool.concurrency, time.time())
+                    self._pressure_task = loop.create_task(self._pressure_loop())
+                self._loop_task = loop.create_task(self._main())
                 self._started = {
                     "pid": os.getpid(),
                     "node_id": self.identity.node_id,
@@ -135,6 +171,8 @@ class SlotCore:
             "progress": dict(ctx.progress) if ctx else {},
             "recycle_requested": ctx.recycle_reason if ctx else None,
         }
+        if self.governor is not None:
+            report["concurrency"] = {**self.governor.report(), "in_flight": self.in_flight()}
         if self._crash is not None:
             report.update(ok=False, error=self._crash)
         elif self.automation is not None:
@@ -164,6 +202,8 @@ class SlotCore:
         """Stop taking work, let in-flight work finish, tear down. The supervisor bounds the wait."""
         if self.ctx is not None:
             self.ctx.stop()
+        if self._pressure_task is not None:
+            self._pressure_task.cancel()
         if self._wq is not None:  # wake our pending lease instead of waiting it out
             with contextlib.suppress(Exception):
                 self._wq.kick.remote(self.lessee)
@@ -184,6 +224,56 @@ class SlotCore:
             return psutil.Process().memory_info().rss / 2**20
         except psutil.Error:
             return 0.0
+
+    # -- concurrency ---------------------------------------------------------------------------
+    def concurrency(self) -> int:
+        """Items this slot works on at once now: the governor's value with ``concurrency_bounds``,
+        else the pool's ``concurrency``."""
+        return self.governor.current if self.governor is not None else self.pool.concurrency
+
+    def in_flight(self) -> int:
+        return len(self._running_items)
+
+    async def pressure_readings(self) -> dict[str, float | None]:
+        """Hook: this host's pressure now (the browser slot adds Chromium's memory)."""
+        if self._host is None:
+            self._host = HostPressure()  # the first CPU reading covers the time since here
+        return self._host.read()
+
+    async def _pressure_loop(self) -> None:
+        """Sample the host for the governor (a timer on this loop: how late it fires is the event-loop
+        lag) and apply what it decides; a failed reading is logged and the loop goes on."""
+        gov = self.governor
+        assert gov is not None
+        with contextlib.suppress(Exception):
+            await self.pressure_readings()  # the first CPU reading counts from here
+        period, failing = gov.sample_every(), False
+        while self.ctx is None or not self.ctx.stopping:
+            t0 = time.monotonic()
+            await asyncio.sleep(period)
+            lag = max(0.0, time.monotonic() - t0 - period)
+            try:
+                readings = await self.pressure_readings()
+                change = gov.tick(time.time(), event_loop_lag_s=lag, in_flight=self.in_flight(), **readings)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # said once, not every sample
+                log.log(logging.DEBUG if failing else logging.WARNING, "slot %s: pressure reading failed",
+                        self.lessee, exc_info=True)
+                failing = True
+                continue
+            failing = False
+            if change is not None:
+                self._concurrency_changed(change)
+
+    def _concurrency_changed(self, change: ConcurrencyChange) -> None:
+        log.info("slot %s: concurrency %d -> %d: %s", self.lessee, change.previous, change.current, change.reason)
+        if self.services is not None:
+            self.services.event(SlotConcurrencyChanged, from_=change.previous, to=change.current,
+                                reason=change.reason, message=f"concurrency {change.previous} → "
+                                f"{change.current}: {change.reason}", **change.readings())
+        if self._batch_wake is not None:  # start buffered items, lease for the new places
+            self._batch_wake.set()
 
     # -- running -------------------------------------------------------------------------------
     async def _main(self) -> None:
@@ -211,13 +301,18 @@ class SlotCore:
         (up to 7 × concurrency more), where a lease round trip per place would cost more than the
         item. Results go back with the next lease, or in a ``complete`` call of their own while a
         lease is long-polling, so none waits for work to arrive.
+
+        ``concurrency`` is read each round (:meth:`concurrency`: it moves with host pressure under
+        ``concurrency_bounds``); items running above a lowered value finish, none is cancelled.
         """
         wq = self._wq = await self._resolve_workqueue()
         me = ray.get_runtime_context().get_actor_id()  # tells this actor from another under our name
-        conc = self.pool.concurrency
-        sem = asyncio.Semaphore(conc)
-        wake = asyncio.Event()
+        bounds = self.pool.concurrency_bounds
+        conc = self.concurrency()
+        sem = asyncio.Semaphore(max(conc, bounds.max if bounds is not None else conc))
+        wake = self._batch_wake = asyncio.Event()
         running: dict[asyncio.Task, tuple[float, tuple]] = {}  # task → when it started, its (job, item)
+        self._running_items = running
         buffered: deque[tuple] = deque()  # prefetched items not started yet
         avg_s = [FAST_ITEM_S * 10]  # moving average of item durations (slow until measured)
         results: list[tuple] = []
@@ -257,6 +352,7 @@ class SlotCore:
 
         while True:
             stopping = self.ctx.stopping
+            conc = self.concurrency()
             fill()
             prefetch = conc * 7 if avg_s[0] < FAST_ITEM_S else 0
             room = 0 if stopping else conc + prefetch - len(running) - len(buffered)
