@@ -148,9 +148,9 @@ class PoolSpec(_Strict):
         description="Batch items a slot works on at once; with concurrency_bounds, the starting value.",
     )
     concurrency_bounds: ConcurrencyBounds | None = Field(
-        None, description="How far each slot's concurrency may move with host pressure (CPU, memory, "
-        "event-loop lag, Chromium memory). Validated and checked against concurrency; running slots do not "
-        "adapt yet (issue 17): they work at concurrency.",
+        None, description="Batch pools: how far each slot's concurrency moves with its host's pressure (CPU, "
+        "memory, event-loop lag, Chromium memory), starting at concurrency; each slot decides every interval_s "
+        "and reports its value in status and each change as a slot.concurrency event.",
     )
     max_item_retries: int = Field(3, ge=0, description="Re-runs of an item whose slot died under it.")
     placement: Placement = Field(default_factory=Placement)

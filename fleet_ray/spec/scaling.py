@@ -1,16 +1,17 @@
 """Pools that size themselves: a pool's ``autoscale`` and ``concurrency_bounds``, validated.
 
-A pool either has a fixed ``slots`` count or declares how to size itself::
+A pool either has a fixed ``slots`` count or declares how to size itself, and a batch pool's slots may
+also adapt how many items each works on at once::
 
     pools:
       - name: sweep                         # a batch pool: scales on its work queue's backlog
         automation: acme.prices
         autoscale: {min_slots: 0, max_slots: 20, target_backlog_per_slot: 8}
+        concurrency_bounds: {min: 2, max: 16}   # each slot: 2..16 items at once, by host pressure
       - name: price                         # a continuous consumer: scales on its consumer lag
         automation: acme.price
         inputs: {products: scrape.products}
         autoscale: {min_slots: 1, max_slots: 6, signal: lag, stream: products}
-        concurrency_bounds: {min: 2, max: 16}   # per-slot bounds (validated; slots don't adapt yet)
 
 The field names follow Ray Serve's ``autoscaling_config`` where one has a counterpart
 (``min_replicas`` → ``min_slots``, ``target_ongoing_requests`` → ``target_backlog_per_slot``,
@@ -37,11 +38,21 @@ Rules (each violation is an error naming its field, e.g. ``pools.sweep.autoscale
   for continuous ones (:func:`scale_signal`).
 - ``downscale_to_zero_delay_s`` needs ``min_slots: 0``.
 - ``concurrency_bounds``: ``1 <= min <= max``; the pool's ``concurrency`` is the starting value and must
-  lie within them (without it: ``min``). Not applied to running slots yet: the pure
-  :func:`fleet_ray.control.autoscale.decide_concurrency` exists, the slot-side loop that would feed it
-  host pressure and change a slot's concurrency does not (issue 17 stays open for it).
+  lie within them (without it: ``min``). Batch pools only (:func:`signal_errors` rejects it on a
+  continuous pool: its ``run()`` has no items to bound). Each slot then samples its host every
+  ``interval_s`` / 5 (at most 1 s apart) — host CPU and memory in use, how late a timer on its event loop
+  fires, for browser slots Chromium's memory over ``browser.max_browser_rss_mb``, the items it works
+  on — and every ``interval_s`` asks :func:`fleet_ray.control.autoscale.decide_concurrency` for its
+  next value on the interval's averages (:class:`fleet_ray.control.concurrency.ConcurrencyGovernor`): a
+  step down when a reading is over its limit, a step up when every reading is below ``grow_below`` of
+  its limit and the slot uses what it has. The slot leases and starts that many items at once (items
+  above a lowered value finish; none is cancelled); each change is a ``slot.concurrency`` event, and
+  status shows each slot's value and the last decision's reason. An autoscaled pool's default target
+  per slot (2 × concurrency) follows what its slots report.
 
-Changing ``autoscale`` or ``concurrency_bounds`` needs no new slots (neither is in the slot shape hash).
+Changing ``autoscale`` or ``concurrency_bounds`` needs no new slots (neither is in the slot shape hash):
+the supervisor reads a new ``autoscale`` at once; running slots keep the ``concurrency_bounds`` they
+started with, and slots started afterwards (scale-up, recycle, rollout) take the new ones.
 """
 
 from __future__ import annotations
@@ -151,8 +162,8 @@ class AutoscalePolicy(_Strict):
 
 
 class ConcurrencyBounds(_Strict):
-    """How far a slot's concurrency may move with host pressure (``PoolSpec.concurrency_bounds``);
-    validated now, not yet applied to running slots (see the module docstring).
+    """How far a batch slot's concurrency moves with host pressure (``PoolSpec.concurrency_bounds``; see
+    the module docstring for what a slot samples and when it decides).
 
     Read by :func:`fleet_ray.control.autoscale.decide_concurrency` (Crawlee's AutoscaledPool and
     SystemStatus, as a pure function): a reading above its limit lowers concurrency a step; all readings
@@ -283,13 +294,22 @@ def scale_signal(pool: PoolSpec, batch: bool) -> ScaleSignal:
 
 
 def signal_errors(pool: PoolSpec, batch: bool | None) -> list[dict[str, Any]]:
-    """``validate_spec``'s check of an autoscaled pool's signal against its automation's kind
-    (``batch`` None: not known here, e.g. a packaged pool resolved on the driver; checked where it is)."""
-    if pool.autoscale is None or batch is None:
+    """``validate_spec``'s check of an autoscaled pool's signal, and of ``concurrency_bounds``, against its
+    automation's kind (``batch`` None: not known here, e.g. a packaged pool resolved on the driver;
+    checked where it is)."""
+    if batch is None:
         return []
+    errors: list[dict[str, Any]] = []
+    if pool.concurrency_bounds is not None and not batch:
+        errors.append({"loc": f"pools.{pool.name}.concurrency_bounds",
+                       "msg": "concurrency_bounds adapts how many batch items a slot works on at once; a "
+                              "continuous automation's run() has none (leave concurrency_bounds out, or size the "
+                              "pool with autoscale)"})
+    if pool.autoscale is None:
+        return errors
     try:
         scale_signal(pool, batch)
     except ValueError as exc:
         field = "stream" if len(pool.inputs) > 1 and not batch and pool.autoscale.signal != "backlog" else "signal"
-        return [{"loc": f"pools.{pool.name}.autoscale.{field}", "msg": str(exc)}]
-    return []
+        errors.append({"loc": f"pools.{pool.name}.autoscale.{field}", "msg": str(exc)})
+    return errors

@@ -179,3 +179,12 @@ def test_a_packaged_pool_seen_from_the_driver_is_checked_where_its_kind_is_known
     validate_spec({"pools": pools}, resolve=placeholder)
     with pytest.raises(SpecError, match="pools.pkg.autoscale.signal"):
         validate_spec({"pools": pools}, resolve=supervisor_side)
+
+
+def test_concurrency_bounds_are_for_batch_pools():
+    src = {"name": "src", "automation": "builtin.numbers"}
+    errs = errors_of(src, consumer(concurrency_bounds={"min": 1, "max": 4}, autoscale={"max_slots": 3, "signal": "backlog"}))
+    assert set(errs) == {"pools.relay.concurrency_bounds", "pools.relay.autoscale.signal"}
+    assert "batch items" in errs["pools.relay.concurrency_bounds"]
+    spec, _ = validate_spec({"pools": [batch(concurrency_bounds={"min": 1, "max": 4})]})
+    assert spec.pool("sweep").concurrency_bounds.max == 4
