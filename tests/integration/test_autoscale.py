@@ -181,3 +181,15 @@ def test_a_burst_brings_nodes_for_the_pool_and_idle_makes_them_go(fleet):
     assert scaled[0]["data"]["from"] == 0 and scaled[0]["data"]["to"] >= 1
     assert scaled[-1]["data"]["to"] == 0 and "scale to zero" in scaled[-1]["data"]["reason"]
     assert "slot.draining" in {e["kind"] for e in fleet.events(limit=500)}
+
+
+def test_a_fixed_pool_whose_tag_no_node_has_brings_a_node_and_its_slots_land_there(fleet):
+    fleet.apply({"pools": [{"name": "fixed", "automation": "builtin.echo", "slots": PER_NODE,
+                            "placement": {"resources": {TAG: 1}}, "health": {"period_s": 0.5}}]})
+    assert fleet.status().pool("fixed").autoscale is None  # a fixed size: no autoscale block
+    # its slots are pending for lack of a node with the tag, so Ray's autoscaler is asked for one
+    st = fleet.wait_until(lambda s: s.pool("fixed").counts.get("running", 0) == PER_NODE, 180)
+    nodes = set(tagged_nodes())
+    assert nodes and {s.node_id for s in st.pool("fixed").slots} <= nodes
+    fleet.apply({"pools": []})  # nothing pending any more, nothing running: the request is cleared
+    wait_for(lambda: tagged_nodes() == [], timeout_s=120, interval_s=0.5)
