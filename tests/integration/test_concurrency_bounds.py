@@ -6,7 +6,9 @@ the machine runs: ``calm``'s limits can't be crossed (CPU and memory at 100%, an
 5 s), so a busy slot grows a step per interval to its max, and an idle one holds; ``tight``'s
 ``max_memory_ratio`` of 1% is below what any host uses, so its slot yields a step per interval to its
 min. Each change is a ``slot.concurrency`` event, status shows the slot's value and why, the items it
-works on at once follow it, and every item gets one result.
+works on at once follow it, and every item gets one result. A browser slot reads Chromium's memory
+too: with every host limit out of reach and ``max_chromium_memory_ratio`` at 1% of
+``browser.max_browser_rss_mb``, a real Chromium is what makes it yield.
 """
 
 from __future__ import annotations
@@ -90,3 +92,21 @@ def test_a_busy_slot_grows_toward_max_on_a_calm_host_and_yields_once_a_limit_is_
     for job, n in ((calm, 60), (tight, 24)):  # nothing lost or done twice while the concurrency moved
         results = job.wait(timeout_s=120)
         assert sorted(int(r.item_id) for r in results if r.ok) == list(range(n))
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(600)
+def test_a_browser_slot_yields_to_chromiums_memory(fleet, tmp_path):
+    bounds = {**CALM, "max_chromium_memory_ratio": 0.01}
+    fleet.apply({"pools": [{
+        "name": "pages", "automation": "browser.page-info", "kind": "browser", "slots": 1, "concurrency": 3,
+        "concurrency_bounds": bounds, "browser": {"max_browser_rss_mb": 1500,
+                                                  "artifacts": {"logs_root": str(tmp_path / "logs")}},
+        "health": {"period_s": 0.3, "timeout_s": 20, "failure_threshold": 5, "start_timeout_s": 240},
+    }]})
+    st = fleet.wait_until(lambda s: (c := concurrency(s, "pages")) is not None and c.current == 1, 300)
+    c = concurrency(st, "pages")
+    assert c.changes == 2 and "chromium memory" in c.reason and "over 1%" in c.reason
+    assert 0.01 < c.pressure["chromium_memory_ratio"] < 1  # a real Chromium, measured against its budget
+    yielded = wait_for(lambda: len(found := changes(fleet, "pages")) == 2 and found, timeout_s=30)
+    assert [(a, b) for a, b, _ in yielded] == [(3, 2), (2, 1)]
