@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import psutil
@@ -24,6 +24,7 @@ from fleet_ray.errors import BrowserLaunchError
 from fleet_ray.spec.browser_options import BrowserOptions
 
 from .reaper import OWNER_ENV, ProcessTag, kill_processes, write_launcher
+from .scopes import SharedWorkers
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ class BrowserHost:
         self._watchdog: asyncio.Task | None = None
         self._closed = False
         self.launch_error: str | None = None
+        # identities on the shared workers of this Chromium (see fleet_ray.browser.scopes)
+        self.shared_workers: SharedWorkers | None = None
+        # called with the browser before a recycle closes it (the runtime saves its kept contexts)
+        self.before_close: Callable[[Any], Awaitable[None]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -143,6 +148,10 @@ class BrowserHost:
         self.pages = 0
         self._retiring = None
         self._cdp = await browser.new_browser_cdp_session()
+        self.shared_workers = None
+        if self.options.identity.enabled:
+            self.shared_workers = SharedWorkers(browser)
+            await self.shared_workers.start()
         log.info("chromium %s launched (launch %d, %s)", self.version, self.launches, udd)
 
     async def _shutdown_browser(self) -> None:
@@ -214,6 +223,11 @@ class BrowserHost:
         if self.browser is not None or self._retiring is not None:
             self.recycle_reasons[_reason_kind(reason)] += 1
             log.info("recycling chromium: %s", reason)
+        if self.before_close is not None and self.browser is not None and self.browser.is_connected():
+            try:
+                await self.before_close(self.browser)
+            except Exception:
+                log.exception("saving the browser's contexts before a recycle failed; recycling anyway")
         await self._shutdown_browser()
         await self._launch()
 

@@ -100,19 +100,21 @@ class Identity(BaseModel):
 
     def context_options(self) -> dict[str, Any]:
         """Keyword arguments for ``browser.new_context`` (what Playwright can set natively)."""
+        # No user_agent/locale here: Playwright would set them on pages and dedicated workers itself,
+        # without client-hint brands and with navigator.languages cut to the locale, racing the slot's
+        # own overrides (:mod:`fleet_ray.browser.scopes`), which set both on every scope. No permissions
+        # either: granting one makes Chromium deny every other, where a fresh profile says "prompt".
         return {
-            "user_agent": self.user_agent,
             "viewport": {"width": self.viewport_width, "height": self.viewport_height},
             "screen": {"width": self.screen_width, "height": self.screen_height},
             "device_scale_factor": self.device_scale_factor,
-            "locale": self.locale,
             "timezone_id": self.timezone,
             "geolocation": {"latitude": self.latitude, "longitude": self.longitude, "accuracy": self.accuracy},
-            "permissions": ["geolocation"],
             "is_mobile": False,
             "has_touch": False,
             "color_scheme": "light",
-            "extra_http_headers": {"Accept-Language": self.accept_language},
+            # the context's own HTTP requests (context.request) carry the identity too
+            "extra_http_headers": {"Accept-Language": self.accept_language, "User-Agent": self.user_agent},
         }
 
     def ua_override(self) -> dict[str, Any]:
@@ -149,6 +151,23 @@ class Identity(BaseModel):
             "availHeight": self.avail_height,
             "colorDepth": self.color_depth,
             "languages": self.languages,
+            "userAgent": self.user_agent,
+            "uaData": {
+                "brands": [b.model_dump() for b in self.brands],
+                "mobile": False,
+                "platform": self.ch_platform,
+                "high": {
+                    "architecture": self.architecture,
+                    "bitness": self.bitness,
+                    "fullVersionList": [b.model_dump() for b in self.full_version_list],
+                    "model": "",
+                    "platform": self.ch_platform,
+                    "platformVersion": self.ch_platform_version,
+                    "uaFullVersion": self.full_version,
+                    "wow64": False,
+                },
+            },
+            "notification": "default",  # a fresh profile has not been asked yet
             "seed": self.noise_seed,
         }
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-Route = tuple[int, str, bytes]
+Route = tuple[int, str, bytes] | tuple[int, str, bytes, dict[str, str]]
+"""(status, content type, body[, more response headers])."""
 
 
 @dataclass
@@ -293,9 +294,11 @@ class SiteServer:
                 route = outer.routes.get(self.path.split("?", 1)[0])
                 if route is None and outer.handler is not None:
                     route = outer.handler(self.path, hdrs)
-                status, ctype, body = route or (404, "text/html", b"<title>404</title>not found")
+                status, ctype, body, *more = route or (404, "text/html", b"<title>404</title>not found")
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
+                for name, value in (more[0] if more else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
                 self.end_headers()

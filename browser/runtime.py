@@ -1,10 +1,15 @@
 """Running one browser task: identity + proxy → fresh context → ``visit(page, item)`` → recovery.
 
 :class:`BrowserRuntime` is what a browser slot owns (and what tests drive directly, without Ray).
-For each item it checks out a session (identity and proxy), opens a **fresh browser context** with
-that identity's fingerprint and proxy, runs the automation's ``visit(page, item)`` under the task
-timeout, checks the result for block signals (HTTP 403/429, captcha/challenge widgets, 407 from the
-proxy), and **always closes the context**. A failure is translated into a typed error
+For each item it checks out a session (identity and proxy) and gets that session's browser context:
+in ``mode: session`` with ``keep_context`` (the default) the session's **live context** — cookies,
+storage and HTTP cache kept across its tasks, as a real profile keeps them — else a **fresh context**
+with the identity's fingerprint and proxy. It opens a page, runs the automation's ``visit(page, item)``
+under the task timeout, checks the result for block signals (HTTP 403/429, captcha/challenge widgets,
+407 from the proxy), and closes the page; a fresh context is always closed, a kept one when its
+session retires, its proxy changes, a task in it fails or Chromium recycles (its cookies and storage
+are read first, so the session's next context starts with them). Every scope of a page — workers,
+frames, popups — gets the identity before it runs (:mod:`fleet_ray.browser.scopes`). A failure is translated into a typed error
 (:mod:`fleet_ray.errors`, ``BrowserError`` tree) whose ``recovery`` decides the next attempt: retry
 with the same identity, rotate the proxy, rotate the identity, recycle the browser, or fail the
 item. On failure the slot's artifacts (screenshot, trace, console log) are written first.
@@ -44,8 +49,8 @@ from .host import BrowserHost
 from .identity import Identity, IdentityFactory
 from .proxies import Outcome, ProxyPool
 from .reaper import ProcessTag
+from .scopes import ScopeOverrides, browser_context_id, prepare_page
 from .sessions import Session, SessionManager
-from .stealth import init_script
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,20 @@ class TaskInfo:
     phase: str | None = None
     last_status: int | None = None
     statuses: list[int] = field(default_factory=list)
+
+
+@dataclass
+class LiveContext:
+    """A browser context and what it was made for: one session's identity and proxy, on one Chromium."""
+
+    context: Any
+    browser: Any
+    session_id: str
+    proxy_id: str | None
+    overrides: ScopeOverrides | None
+    kept: bool
+    cdp_context_id: str | None = None
+    tasks: int = 0
 
 
 CURRENT_TASK: contextvars.ContextVar[TaskInfo | None] = contextvars.ContextVar("fleet_browser_task", default=None)
@@ -150,6 +169,8 @@ class BrowserRuntime:
         self.sessions: SessionManager | None = None
         self.counters: Counter[str] = Counter()
         self.in_flight: dict[str, TaskInfo] = {}
+        self.live: dict[str, LiveContext] = {}  # session id → its kept context
+        self.host.before_close = self._before_browser_close
 
     async def start(self) -> None:
         await self.host.start()
@@ -166,12 +187,14 @@ class BrowserRuntime:
         )
 
     async def close(self) -> None:
+        self.live.clear()  # they go with Chromium
         await self.host.close()
 
     # -- one item ------------------------------------------------------------------------------------
     async def run(self, visit: Visit, item: Any, task_name: str = "task") -> Any:
         """Run ``visit(page, item)`` with recoveries; returns its value or raises the final error."""
         session = self.sessions.checkout()
+        await self._close_retired()
         attempt = 1
         while True:
             proxy_id = session.proxy_id
@@ -186,6 +209,7 @@ class BrowserRuntime:
                 self._report_proxy(proxy_id, exc)
                 if recovery is Recovery.FAIL or attempt >= self.options.max_attempts:
                     self.sessions.checkin(session, ok=False)
+                    await self._close_retired()
                     raise self._final(exc, attempt) from exc
                 self.counters[f"recovery.{recovery.value}"] += 1
                 log.info("task %s attempt %d: %s → %s", task_name, attempt, type(exc).__name__, recovery.value)
@@ -199,6 +223,7 @@ class BrowserRuntime:
             if proxy_id is not None:
                 self.proxies.report(proxy_id, Outcome.OK)
             self.sessions.checkin(session, ok=True, storage_state=storage)
+            await self._close_retired()
             self.counters["ok"] += 1
             return value
 
@@ -233,15 +258,13 @@ class BrowserRuntime:
             return exc  # its message names the phase and the slot already
         return AutomationError(f"{type(exc).__name__}: {redact_url(str(exc))} ({where})")
 
+    def _keeps_context(self, session: Session) -> bool:
+        return session.kept and self.options.sessions.keep_context
+
     async def _attempt(self, visit: Visit, item: Any, session: Session, name: str, attempt: int):
         identity = session.identity if self.options.identity.enabled else None
         proxy = self.proxies.get(session.proxy_id) if session.proxy_id else None
         info = TaskInfo(name, attempt, identity, proxy.display if proxy else None, session.id)
-        opts: dict[str, Any] = identity.context_options() if identity else {}
-        if proxy is not None:
-            opts["proxy"] = proxy.spec.playwright()
-        if session.storage_state:
-            opts["storage_state"] = session.storage_state
         art = self.options.artifacts
         # like Playwright Test's on-first-retry: tracing (DOM snapshots) every attempt is costly; a task
         # that fails after retries leaves the trace of its last attempt
@@ -250,21 +273,21 @@ class BrowserRuntime:
             or (art.trace == "retry" and (attempt > 1 or self.options.max_attempts == 1))
         )
         async with self.host.lease() as browser:
+            live: LiveContext | None = None
             context = page = None
             console = ConsoleLog(art.max_console_lines)
             token = CURRENT_TASK.set(info)
             self.in_flight[name] = info
-            timed_out = False
+            timed_out = failed = False
             try:
                 try:
-                    context = await browser.new_context(**opts)
-                    context.set_default_navigation_timeout(self.options.navigation_timeout_s * 1000)
-                    await self._prepare(context, identity)
+                    live = await self._context_for(browser, session, identity, proxy)
+                    context = live.context
                     if tracing:
                         # DOM snapshots, no screencast: a failure gets its own screenshot anyway
                         await context.tracing.start(screenshots=False, snapshots=True)
                     page = await context.new_page()
-                    await self._prepare_page(context, page, identity, info, console)
+                    await self._prepare_page(live, page, info, console)
                     try:
                         async with asyncio.timeout(self.options.task_timeout_s):
                             value = await visit(page, item)
@@ -274,9 +297,14 @@ class BrowserRuntime:
                         timed_out = True
                         raise
                     await self._check_blocked(page, info, proxy.display if proxy else None)
-                    storage = await context.storage_state() if session.kept else None
+                    storage = None
+                    if session.kept and (not live.kept or self.sessions.persist_dir is not None):
+                        storage = await context.storage_state()  # carried to the next context / saved
+                    if tracing and live.kept:
+                        await context.tracing.stop()  # nothing failed: the trace is not kept
                     return value, storage
                 except Exception as exc:
+                    failed = True
                     err = classify(
                         exc,
                         phase=failed_phase(exc),
@@ -298,26 +326,54 @@ class BrowserRuntime:
             finally:
                 CURRENT_TASK.reset(token)
                 self.in_flight.pop(name, None)
-                if context is not None:
-                    await self._close_context(context)
+                if live is not None:
+                    if live.kept and not failed:
+                        await self._close_page(live, page)
+                    else:
+                        # a failed task's context is not reused: whatever broke may still be in it
+                        await self._drop(live, save=failed and live.kept)
 
-    async def _prepare(self, context: Any, identity: Identity | None) -> None:
-        if identity is not None:
-            await context.add_init_script(init_script(identity.script_config()))
-            override = identity.ua_override()
-            seen = [0]
+    async def _context_for(self, browser: Any, session: Session, identity: Identity | None,
+                           proxy: Any) -> LiveContext:
+        """The session's kept context (made now if it has none, or if it was made on another Chromium
+        or with another proxy), or a fresh context for this task alone."""
+        keep = self._keeps_context(session)
+        live = self.live.get(session.id) if keep else None
+        if live is not None and (live.browser is not browser or live.proxy_id != session.proxy_id):
+            await self._drop(live, save=True)
+            live = None
+        if live is None:
+            opts: dict[str, Any] = identity.context_options() if identity else {}
+            if proxy is not None:
+                opts["proxy"] = proxy.spec.playwright()
+            if session.storage_state:
+                opts["storage_state"] = session.storage_state
+            context = await browser.new_context(**opts)
+            context.set_default_navigation_timeout(self.options.navigation_timeout_s * 1000)
+            live = LiveContext(context, browser, session.id, session.proxy_id,
+                               ScopeOverrides(identity) if identity else None, keep)
+            await self._prepare(live)
+            if keep:
+                self.live[session.id] = live
+                self.counters["contexts.kept"] += 1
+            else:
+                self.counters["contexts.fresh"] += 1
+        live.tasks += 1
+        return live
 
-            async def on_page(p: Any) -> None:  # popups get the same client hints
+    async def _prepare(self, live: LiveContext) -> None:
+        context = live.context
+        if live.overrides is not None:
+            await context.add_init_script(live.overrides.script)
+
+            async def on_page(p: Any) -> None:
+                # a popup (the task's own pages have no opener and are prepared by _prepare_page): its
+                # first document ran with the init script's values; from here on it has the overrides
                 with contextlib.suppress(Exception):
-                    cdp = await context.new_cdp_session(p)
-                    await cdp.send("Emulation.setUserAgentOverride", override)
+                    if await p.opener() is not None:
+                        await prepare_page(await context.new_cdp_session(p), live.overrides)
 
-            def page_opened(p: Any) -> None:
-                seen[0] += 1
-                if seen[0] > 1:  # the first is the task's own page: _prepare_page sets it up, awaited
-                    asyncio.ensure_future(on_page(p))
-
-            context.on("page", page_opened)
+            context.on("page", lambda p: asyncio.ensure_future(on_page(p)))
         blocked = set(self.options.block_resources)
         if blocked:
             async def route(r: Any) -> None:
@@ -330,11 +386,14 @@ class BrowserRuntime:
 
             await context.route("**/*", route)
 
-    async def _prepare_page(self, context: Any, page: Any, identity: Identity | None, info: TaskInfo,
-                            console: ConsoleLog) -> None:
-        if identity is not None:
-            cdp = await context.new_cdp_session(page)
-            await cdp.send("Emulation.setUserAgentOverride", identity.ua_override())
+    async def _prepare_page(self, live: LiveContext, page: Any, info: TaskInfo, console: ConsoleLog) -> None:
+        if live.overrides is not None:
+            cdp = await live.context.new_cdp_session(page)
+            await prepare_page(cdp, live.overrides)
+            shared = self.host.shared_workers
+            if live.cdp_context_id is None and shared is not None:
+                live.cdp_context_id = await browser_context_id(cdp)
+                shared.register(live.cdp_context_id, live.overrides)
         console.attach(page)
 
         def on_response(resp: Any) -> None:
@@ -362,6 +421,38 @@ class BrowserRuntime:
             if found:
                 raise BlockedError(f"the page shows a captcha/challenge ({found})", info.phase)
 
+    async def _close_page(self, live: LiveContext, page: Any) -> None:
+        """End a task's page in a kept context; one that won't close takes its context with it."""
+        if page is None:
+            return
+        try:
+            await asyncio.wait_for(page.close(), self.options.close_timeout_s)
+        except Exception:
+            await self._drop(live, save=False)
+
+    async def _drop(self, live: LiveContext, save: bool) -> None:
+        """Close a context; ``save``: first read its cookies and storage into its session (when the
+        session goes on and Chromium still answers), so the session's next context starts with them."""
+        if self.live.get(live.session_id) is live:
+            del self.live[live.session_id]
+        session = self.sessions.sessions.get(live.session_id) if self.sessions else None
+        if save and session is not None and session.retired is None and live.browser.is_connected():
+            with contextlib.suppress(Exception):
+                session.storage_state = await asyncio.wait_for(live.context.storage_state(), self.options.close_timeout_s)
+        if self.host.shared_workers is not None:
+            self.host.shared_workers.forget(live.cdp_context_id)
+        await self._close_context(live.context)
+
+    async def _close_retired(self) -> None:
+        """Close the kept contexts of sessions that retired (too old, too used, blocked)."""
+        for live in [v for k, v in self.live.items() if k not in self.sessions.sessions]:
+            await self._drop(live, save=False)
+
+    async def _before_browser_close(self, browser: Any) -> None:
+        """Chromium is about to recycle: the kept contexts on it go, their cookies and storage saved."""
+        for live in [v for v in self.live.values() if v.browser is browser]:
+            await self._drop(live, save=True)
+
     async def _close_context(self, context: Any) -> None:
         try:
             await asyncio.wait_for(context.close(), self.options.close_timeout_s)
@@ -382,6 +473,7 @@ class BrowserRuntime:
             "browser_rss_mb": round(browser_rss_mb, 1),
             "proxies": self.proxies.snapshot(),
             "sessions": self.sessions.snapshot() if self.sessions else None,
+            "contexts_live": len(self.live),
             "counters": dict(self.counters),
             "in_flight": {k: v.phase for k, v in self.in_flight.items()},
             "artifacts_saved": self.artifacts.saved,

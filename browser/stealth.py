@@ -10,9 +10,10 @@ reads ``[native code]``:
 - canvas noise (``toDataURL``, ``toBlob``, ``getImageData``) and audio noise (``getChannelData``,
   ``copyFromChannel``, ``getFloatFrequencyData``), seeded per identity: the same drawing gives the
   same result within an identity and a different one across identities;
-- Web Workers created from ``blob:`` URLs (how fingerprinting scripts probe a worker's navigator and
-  WebGL) start with the same script, so a worker agrees with its page. Workers loaded from http(s)
-  URLs are not patched (a known gap: they see the engine's own ``navigator.platform`` and WebGL);
+- in workers, also ``userAgent``, ``appVersion``, ``languages``/``language``, client hints and
+  ``Notification.permission``, which a worker would otherwise take from the engine. Workers made
+  from ``blob:`` URLs start with this script (their source is prefixed); every worker (dedicated,
+  shared, service) also gets it from the slot's CDP session (:mod:`fleet_ray.browser.scopes`);
 - console methods that hide the Chrome DevTools Protocol: with CDP's Runtime domain on, logging an
   Error makes the inspector call ``Error.prepareStackTrace`` (a common CDP-detection trick), so the
   wrappers lift a page-defined ``prepareStackTrace`` for the duration of the call.
@@ -65,6 +66,44 @@ _SCRIPT = r"""
   getter(N, 'platform', cfg.platform);
   getter(N, 'hardwareConcurrency', cfg.hardwareConcurrency);
   getter(N, 'deviceMemory', cfg.deviceMemory);
+
+  // -- user agent where the CDP override has not reached ---------------------------------------
+  // The slot sets user agent, client hints and languages natively (Emulation.setUserAgentOverride) on
+  // pages and dedicated workers before they run. A scope it could not reach first — a popup's first
+  // document, a service worker (it starts from the browser's own user agent) — still shows the
+  // engine's values: there they are read from the identity. Headless workers also say
+  // Notification.permission "denied" where the page says "default".
+  const isWorker = typeof WorkerGlobalScope !== 'undefined' && self instanceof WorkerGlobalScope;
+  if (isWorker || self.navigator.userAgent !== cfg.userAgent) {
+    const languages = Object.freeze(cfg.languages.slice());
+    getter(N, 'userAgent', cfg.userAgent);
+    getter(N, 'appVersion', cfg.userAgent.replace(/^Mozilla\//, ''));
+    getter(N, 'languages', languages);
+    getter(N, 'language', cfg.languages[0]);
+    const UAD = self.NavigatorUAData && self.NavigatorUAData.prototype;
+    if (UAD && cfg.uaData) {
+      const ua = cfg.uaData;
+      const list = (items) => Object.freeze(items.map(b => Object.freeze({ brand: b.brand, version: b.version })));
+      const brands = list(ua.brands);
+      getter(UAD, 'brands', brands);
+      getter(UAD, 'mobile', ua.mobile);
+      getter(UAD, 'platform', ua.platform);
+      const low = () => ({ brands: brands.map(b => ({ ...b })), mobile: ua.mobile, platform: ua.platform });
+      method(UAD, 'getHighEntropyValues', (orig) => named('getHighEntropyValues', function (args) {
+        if (!(this instanceof self.NavigatorUAData)) return orig.apply(this, args);
+        const out = low();
+        for (const hint of Array.from(args[0] || [])) {
+          if (hint === 'fullVersionList') out.fullVersionList = ua.high.fullVersionList.map(b => ({ ...b }));
+          else if (hint in ua.high) out[hint] = ua.high[hint];
+        }
+        return Promise.resolve(out);
+      }));
+      method(UAD, 'toJSON', (orig) => named('toJSON', function (args) {
+        return (this instanceof self.NavigatorUAData) ? low() : orig.apply(this, args);
+      }));
+    }
+  }
+  if (isWorker && self.Notification) getter(self.Notification, 'permission', cfg.notification);
 
   // -- window and screen ------------------------------------------------------------------------
   const winGetter = (prop, value) => {
@@ -187,6 +226,8 @@ _SCRIPT = r"""
   }
 
   // -- blob workers start with this script too --------------------------------------------------
+  // (the slot's CDP session also runs it in every worker, but a worker can start before that lands:
+  // one made from a blob — how fingerprinting scripts probe a worker — carries it from its first line)
   if (typeof window !== 'undefined' && self.Worker && self.Blob && self.URL) {
     const prelude = `(${source})(${JSON.stringify(cfg)});\n`;
     const blobs = new Map();

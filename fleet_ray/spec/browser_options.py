@@ -225,12 +225,17 @@ class ProxyPolicy(_Strict):
 
 
 class SessionPolicy(_Strict):
-    """Keep identities across tasks (cookies and storage persisted), or rotate one per task."""
+    """Keep identities across tasks (a live context, or cookies and storage carried), or rotate one per task."""
 
     mode: Literal["rotate", "session"] = Field("rotate", description="rotate: a new identity per task.")
     max_sessions: int = Field(8, ge=1, description="Sessions a slot keeps at once (session mode).")
     max_uses: int | None = Field(50, ge=1, description="Tasks after which a session retires.")
     max_age_s: float | None = Field(3600.0, gt=0, description="Age after which a session retires.")
+    keep_context: bool = Field(
+        True, description="Session mode: a session keeps one live browser context (cookies, storage and HTTP "
+        "cache) for all its tasks, until it retires or Chromium recycles; false: a fresh context per task, with "
+        "the session's cookies and local storage carried over (no HTTP cache, no session storage).",
+    )
     persist_dir: str | None = Field(
         None, description="Directory where sessions (identity, cookies, storage) survive slot restarts."
     )

@@ -31,11 +31,18 @@ SECRET = "pa55-Wrd-9x"
 PAGE = b"<html><head><title>Hello %s</title></head><body><a href='/next'>next</a></body></html>"
 
 
+# the identity probe asks for the high-entropy client hints, as a site that reads them does
+ACCEPT_CH = {"Accept-CH": "Sec-CH-UA-Platform-Version, Sec-CH-UA-Full-Version-List, Sec-CH-UA-Arch, "
+                          "Sec-CH-UA-Bitness, Sec-CH-UA-Model"}
+
+
 def _routes(path: str, headers: dict[str, str]):
     p = path.split("?", 1)[0]
+    if p == "/echo-headers":  # the identity probe: what a scope's own requests carried
+        return (200, "application/json", json.dumps(headers).encode(), ACCEPT_CH)
     f = FIXTURES / p.lstrip("/")
     if p.endswith((".html", ".js")) and f.is_file():
-        return (200, "text/html" if p.endswith(".html") else "application/javascript", f.read_bytes())
+        return (200, "text/html" if p.endswith(".html") else "application/javascript", f.read_bytes(), ACCEPT_CH)
     if p == "/slow.png":
         time.sleep(4)
         return (200, "image/png", b"")
@@ -124,7 +131,8 @@ def test_fifty_identities_are_consistent_in_the_page(site, tmp_path):
 
             async def one(i):
                 async with sem:
-                    return await rt.run(lambda p, u: _report(p, u), f"{site.url}/identity.html?i={i}", f"id{i}")
+                    return await rt.run(lambda p, u: _report(p, u), f"{site.url}/identity.html?noscopes&i={i}",
+                                        f"id{i}")
 
             return await asyncio.gather(*(one(i) for i in range(50))), rt.host.version
         finally:
@@ -159,6 +167,49 @@ def test_fifty_identities_are_consistent_in_the_page(site, tmp_path):
     uas = {r["facts"]["userAgent"]: r["facts"]["chPlatform"] for r, _ in results}
     for h in seen:
         assert h["sec-ch-ua-platform"].strip('"') == uas[h["user-agent"]]
+
+
+def test_every_scope_of_a_page_speaks_for_the_same_identity(site, tmp_path):
+    """Dedicated (URL and blob), shared and service workers, iframes (about:blank read at once, srcdoc,
+    same-origin) and popups (a page, and about:blank read at once) report the page's user agent, client
+    hints (low and high entropy), platform, languages, hardware, timezone and locale, their requests
+    carry the page's headers, and permissions are a fresh profile's — for identities of every OS and
+    of countries with other languages."""
+    async def scenario():
+        out = []
+        for index, country in enumerate(["US", "DE", "JP"]):
+            rt = _runtime(tmp_path, index=10 + index, identity={"seed": 500 + index, "country": country})
+            await rt.start()
+            try:
+                for i in range(4):
+                    out.append(await rt.run(lambda p, u: _report(p, u), f"{site.url}/identity.html?c={country}&i={i}",
+                                            f"{country}{i}"))
+            finally:
+                await rt.close()
+        return out
+
+    results = _run(scenario())
+    assert len(results) == 12
+    assert {ident.os for _, ident in results} == {"windows", "macos", "linux"}
+    for report, ident in results:
+        assert report["problems"] == [], (ident.os, ident.country, report["problems"])
+        scopes = report["scopeFacts"]
+        assert set(scopes) >= {"page", "dedicated worker", "blob worker", "shared worker", "service worker",
+                               "iframe about:blank", "iframe srcdoc", "iframe same-origin", "popup",
+                               "popup about:blank"}
+        for name, data in scopes.items():
+            if name == "pageHeaders":
+                continue
+            facts = data if name == "page" else data["facts"]
+            assert facts["userAgent"] == ident.user_agent, name
+            assert facts["languages"] == ident.languages and facts["platform"] == ident.platform, name
+            assert facts["hardwareConcurrency"] == ident.hardware_concurrency, name
+            assert facts["deviceMemory"] == ident.device_memory and facts["timezone"] == ident.timezone, name
+            assert [b["brand"] for b in facts["brands"]] == [b.brand for b in ident.brands], name
+            assert facts["high"]["platformVersion"] == ident.ch_platform_version, name
+        assert scopes["page"]["notification"] == "default"
+        assert scopes["page"]["permissions"]["notifications"] == "prompt"
+        assert scopes["pageHeaders"]["accept-language"] == ident.accept_language
 
 
 def test_fingerprints_are_stable_within_an_identity_and_differ_across(site, tmp_path):

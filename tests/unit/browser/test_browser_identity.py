@@ -15,6 +15,7 @@ from fleet_ray.browser.identity import (
     grease_brands,
     parse_engine_version,
 )
+from fleet_ray.browser.scopes import ScopeOverrides
 from fleet_ray.browser.stealth import init_script
 from fleet_ray.spec.browser_options import COUNTRIES, IdentityOptions
 
@@ -60,8 +61,18 @@ def test_geo_follows_country(identities):
         assert ident.locale == locale and ident.languages[0] == locale and ident.timezone == tz
         assert abs(ident.latitude - lat) < 0.1 and abs(ident.longitude - lon) < 0.1
         opts = ident.context_options()
-        assert opts["locale"] == locale and opts["timezone_id"] == tz
+        # locale and user agent are the slot's own CDP overrides on every scope, not Playwright's
+        assert "locale" not in opts and "user_agent" not in opts and opts["timezone_id"] == tz
+        assert "permissions" not in opts  # granting one permission denies the others
         assert opts["extra_http_headers"]["Accept-Language"].startswith(locale)
+        assert opts["extra_http_headers"]["User-Agent"] == ident.user_agent
+        page = dict(ScopeOverrides(ident).messages("page"))
+        assert page["Emulation.setLocaleOverride"] == {"locale": locale}
+        assert page["Emulation.setTimezoneOverride"] == {"timezoneId": tz}
+        assert page["Emulation.setUserAgentOverride"]["acceptLanguage"] == ",".join(ident.languages)
+        assert "Runtime.evaluate" not in page  # pages get the script from the context
+        worker = dict(ScopeOverrides(ident).messages("shared_worker"))
+        assert ident.user_agent in worker["Runtime.evaluate"]["expression"]
 
 
 def test_identities_are_varied_and_distinct(identities):
