@@ -39,11 +39,22 @@ class ConsoleLog:
 
     def __init__(self, max_lines: int):
         self.lines: deque[str] = deque(maxlen=max_lines)
+        self._handlers: list[tuple[str, Any]] = []
 
     def attach(self, page: Any) -> None:
-        page.on("console", lambda m: self.lines.append(f"[{m.type}] {redact_url(m.text)}"))
-        page.on("pageerror", lambda e: self.lines.append(f"[pageerror] {redact_url(str(e))}"))
-        page.on("crash", lambda _p: self.lines.append("[crash] the page's renderer crashed"))
+        self._handlers = [
+            ("console", lambda m: self.lines.append(f"[{m.type}] {redact_url(m.text)}")),
+            ("pageerror", lambda e: self.lines.append(f"[pageerror] {redact_url(str(e))}")),
+            ("crash", lambda _p: self.lines.append("[crash] the page's renderer crashed")),
+        ]
+        for event, handler in self._handlers:
+            page.on(event, handler)
+
+    def detach(self, page: Any) -> None:
+        """Stop listening (the page goes on to another task)."""
+        for event, handler in self._handlers:
+            page.remove_listener(event, handler)
+        self._handlers = []
 
 
 class ArtifactWriter:

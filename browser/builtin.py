@@ -19,7 +19,8 @@ from fleet_ray.errors import NavigationError
 
 from .automation import BrowserAutomation
 
-LINKS_JS = "() => Array.from(document.querySelectorAll('a[href]'), a => a.href)"
+EXTRACT_JS = ("links => [document.title, location.origin, "
+              "links ? Array.from(document.querySelectorAll('a[href]'), a => a.href) : []]")
 
 
 class PageInfoConfig(BaseModel):
@@ -49,11 +50,10 @@ class PageInfo(BrowserAutomation[PageInfoConfig]):
                 self.ctx.step("wait_for")
                 await page.wait_for_function(cfg.wait_for, timeout=cfg.open_timeout_s * 1000)
         async with self.ctx.phase("extract", timeout=cfg.extract_timeout_s):
-            out: dict[str, Any] = {"url": page.url, "status": response.status, "title": await page.title()}
+            title, origin, links = await page.evaluate(EXTRACT_JS, cfg.links)  # one round trip
+            out: dict[str, Any] = {"url": page.url, "status": response.status, "title": title}
             if cfg.links:
-                links = await page.evaluate(LINKS_JS)
                 if cfg.same_origin_links:
-                    origin = await page.evaluate("location.origin")
                     links = [x for x in links if x.startswith(origin + "/")]
                 out["links"] = links
             if cfg.evaluate:

@@ -297,10 +297,12 @@ class SiteServer:
                 status, ctype, body, *more = route or (404, "text/html", b"<title>404</title>not found")
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
-                for name, value in (more[0] if more else {}).items():
+                extra = more[0] if more else {}
+                for name, value in extra.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
+                if not any(name.lower() == "cache-control" for name in extra):
+                    self.send_header("Cache-Control", "no-store")
                 self.end_headers()
                 self.wfile.write(body)
 

@@ -58,6 +58,10 @@ Visit = Callable[[Any, Any], Awaitable[Any]]
 
 PROXY_AUTH_CODES = ("ERR_PROXY_AUTH", "ERR_INVALID_AUTH_CREDENTIALS", "ERR_TUNNEL_CONNECTION_FAILED")
 PROXY_CODES = ("ERR_PROXY_", "ERR_SOCKS_", "ERR_NO_SUPPORTED_PROXIES", "ERR_MANDATORY_PROXY")
+CHECK_JS = """sels => {
+  const nav = performance.getEntriesByType('navigation')[0];
+  return [nav ? nav.responseStatus || null : null, sels.find(s => document.querySelector(s)) || null];
+}"""
 CLOSED_MARKERS = ("has been closed", "Target closed", "Connection closed", "Browser closed", "browser has disconnected")
 
 
@@ -87,6 +91,9 @@ class LiveContext:
     kept: bool
     cdp_context_id: str | None = None
     tasks: int = 0
+    active: int = 0  # tasks running in it now
+    retiring: bool = False  # takes no new tasks; closed when the last one ends
+    idle_pages: list[Any] = field(default_factory=list)  # tabs a finished task left for the next
 
 
 CURRENT_TASK: contextvars.ContextVar[TaskInfo | None] = contextvars.ContextVar("fleet_browser_task", default=None)
@@ -170,6 +177,10 @@ class BrowserRuntime:
         self.counters: Counter[str] = Counter()
         self.in_flight: dict[str, TaskInfo] = {}
         self.live: dict[str, LiveContext] = {}  # session id → its kept context
+        # behind a proxy the statuses of every navigation are watched (a 407 may come before any page);
+        # without one the page's own status is read once, at the end of the task
+        self._watch_responses = bool(options.proxies)
+        self._making: dict[str, asyncio.Lock] = {}
         self.host.before_close = self._before_browser_close
 
     async def start(self) -> None:
@@ -279,15 +290,18 @@ class BrowserRuntime:
             token = CURRENT_TASK.set(info)
             self.in_flight[name] = info
             timed_out = failed = False
+            listeners: list[tuple[str, Any]] = []
             try:
                 try:
                     live = await self._context_for(browser, session, identity, proxy)
                     context = live.context
-                    if tracing:
+                    if tracing and live.active == 1:  # one trace per context: only a task alone in it
                         # DOM snapshots, no screencast: a failure gets its own screenshot anyway
                         await context.tracing.start(screenshots=False, snapshots=True)
-                    page = await context.new_page()
-                    await self._prepare_page(live, page, info, console)
+                    else:
+                        tracing = False
+                    page = await self._page_for(live)
+                    listeners = self._watch_task(page, info, console)
                     try:
                         async with asyncio.timeout(self.options.task_timeout_s):
                             value = await visit(page, item)
@@ -327,39 +341,115 @@ class BrowserRuntime:
                 CURRENT_TASK.reset(token)
                 self.in_flight.pop(name, None)
                 if live is not None:
-                    if live.kept and not failed:
-                        await self._close_page(live, page)
-                    else:
-                        # a failed task's context is not reused: whatever broke may still be in it
-                        await self._drop(live, save=failed and live.kept)
+                    await self._end_task(live, page, console, listeners, failed)
 
     async def _context_for(self, browser: Any, session: Session, identity: Identity | None,
                            proxy: Any) -> LiveContext:
         """The session's kept context (made now if it has none, or if it was made on another Chromium
         or with another proxy), or a fresh context for this task alone."""
         keep = self._keeps_context(session)
-        live = self.live.get(session.id) if keep else None
+        if not keep:
+            return await self._new_context(browser, session, identity, proxy, keep)
+        lock = self._making.setdefault(session.id, asyncio.Lock())
+        async with lock:  # a session's tasks that start together share the context the first one makes
+            return await self._kept_context(browser, session, identity, proxy)
+
+    async def _kept_context(self, browser: Any, session: Session, identity: Identity | None,
+                            proxy: Any) -> LiveContext:
+        live = self.live.get(session.id)
         if live is not None and (live.browser is not browser or live.proxy_id != session.proxy_id):
-            await self._drop(live, save=True)
+            await self._retire_context(live, save=True)
             live = None
         if live is None:
-            opts: dict[str, Any] = identity.context_options() if identity else {}
-            if proxy is not None:
-                opts["proxy"] = proxy.spec.playwright()
-            if session.storage_state:
-                opts["storage_state"] = session.storage_state
-            context = await browser.new_context(**opts)
-            context.set_default_navigation_timeout(self.options.navigation_timeout_s * 1000)
-            live = LiveContext(context, browser, session.id, session.proxy_id,
-                               ScopeOverrides(identity) if identity else None, keep)
-            await self._prepare(live)
-            if keep:
-                self.live[session.id] = live
-                self.counters["contexts.kept"] += 1
-            else:
-                self.counters["contexts.fresh"] += 1
-        live.tasks += 1
+            live = await self._new_context(browser, session, identity, proxy, True)
+            self.live[session.id] = live
+        else:
+            live.tasks += 1
+            live.active += 1
         return live
+
+    async def _new_context(self, browser: Any, session: Session, identity: Identity | None, proxy: Any,
+                           keep: bool) -> LiveContext:
+        opts: dict[str, Any] = identity.context_options() if identity else {}
+        if proxy is not None:
+            opts["proxy"] = proxy.spec.playwright()
+        if session.storage_state:
+            opts["storage_state"] = session.storage_state
+        context = await browser.new_context(**opts)
+        context.set_default_navigation_timeout(self.options.navigation_timeout_s * 1000)
+        live = LiveContext(context, browser, session.id, session.proxy_id,
+                           ScopeOverrides(identity) if identity else None, keep, tasks=1, active=1)
+        await self._prepare(live)
+        self.counters["contexts.kept" if keep else "contexts.fresh"] += 1
+        return live
+
+    async def _page_for(self, live: LiveContext) -> Any:
+        """A tab for the task: one a finished task of the session left (kept contexts), else a new one."""
+        while live.idle_pages:
+            page = live.idle_pages.pop()
+            if not page.is_closed():
+                self.counters["pages.reused"] += 1
+                return page
+        page = await live.context.new_page()
+        if live.overrides is not None:
+            cdp = await live.context.new_cdp_session(page)
+            await prepare_page(cdp, live.overrides)
+            shared = self.host.shared_workers
+            if live.cdp_context_id is None and shared is not None:
+                live.cdp_context_id = await browser_context_id(cdp)
+                shared.register(live.cdp_context_id, live.overrides)
+        return page
+
+    def _watch_task(self, page: Any, info: TaskInfo, console: ConsoleLog) -> list[tuple[str, Any]]:
+        """The task's own listeners on its page (removed when it ends): console log, navigation status;
+        returns those to remove besides the console log's."""
+        console.attach(page)
+        if not self._watch_responses:
+            return []  # the status is read from the page at the end (one round trip, not an event per request)
+
+        def on_response(resp: Any) -> None:
+            with contextlib.suppress(Exception):
+                if resp.frame is page.main_frame and resp.request.is_navigation_request():
+                    info.last_status = resp.status
+                    info.statuses.append(resp.status)
+
+        page.on("response", on_response)
+        return [("response", on_response)]
+
+    async def _end_task(self, live: LiveContext, page: Any, console: ConsoleLog,
+                        listeners: list[tuple[str, Any]], failed: bool) -> None:
+        """A task is done with its context: its tab goes back to the session (kept contexts, the task
+        succeeded) or is closed; a fresh context is closed; a kept one in which a task failed takes no
+        new task — whatever broke may still be in it — and closes once its other tasks end."""
+        live.active -= 1
+        if page is not None:
+            with contextlib.suppress(Exception):
+                console.detach(page)
+                for event, handler in listeners:
+                    page.remove_listener(event, handler)
+        if not live.kept:
+            await self._close_context(live.context)
+            return
+        if failed:
+            live.retiring = True
+            if self.live.get(live.session_id) is live:
+                del self.live[live.session_id]
+        if page is not None:
+            if (not live.retiring and self.options.sessions.reuse_pages and not page.is_closed()
+                    and len(live.idle_pages) < self.options.sessions.tasks_per_session):
+                live.idle_pages.append(page)
+            else:
+                await self._close_page(live, page)
+        if live.retiring and live.active == 0:
+            await self._drop(live, save=failed)
+
+    async def _retire_context(self, live: LiveContext, save: bool) -> None:
+        """Take a kept context out of use: closed now if no task is in it, else when the last one ends."""
+        live.retiring = True
+        if self.live.get(live.session_id) is live:
+            del self.live[live.session_id]
+        if live.active == 0:
+            await self._drop(live, save=save)
 
     async def _prepare(self, live: LiveContext) -> None:
         context = live.context
@@ -386,40 +476,23 @@ class BrowserRuntime:
 
             await context.route("**/*", route)
 
-    async def _prepare_page(self, live: LiveContext, page: Any, info: TaskInfo, console: ConsoleLog) -> None:
-        if live.overrides is not None:
-            cdp = await live.context.new_cdp_session(page)
-            await prepare_page(cdp, live.overrides)
-            shared = self.host.shared_workers
-            if live.cdp_context_id is None and shared is not None:
-                live.cdp_context_id = await browser_context_id(cdp)
-                shared.register(live.cdp_context_id, live.overrides)
-        console.attach(page)
-
-        def on_response(resp: Any) -> None:
-            with contextlib.suppress(Exception):
-                if resp.frame is page.main_frame and resp.request.is_navigation_request():
-                    info.last_status = resp.status
-                    info.statuses.append(resp.status)
-
-        page.on("response", on_response)
-
     async def _check_blocked(self, page: Any, info: TaskInfo, proxy: str | None) -> None:
         policy = self.options.proxy_policy
+        found = None
+        if not page.is_closed() and (policy.challenge_selectors or not self._watch_responses):
+            # one round trip: the page's own navigation status (Navigation Timing, where no response
+            # listener recorded it) and the first challenge widget it shows
+            with contextlib.suppress(Exception):
+                status, found = await asyncio.wait_for(page.evaluate(CHECK_JS, policy.challenge_selectors), 5)
+                if not self._watch_responses and status:
+                    info.last_status = int(status)
+                    info.statuses.append(info.last_status)
         if info.last_status == 407:
             raise ProxyAuthError(f"proxy {proxy} rejected the credentials (HTTP 407)", info.phase, proxy)
         if info.last_status in policy.block_statuses:
             raise BlockedError(f"the site answered HTTP {info.last_status}", info.phase)
-        if policy.challenge_selectors and not page.is_closed():
-            found = None
-            with contextlib.suppress(Exception):
-                found = await asyncio.wait_for(
-                    page.evaluate("sels => sels.find(s => document.querySelector(s)) || null",
-                                  policy.challenge_selectors),
-                    5,
-                )
-            if found:
-                raise BlockedError(f"the page shows a captcha/challenge ({found})", info.phase)
+        if found:
+            raise BlockedError(f"the page shows a captcha/challenge ({found})", info.phase)
 
     async def _close_page(self, live: LiveContext, page: Any) -> None:
         """End a task's page in a kept context; one that won't close takes its context with it."""
@@ -428,7 +501,7 @@ class BrowserRuntime:
         try:
             await asyncio.wait_for(page.close(), self.options.close_timeout_s)
         except Exception:
-            await self._drop(live, save=False)
+            await self._retire_context(live, save=False)
 
     async def _drop(self, live: LiveContext, save: bool) -> None:
         """Close a context; ``save``: first read its cookies and storage into its session (when the
@@ -446,12 +519,14 @@ class BrowserRuntime:
     async def _close_retired(self) -> None:
         """Close the kept contexts of sessions that retired (too old, too used, blocked)."""
         for live in [v for k, v in self.live.items() if k not in self.sessions.sessions]:
-            await self._drop(live, save=False)
+            await self._retire_context(live, save=False)
+        for sid in [k for k, lock in self._making.items() if k not in self.sessions.sessions and not lock.locked()]:
+            del self._making[sid]
 
     async def _before_browser_close(self, browser: Any) -> None:
         """Chromium is about to recycle: the kept contexts on it go, their cookies and storage saved."""
         for live in [v for v in self.live.values() if v.browser is browser]:
-            await self._drop(live, save=True)
+            await self._retire_context(live, save=True)
 
     async def _close_context(self, context: Any) -> None:
         try:

@@ -1,9 +1,11 @@
 """Identities over time: rotated per task, or kept as sessions (cookies and storage persisted).
 
 ``mode: rotate`` draws a fresh identity (and proxy) for every task. ``mode: session`` keeps up to
-``max_sessions`` identities, each with a sticky proxy and its browser storage (cookies, local
-storage) carried from task to task, and retires a session after ``max_uses`` tasks, after
-``max_age_s``, or on a block signal. With ``persist_dir`` sessions survive slot restarts; their files
+``max_sessions`` identities, each with a sticky proxy and its browser state carried from task to task
+(the runtime keeps its live context, or carries its cookies and local storage), runs up to
+``tasks_per_session`` of its tasks at once (tabs of one profile), and retires a session after
+``max_uses`` tasks, after ``max_age_s``, or on a block signal — a session that must retire while some
+of its tasks still run takes no new ones and retires when the last one ends. With ``persist_dir`` sessions survive slot restarts; their files
 (cookies) are 0600 in a 0700 directory, written atomically, never through a symlink.
 
 Pure bookkeeping: clock and randomness are injected; Playwright is not imported here.
@@ -38,10 +40,15 @@ class Session:
     created_at: float
     storage_state: dict[str, Any] | None = None
     uses: int = 0
-    busy: bool = False
+    active: int = 0  # tasks running in it now
+    draining: str | None = None  # must retire once its running tasks end (takes no new ones)
     kept: bool = False  # a kept session outlives its task (session mode)
     retired: str | None = None
     last_used: float = field(default=0.0)
+
+    @property
+    def busy(self) -> bool:
+        return self.active > 0
 
 
 class SessionManager:
@@ -68,37 +75,49 @@ class SessionManager:
         avoid = set(avoid_proxies)
         if self.policy.mode == "session":
             self._expire()
-            idle = [
+            room = [
                 s
                 for s in self.sessions.values()
-                if not s.busy and s.retired is None and self._proxy_ok(s.proxy_id) and s.proxy_id not in avoid
+                if s.active < self.policy.tasks_per_session and s.retired is None and s.draining is None
+                and self._proxy_ok(s.proxy_id) and s.proxy_id not in avoid
             ]
-            if idle:
-                s = min(idle, key=lambda x: x.last_used)
-                s.busy = True
+            if room:
+                # the fullest session with room, then the least recently used: tasks share a live
+                # context rather than open another (each context costs its own renderers and cache)
+                s = min(room, key=lambda x: (-x.active, x.last_used))
+                s.active += 1
                 return s
         proxy = self._acquire_proxy(None, avoid)
         keep = self.policy.mode == "session" and self._live() < self.policy.max_sessions
         s = self._new(proxy, keep)
-        s.busy = True
+        s.active += 1
         return s
 
     def checkin(self, session: Session, ok: bool, storage_state: dict[str, Any] | None = None) -> None:
-        session.busy = False
+        session.active = max(0, session.active - 1)
         session.uses += 1
         session.last_used = self.clock()
         if storage_state is not None and session.kept:
             session.storage_state = storage_state
         if not session.kept:
             return
-        reason = self._expired(session)
-        if reason:
-            self.retire(session, reason)
+        reason = session.draining or self._expired(session)
+        if reason and session.active > 0:
+            session.draining = reason  # its other tasks finish first
+        elif reason:
+            self.retire(session, reason, leaving=False)
         else:
             self._save(session)
 
-    def retire(self, session: Session, reason: str) -> None:
-        """Drop a session for good (blocked, logged out, too old, too used)."""
+    def retire(self, session: Session, reason: str, leaving: bool = True) -> None:
+        """Drop a session for good (blocked, logged out, too old, too used). ``leaving`` (the default):
+        the caller holds it and is done with it; ``False``: a session the caller does not hold. One
+        that other tasks still use stops taking new ones and goes when they end (:meth:`checkin`)."""
+        if leaving:
+            session.active = max(0, session.active - 1)
+        if session.active > 0 and session.retired is None:
+            session.draining = reason
+            return
         if session.retired is None:
             session.retired = reason
             self.retired += 1
@@ -112,21 +131,22 @@ class SessionManager:
         old_country = self.proxies.get(session.proxy_id).spec.country if session.proxy_id else None
         proxy = self._acquire_proxy(old_country, avoid)
         new_country = proxy.spec.country if proxy else None
-        if new_country == old_country or new_country is None:
+        if (new_country == old_country or new_country is None) and session.active <= 1:
             session.proxy_id = proxy.id if proxy else None
             return session
-        self.retire(session, "proxy changed country")
+        # another country means another identity; a session other tasks share keeps its proxy for them
+        self.retire(session, "proxy changed country" if new_country != old_country else "proxy failed", leaving=True)
         s = self._new(proxy, session.kept)
-        s.busy = True
+        s.active += 1
         return s
 
     def fresh(self, session: Session, reason: str, avoid_proxies: Iterable[str] = ()) -> Session:
         """Retire ``session`` and start a new identity (and proxy) in its place."""
         kept = session.kept
-        self.retire(session, reason)
+        self.retire(session, reason, leaving=True)
         proxy = self._acquire_proxy(None, set(avoid_proxies))
         s = self._new(proxy, kept)
-        s.busy = True
+        s.active += 1
         return s
 
     def snapshot(self) -> dict[str, Any]:
@@ -134,7 +154,8 @@ class SessionManager:
 
     # -- internals ---------------------------------------------------------------------------------
     def _live(self) -> int:
-        return sum(1 for s in self.sessions.values() if s.retired is None)
+        """Sessions that take tasks (a draining one goes once its tasks end: it leaves room already)."""
+        return sum(1 for s in self.sessions.values() if s.retired is None and s.draining is None)
 
     def _acquire_proxy(self, country: str | None, avoid: set[str]) -> ProxyState | None:
         if not self.proxies:
@@ -173,7 +194,7 @@ class SessionManager:
         for s in list(self.sessions.values()):
             reason = None if s.busy else self._expired(s)
             if reason:
-                self.retire(s, reason)
+                self.retire(s, reason, leaving=False)
 
     def _save(self, s: Session) -> None:
         if self.persist_dir is None:

@@ -231,6 +231,15 @@ class SessionPolicy(_Strict):
     max_sessions: int = Field(8, ge=1, description="Sessions a slot keeps at once (session mode).")
     max_uses: int | None = Field(50, ge=1, description="Tasks after which a session retires.")
     max_age_s: float | None = Field(3600.0, gt=0, description="Age after which a session retires.")
+    tasks_per_session: int = Field(
+        1, ge=1, le=64, description="Session mode: tasks of one session that may run at once, as tabs of its "
+        "context (the slot opens another session only when every live one is full)."
+    )
+    reuse_pages: bool = Field(
+        True, description="With keep_context: a finished task's tab is reused by the session's next task (no "
+        "new renderer per task). The slot removes its own listeners; an automation that adds page listeners, "
+        "routes or init scripts to its page should remove them, or set this false.",
+    )
     keep_context: bool = Field(
         True, description="Session mode: a session keeps one live browser context (cookies, storage and HTTP "
         "cache) for all its tasks, until it retires or Chromium recycles; false: a fresh context per task, with "

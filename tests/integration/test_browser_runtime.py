@@ -43,6 +43,11 @@ def _routes(path: str, headers: dict[str, str]):
     f = FIXTURES / p.lstrip("/")
     if p.endswith((".html", ".js")) and f.is_file():
         return (200, "text/html" if p.endswith(".html") else "application/javascript", f.read_bytes(), ACCEPT_CH)
+    if p == "/cached.html":  # a page whose stylesheet any HTTP cache may keep for an hour
+        return (200, "text/html", b"<title>cached</title><link rel='stylesheet' href='/cached.css'>"
+                b"<script>console.log('page ' + location.search)</script>")
+    if p == "/cached.css":
+        return (200, "text/css", b"body { color: #333 }", {"Cache-Control": "max-age=3600"})
     if p == "/slow.png":
         time.sleep(4)
         return (200, "image/png", b"")
@@ -285,6 +290,64 @@ def test_sessions_carry_cookies_between_tasks_and_rotation_does_not(site, tmp_pa
     assert len(saved) == 1 and "abc123" in saved[0].read_text()
     first, second, cookie = _run(scenario("rotate", 1))
     assert first != second and "sid=abc123" not in cookie
+
+
+def test_a_kept_session_keeps_its_context_cache_and_tabs_and_identities_stay_apart(site, tmp_path):
+    """mode: session with tasks_per_session: one live context per session serves its tasks as tabs
+    (HTTP cache and cookies kept, tabs reused, the slot's listeners gone from a reused tab); another
+    session has its own cache and cookies; keep_context: false is a fresh context per task."""
+    async def visit(page, url):
+        await page.goto(url)
+        task = CURRENT_TASK.get()
+        return (task.identity.id, task.session_id, await page.evaluate("document.cookie"),
+                await page.evaluate("navigator.userAgent"), id(page))
+
+    async def set_cookie(page, url):
+        await page.goto(url)
+        await page.evaluate("document.cookie = 'sid=' + Math.random() + '; path=/; max-age=3600'")
+        return await page.evaluate("document.cookie")
+
+    async def scenario(sessions, index):
+        rt = _runtime(tmp_path, index=index, sessions=sessions)
+        await rt.start()
+        try:
+            cookie = await rt.run(set_cookie, f"{site.url}/login", "login")
+            sem = asyncio.Semaphore(3)
+
+            async def one(i):
+                async with sem:
+                    return await rt.run(visit, f"{site.url}/cached.html?i={i}", f"t{i}")
+
+            out = await asyncio.gather(*(one(i) for i in range(9)))
+            page_listeners = [len(p._impl_obj._events.get("console", [])) for live in rt.live.values()
+                              for p in live.idle_pages]
+            return cookie, out, dict(rt.counters), page_listeners, rt.snapshot()
+        finally:
+            await rt.close()
+
+    before = len([1 for path, _ in site.requests if path.startswith("/cached.css")])
+    cookie, out, counters, listeners, snap = _run(scenario({"mode": "session", "tasks_per_session": 3,
+                                                            "max_sessions": 1}, 0))
+    css = len([1 for path, _ in site.requests if path.startswith("/cached.css")]) - before
+    assert {o[1] for o in out} == {out[0][1]} and {o[0] for o in out} == {out[0][0]}  # one session, one identity
+    assert all(o[2] == cookie for o in out)  # its cookie in every task
+    assert css == 1, "the kept context's HTTP cache serves the stylesheet after the first fetch"
+    assert counters["contexts.kept"] == 1 and counters["pages.reused"] >= 6 and len({o[4] for o in out}) <= 3
+    assert listeners and all(n == 0 for n in listeners), "a reused tab carries no listener of an earlier task"
+    assert snap["contexts_live"] == 1
+
+    # another runtime's session (another identity): its own cache, no cookie of the first
+    before = len([1 for path, _ in site.requests if path.startswith("/cached.css")])
+    cookie2, out2, _, _, _ = _run(scenario({"mode": "session", "tasks_per_session": 3, "max_sessions": 1}, 1))
+    assert len([1 for path, _ in site.requests if path.startswith("/cached.css")]) - before == 1
+    assert out2[0][0] != out[0][0] and cookie2 != cookie and all(cookie not in o[2] for o in out2)
+
+    # keep_context: false: a fresh context per task (cookie carried, cache not)
+    before = len([1 for path, _ in site.requests if path.startswith("/cached.css")])
+    cookie3, out3, counters3, _, _ = _run(scenario({"mode": "session", "max_sessions": 1, "tasks_per_session": 3,
+                                                    "keep_context": False}, 2))
+    assert all(o[2] == cookie3 for o in out3) and counters3["contexts.fresh"] == 10
+    assert len([1 for path, _ in site.requests if path.startswith("/cached.css")]) - before == 9
 
 
 # -- proxies -------------------------------------------------------------------------------------------

@@ -118,3 +118,48 @@ def test_sessions_persist_across_restarts_without_secrets(factory, tmp_path):
     assert s2.identity == s.identity and s2.uses == 1 and s2.storage_state["cookies"][0]["value"] == "abc"
     again.retire(s2, "logged out")
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_a_session_runs_up_to_tasks_per_session_at_once_and_drains_before_it_retires(factory):
+    clock = FakeClock()
+    policy = SessionPolicy(mode="session", max_sessions=2, tasks_per_session=3, max_uses=4)
+    mgr = SessionManager(policy, factory, _proxies(clock, "DE", "DE"), clock=clock)
+    first = [mgr.checkout() for _ in range(3)]
+    assert len({s.id for s in first}) == 1 and first[0].active == 3  # tabs of one session
+    fourth = mgr.checkout()  # the first is full: a second session, not a throwaway one
+    assert fourth.id != first[0].id and fourth.kept and mgr.snapshot()["live"] == 2
+    assert mgr.checkout() is fourth  # the one with room takes it
+    shared = first[0]
+    for _ in range(3):
+        mgr.checkin(shared, ok=True)
+    assert shared.uses == 3 and shared.retired is None and shared.active == 0
+    assert mgr.checkout() is fourth  # the fullest with room first (fourth is now full)
+    b, c = mgr.checkout(), mgr.checkout()
+    assert b is c is shared
+    # max_uses reached while another task still runs in it: no new task, retired when that one ends
+    mgr.checkin(b, ok=True)
+    assert shared.uses == 4 and shared.draining == "used 4 times" and shared.retired is None
+    assert mgr.checkout() is not shared
+    mgr.checkin(c, ok=True)
+    assert shared.retired == "used 4 times" and shared.id not in mgr.sessions
+
+
+def test_a_session_others_still_use_drains_instead_of_going_at_once(factory):
+    clock = FakeClock()
+    mgr = SessionManager(SessionPolicy(mode="session", max_sessions=1, tasks_per_session=2), factory,
+                         _proxies(clock, "DE", "DE"), clock=clock)
+    a, b = mgr.checkout(), mgr.checkout()
+    assert a is b and a.active == 2
+    fresh = mgr.fresh(a, "blocked")  # one task was blocked: it moves on, the other finishes first
+    assert fresh.id != a.id and a.draining == "blocked" and a.retired is None and a.active == 1
+    assert mgr.checkout().id != a.id  # a draining session takes no new task
+    mgr.checkin(b, ok=True)
+    assert a.retired == "blocked" and a.id not in mgr.sessions
+    # a shared session keeps its proxy for the others: the task whose proxy failed gets a new session
+    mgr2 = SessionManager(SessionPolicy(mode="session", max_sessions=2, tasks_per_session=2), factory,
+                          _proxies(clock, "DE", "DE", "DE"), clock=clock)
+    c, d = mgr2.checkout(), mgr2.checkout()
+    assert c is d
+    proxy = c.proxy_id
+    moved = mgr2.rotate_proxy(c, proxy)
+    assert moved.id != c.id and c.proxy_id == proxy and c.draining == "proxy failed" and moved.proxy_id != proxy
