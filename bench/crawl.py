@@ -121,18 +121,21 @@ def serve(port_file: str, sections: int, per_section: int) -> None:
     server.serve_forever()
 
 
-def start_site(sections: int, per_section: int) -> tuple[subprocess.Popen, str]:
+def _start_server(flags: list[str], what: str) -> tuple[subprocess.Popen, str]:
+    """Run this module's server mode (``--serve …`` / ``--serve-docs …``) in a process of its own and
+    wait for the port it writes."""
     port_file = Path(tempfile.mkdtemp()) / "port"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.crawl", "--serve", str(port_file), "--sections", str(sections),
-         "--per-section", str(per_section)],
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "bench.crawl", flags[0], str(port_file), *flags[1:]])
     deadline = time.monotonic() + 30
     while not port_file.exists() or not port_file.read_text():
         if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError("site server did not start")
+            raise RuntimeError(f"{what} did not start")
         time.sleep(0.05)
     return proc, f"http://127.0.0.1:{port_file.read_text()}"
+
+
+def start_site(sections: int, per_section: int) -> tuple[subprocess.Popen, str]:
+    return _start_server(["--serve", "--sections", str(sections), "--per-section", str(per_section)], "site server")
 
 
 def check(found: dict[str, str], base: str, sections: int, per_section: int) -> None:
@@ -414,14 +417,20 @@ def start_docs_site(root: str) -> tuple[subprocess.Popen, str]:
     if not (Path(root) / "index.html").is_file():
         raise SystemExit(f"no {root}/index.html: install Debian's python3.11-doc (apt-get install -y python3.11-doc) "
                          "or pass --docs-root")
-    port_file = Path(tempfile.mkdtemp()) / "port"
-    proc = subprocess.Popen([sys.executable, "-m", "bench.crawl", "--serve-docs", str(port_file), "--docs-root", root])
-    deadline = time.monotonic() + 30
-    while not port_file.exists() or not port_file.read_text():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError("docs server did not start")
-        time.sleep(0.05)
-    return proc, f"http://127.0.0.1:{port_file.read_text()}"
+    return _start_server(["--serve-docs", "--docs-root", root], "docs server")
+
+
+def stop_all(fleet, site: subprocess.Popen) -> None:
+    """The fleet, Ray and the site server, whatever state the run ended in."""
+    if fleet is not None:
+        with contextlib.suppress(Exception):
+            fleet.down(timeout_s=30)
+    with contextlib.suppress(Exception):
+        import ray
+
+        ray.shutdown()
+    site.terminate()
+    site.wait(10)
 
 
 def same_pages(found: dict[str, str], reference: dict[str, str], who: str) -> None:
@@ -479,15 +488,7 @@ def docs_main(args) -> dict:
                 record("fleet_fresh", *fleet_crawl(fleet, base, pids, DOCS_START))
                 record("playwright_fresh", *asyncio.run(plain_crawl(base, total, DOCS_START, reuse=False)))
     finally:
-        if fleet is not None:
-            with contextlib.suppress(Exception):
-                fleet.down(timeout_s=30)
-        with contextlib.suppress(Exception):
-            import ray
-
-            ray.shutdown()
-        site.terminate()
-        site.wait(10)
+        stop_all(fleet, site)
     rate = {k: statistics.median(v) for k, v in runs.items() if v}
     return {
         "bench": "crawl",
@@ -605,15 +606,7 @@ def main() -> None:
             "playwright_runs_pages_per_s": [round(x, 2) for x in plain_runs],
         }
     finally:
-        if fleet is not None:
-            with contextlib.suppress(Exception):
-                fleet.down(timeout_s=30)
-        with contextlib.suppress(Exception):
-            import ray
-
-            ray.shutdown()
-        site.terminate()
-        site.wait(10)
+        stop_all(fleet, site)
     print(json.dumps(result))
 
 
