@@ -195,19 +195,8 @@ class PoolResumed(TypedEvent):
     KIND = "pool.resumed"
 
 
-class PoolScaled(TypedEvent):
-    """An autoscaled pool's size changed: by its autoscaler (``by: autoscaler``, after
-    :func:`fleet_ray.control.autoscale.decide_scale`) or by ``fleet-ray scale`` (``by: operator``). Its
-    data carries ``from`` and ``to`` (slots before and after), ``wanted`` and ``reason``."""
-
-    KIND = "pool.scaled"
-    from_: int = Field(description="Slots before the change (data key 'from').")
-    to: int = Field(description="Slots after the change.")
-    wanted: int = Field(description="What the signal asked for, within min_slots..max_slots.")
-    reason: str = Field("", description="Why: the signal, its target per slot, a step or a bound.")
-    signal: str = Field("", description="What the pool scales on ('backlog', 'lag on <stream>').")
-    signal_value: float | None = Field(None, description="The smoothed signal the decision read.")
-    by: str = Field("autoscaler", description="autoscaler | operator")
+class _FromTo(TypedEvent):
+    """An event with a ``from`` in its data (a Python keyword, so the field is ``from_``)."""
 
     def to_event(self) -> Event:
         ev = super().to_event()
@@ -223,7 +212,22 @@ class PoolScaled(TypedEvent):
         return super().from_event(ev.model_copy(update={"data": data}))
 
 
-class SlotConcurrencyChanged(TypedEvent):
+class PoolScaled(_FromTo):
+    """An autoscaled pool's size changed: by its autoscaler (``by: autoscaler``, after
+    :func:`fleet_ray.control.autoscale.decide_scale`) or by ``fleet-ray scale`` (``by: operator``). Its
+    data carries ``from`` and ``to`` (slots before and after), ``wanted`` and ``reason``."""
+
+    KIND = "pool.scaled"
+    from_: int = Field(description="Slots before the change (data key 'from').")
+    to: int = Field(description="Slots after the change.")
+    wanted: int = Field(description="What the signal asked for, within min_slots..max_slots.")
+    reason: str = Field("", description="Why: the signal, its target per slot, a step or a bound.")
+    signal: str = Field("", description="What the pool scales on ('backlog', 'lag on <stream>').")
+    signal_value: float | None = Field(None, description="The smoothed signal the decision read.")
+    by: str = Field("autoscaler", description="autoscaler | operator")
+
+
+class SlotConcurrencyChanged(_FromTo):
     """A slot of a pool with ``concurrency_bounds`` changed how many items it works on at once, after
     :func:`fleet_ray.control.autoscale.decide_concurrency` read its host pressure (averaged over
     ``interval_s``). Its data carries ``from`` and ``to``, the ``reason`` and the readings."""
@@ -238,19 +242,6 @@ class SlotConcurrencyChanged(TypedEvent):
     chromium_memory_ratio: float | None = Field(
         None, description="Browser slots: Chromium's memory / browser.max_browser_rss_mb.")
     in_flight: int | None = Field(None, description="Items the slot worked on, on average over the interval.")
-
-    def to_event(self) -> Event:
-        ev = super().to_event()
-        data = dict(ev.data)
-        data["from"] = data.pop("from_")
-        return ev.model_copy(update={"data": data})
-
-    @classmethod
-    def from_event(cls, ev: Event) -> TypedEvent:
-        data = dict(ev.data)
-        if "from" in data:
-            data["from_"] = data.pop("from")
-        return super().from_event(ev.model_copy(update={"data": data}))
 
 
 class SupervisorRecovered(TypedEvent):

@@ -9,6 +9,7 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -76,9 +77,10 @@ def redis_url():
     r.close()
 
 
-@pytest.fixture
-def fleet(cluster, tmp_path):
-    """A supervisor in its own namespace on an embedded store; torn down after the test."""
+@contextlib.contextmanager
+def fleet_on_embedded_store(tmp_path):
+    """A supervisor in its own namespace on an embedded store under ``tmp_path``, on whatever Ray
+    cluster the caller is connected to; brought down afterwards."""
     from fleet_ray.actors.launch import start_supervisor
     from fleet_ray.client.fleet import FleetClient
 
@@ -86,11 +88,18 @@ def fleet(cluster, tmp_path):
     sup = start_supervisor(f"sqlite://{tmp_path}/store.db", namespace=ns, tick_s=0.05)
     client = FleetClient(sup, ns)
     client.store_url = f"sqlite://{tmp_path}/store.db"
-    yield client
     try:
-        client.down(timeout_s=5)
-    except Exception:
-        pass
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            client.down(timeout_s=5)
+
+
+@pytest.fixture
+def fleet(cluster, tmp_path):
+    """A supervisor in its own namespace on an embedded store; torn down after the test."""
+    with fleet_on_embedded_store(tmp_path) as client:
+        yield client
 
 
 def sigkill(pid: int) -> None:

@@ -27,7 +27,7 @@ import pytest
 import ray
 from ray.cluster_utils import AutoscalingCluster
 
-from .conftest import _free_port, wait_for
+from .conftest import _free_port, fleet_on_embedded_store, wait_for
 
 TAG = "burst"  # the worker node type's resource, and the pool's placement
 PER_NODE = 2  # slots one worker node can host
@@ -134,16 +134,8 @@ def autoscaling_cluster():
 
 @pytest.fixture
 def fleet(autoscaling_cluster, tmp_path):
-    from fleet_ray.actors.launch import start_supervisor
-    from fleet_ray.client.fleet import FleetClient
-
-    ns = f"t-{uuid.uuid4().hex[:8]}"
-    client = FleetClient(start_supervisor(f"sqlite://{tmp_path}/store.db", namespace=ns, tick_s=0.05), ns)
-    yield client
-    try:
-        client.down(timeout_s=5)
-    except Exception:
-        pass
+    with fleet_on_embedded_store(tmp_path) as client:
+        yield client
 
 
 def tagged_nodes() -> list[str]:

@@ -13,12 +13,10 @@ too: with every host limit out of reach and ``max_chromium_memory_ratio`` at 1% 
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import ray
 
-from .conftest import wait_for
+from .conftest import fleet_on_embedded_store, wait_for
 
 INTERVAL = {"interval_s": 0.3}
 CALM = {"min": 1, "max": 4, "max_cpu_ratio": 1.0, "max_memory_ratio": 1.0, "max_event_loop_lag_s": 5.0,
@@ -36,16 +34,8 @@ def local_ray():
 
 @pytest.fixture
 def fleet(local_ray, tmp_path):
-    from fleet_ray.actors.launch import start_supervisor
-    from fleet_ray.client.fleet import FleetClient
-
-    ns = f"t-{uuid.uuid4().hex[:8]}"
-    client = FleetClient(start_supervisor(f"sqlite://{tmp_path}/store.db", namespace=ns, tick_s=0.05), ns)
-    yield client
-    try:
-        client.down(timeout_s=5)
-    except Exception:
-        pass
+    with fleet_on_embedded_store(tmp_path) as client:
+        yield client
 
 
 def pool(name: str, bounds: dict, **extra) -> dict:
