@@ -428,7 +428,7 @@ class BrowserRuntime:
                 for event, handler in listeners:
                     page.remove_listener(event, handler)
         if not live.kept:
-            await self._close_context(live.context)
+            await self._drop(live, save=False)
             return
         if failed:
             live.retiring = True
@@ -457,7 +457,7 @@ class BrowserRuntime:
             await context.add_init_script(live.overrides.script)
 
             async def on_page(p: Any) -> None:
-                # a popup (the task's own pages have no opener and are prepared by _prepare_page): its
+                # a popup (the task's own pages have no opener and are prepared by _page_for): its
                 # first document ran with the init script's values; from here on it has the overrides
                 with contextlib.suppress(Exception):
                     if await p.opener() is not None:

@@ -321,7 +321,8 @@ def test_a_kept_session_keeps_its_context_cache_and_tabs_and_identities_stay_apa
             out = await asyncio.gather(*(one(i) for i in range(9)))
             page_listeners = [len(p._impl_obj._events.get("console", [])) for live in rt.live.values()
                               for p in live.idle_pages]
-            return cookie, out, dict(rt.counters), page_listeners, rt.snapshot()
+            registered = len(rt.host.shared_workers.contexts)  # contexts known for their shared workers
+            return cookie, out, dict(rt.counters), page_listeners, {**rt.snapshot(), "registered": registered}
         finally:
             await rt.close()
 
@@ -334,7 +335,7 @@ def test_a_kept_session_keeps_its_context_cache_and_tabs_and_identities_stay_apa
     assert css == 1, "the kept context's HTTP cache serves the stylesheet after the first fetch"
     assert counters["contexts.kept"] == 1 and counters["pages.reused"] >= 6 and len({o[4] for o in out}) <= 3
     assert listeners and all(n == 0 for n in listeners), "a reused tab carries no listener of an earlier task"
-    assert snap["contexts_live"] == 1
+    assert snap["contexts_live"] == 1 and snap["registered"] == 1
 
     # another runtime's session (another identity): its own cache, no cookie of the first
     before = len([1 for path, _ in site.requests if path.startswith("/cached.css")])
@@ -344,8 +345,9 @@ def test_a_kept_session_keeps_its_context_cache_and_tabs_and_identities_stay_apa
 
     # keep_context: false: a fresh context per task (cookie carried, cache not)
     before = len([1 for path, _ in site.requests if path.startswith("/cached.css")])
-    cookie3, out3, counters3, _, _ = _run(scenario({"mode": "session", "max_sessions": 1, "tasks_per_session": 3,
-                                                    "keep_context": False}, 2))
+    cookie3, out3, counters3, _, snap3 = _run(scenario({"mode": "session", "max_sessions": 1, "tasks_per_session": 3,
+                                                        "keep_context": False}, 2))
+    assert snap3["registered"] == 0 and snap3["contexts_live"] == 0  # closed contexts leave nothing behind
     assert all(o[2] == cookie3 for o in out3) and counters3["contexts.fresh"] == 10
     assert len([1 for path, _ in site.requests if path.startswith("/cached.css")]) - before == 9
 
