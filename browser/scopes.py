@@ -8,32 +8,34 @@ cut to the locale; shared and service workers keep the engine's values (``Headle
 browser slot sets them itself, over CDP, on each page's own session:
 
 - :class:`ScopeOverrides` — what one identity's targets get: the user agent with its client-hint
-  metadata and ``Accept-Language`` (``Emulation.setUserAgentOverride``), locale and timezone, and, in
-  workers, the identity's init script (:mod:`fleet_ray.browser.stealth`; pages and frames get it from
-  the context's init script).
-- :func:`prepare_page` — a page gets the overrides, and ``Target.setAutoAttach`` (``waitForDebuggerOnStart``,
-  ``flatten: false`` so the session sits beside Playwright's own without touching them) gives its
-  dedicated and service workers and out-of-process iframes the same as they start.
-- :class:`SharedWorkers` — one per Chromium: CDP pauses a new shared worker only for a browser-wide
-  auto-attach, which takes flat sessions only (Playwright's), so the slot attaches to each new shared
-  worker of its contexts as soon as it learns of it.
+  metadata and ``Accept-Language`` (``Emulation.setUserAgentOverride``), locale and timezone, and the
+  identity's init script (:mod:`fleet_ray.browser.stealth`; pages and frames get it from the context).
+- :func:`prepare_page` — a page gets the overrides; ``Target.setAutoAttach`` (``flatten: false``, so
+  the session sits beside Playwright's own without touching them) gives its dedicated and service
+  workers and out-of-process iframes the same as they start; and the page's ``Fetch`` domain puts the
+  init script at the top of every worker's main script (dedicated and shared workers), because
+  Chromium resumes a starting worker as soon as *any* session lets it go — Playwright's does so at
+  once — so nothing sent over CDP is sure to land before a worker's first statement.
+- :class:`SharedWorkers` — one per Chromium: a shared worker's overrides (its requests' headers); CDP
+  pauses a new shared worker only for a browser-wide auto-attach, which takes flat sessions only
+  (Playwright's), so the slot attaches as soon as Chromium reports one.
 
-What this cannot promise: a worker is resumed as soon as *any* attached session lets it go, and
-Playwright's own session does so at once, so a worker's very first reads can run before the slot's
-script (the values CDP sets — user agent, client hints, languages — a dedicated worker inherits from
-its page; ``platform``, ``hardwareConcurrency``, ``deviceMemory`` need the script). Workers made from
-``blob:`` URLs carry the script in their source and are never early; a popup's first document runs
-with the init script's values but its first requests carry the engine's ``Sec-CH-UA`` until its
+Limits: a service worker's script is not seen by the page's ``Fetch`` domain, so it gets the script
+over CDP when it starts (its first statements can run before); blob workers carry the script in their
+source (the init script's own ``URL.createObjectURL``/``Worker`` wrappers); a popup's first document
+runs with the init script's values but its first requests carry the engine's ``Sec-CH-UA`` until its
 page session is set up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
 import logging
+import re
 from typing import Any
 
 from .identity import Identity
@@ -42,6 +44,10 @@ from .stealth import init_script
 log = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT_S = 5.0
+JS_TYPE = re.compile(r"javascript|ecmascript", re.I)
+USE_STRICT = re.compile(r"""^(\ufeff?\s*(?:(['"])use strict\2;?))""")
+# a worker's main script reaches the page's Fetch domain as "Other" (page scripts are "Script")
+WORKER_SCRIPT_PATTERN = {"urlPattern": "*", "resourceType": "Other", "requestStage": "Response"}
 WORKER_TYPES = ("worker", "shared_worker", "service_worker")
 
 
@@ -102,7 +108,7 @@ class _Relay:
                 for method, params in overrides.messages(kind):
                     if method != "Runtime.evaluate":
                         await self._send(sid, method, params)
-                if kind in WORKER_TYPES:
+                if kind == "service_worker":  # dedicated and shared workers carry it in their script
                     await self._evaluate(sid, overrides.script)
             if resume and event.get("waitingForDebugger"):
                 await self._send(sid, "Runtime.runIfWaitingForDebugger", {})
@@ -188,6 +194,38 @@ class SharedWorkers:
         await self._relay.prepare({"sessionId": attached["sessionId"], "targetInfo": info}, overrides)
 
 
+def with_prelude(source: str, script: str) -> str:
+    """A worker's script with the identity's script first (after a leading "use strict" directive,
+    which must stay first for the worker's own code to stay strict)."""
+    m = USE_STRICT.match(source)
+    head = m.group(1) if m else ""
+    return f"{head}\n{script}\n{source[len(head):]}"
+
+
+async def _worker_script(cdp: Any, event: dict[str, Any], script: str) -> None:
+    """A paused response of type Other: a worker's main script gets the identity's script first,
+    anything else goes on untouched."""
+    rid = event["requestId"]
+    try:
+        headers = event.get("responseHeaders") or []
+        ctype = next((h["value"] for h in headers if h["name"].lower() == "content-type"), "")
+        status = event.get("responseStatusCode") or 0
+        if 200 <= status < 300 and JS_TYPE.search(ctype):
+            body = await cdp.send("Fetch.getResponseBody", {"requestId": rid})
+            raw = base64.b64decode(body["body"]) if body.get("base64Encoded") else body["body"].encode()
+            source = raw.decode("utf-8")
+            kept = [h for h in headers if h["name"].lower() not in ("content-length", "content-encoding")]
+            await cdp.send("Fetch.fulfillRequest", {
+                "requestId": rid, "responseCode": status, "responseHeaders": kept,
+                "body": base64.b64encode(with_prelude(source, script).encode()).decode(),
+            })
+            return
+    except Exception as exc:  # not UTF-8, the page went away, the request was cancelled
+        log.debug("worker script left as it was: %s", exc)
+    with contextlib.suppress(Exception):
+        await cdp.send("Fetch.continueRequest", {"requestId": rid})
+
+
 async def browser_context_id(cdp: Any) -> str | None:
     """The CDP id of the browser context a page's session belongs to."""
     with contextlib.suppress(Exception):
@@ -211,5 +249,14 @@ async def prepare_page(cdp: Any, overrides: ScopeOverrides) -> None:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
+    def paused(event: dict[str, Any]) -> None:
+        task = asyncio.ensure_future(_worker_script(cdp, event, overrides.script))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
     cdp.on("Target.attachedToTarget", attached)
+    cdp.on("Fetch.requestPaused", paused)
     await cdp.send("Target.setAutoAttach", {"autoAttach": True, "waitForDebuggerOnStart": True, "flatten": False})
+    # Chromium resumes a starting worker as soon as any session lets it go (Playwright's does at once),
+    # so a worker's script can run before anything sent over CDP: its main script brings ours instead
+    await cdp.send("Fetch.enable", {"patterns": [WORKER_SCRIPT_PATTERN]})

@@ -122,3 +122,13 @@ def test_init_script_embeds_the_identity(identities):
     )
     assert str(identities[0].noise_seed) in script
     assert "__CONFIG__" not in script
+
+
+def test_a_worker_script_gets_the_identity_script_first_and_keeps_its_strict_mode():
+    from fleet_ray.browser.scopes import with_prelude
+
+    assert with_prelude("postMessage(1);", "PRELUDE") == "\nPRELUDE\npostMessage(1);"
+    strict = with_prelude("'use strict';\nlet x = 1;", "PRELUDE")
+    assert strict.startswith("'use strict';") and strict.index("PRELUDE") < strict.index("let x")
+    assert with_prelude('\ufeff "use strict"\nx()', "P").startswith('\ufeff "use strict"\nP')
+    assert with_prelude("// 'use strict' later\n", "P") == "\nP\n// 'use strict' later\n"
