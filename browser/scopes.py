@@ -52,21 +52,20 @@ WORKER_TYPES = ("worker", "shared_worker", "service_worker")
 
 
 class ScopeOverrides:
-    """The CDP messages a new target of one identity gets before it runs."""
+    """One identity's overrides for each target it opens, and its init script (``script``: put at the
+    top of worker scripts, evaluated in service workers)."""
 
     def __init__(self, identity: Identity):
         self.identity = identity
         self.script = init_script(identity.script_config())
         self._ua = identity.ua_override()
 
-    def messages(self, target_type: str) -> list[tuple[str, dict[str, Any]]]:
+    def messages(self) -> list[tuple[str, dict[str, Any]]]:
         out: list[tuple[str, dict[str, Any]]] = [
             ("Emulation.setUserAgentOverride", self._ua),
             ("Emulation.setLocaleOverride", {"locale": self.identity.locale}),
             ("Emulation.setTimezoneOverride", {"timezoneId": self.identity.timezone}),
         ]
-        if target_type in WORKER_TYPES:
-            out.append(("Runtime.evaluate", {"expression": self.script, "silent": True}))
         return out
 
 
@@ -105,9 +104,8 @@ class _Relay:
         try:
             if overrides is not None:
                 # messages to one target run in order: the target resumes after the last override
-                for method, params in overrides.messages(kind):
-                    if method != "Runtime.evaluate":
-                        await self._send(sid, method, params)
+                for method, params in overrides.messages():
+                    await self._send(sid, method, params)
                 if kind == "service_worker":  # dedicated and shared workers carry it in their script
                     await self._evaluate(sid, overrides.script)
             if resume and event.get("waitingForDebugger"):
@@ -118,7 +116,7 @@ class _Relay:
             self._contexts.pop(sid, None)
 
     async def _evaluate(self, sid: str, script: str) -> None:
-        """Run the init script in a worker before its own script: at once if its global scope is
+        """Run the init script in a (service) worker as it starts: at once if its global scope is
         there, else once its execution context appears."""
         params = {"expression": script, "silent": True}
         answer = await self._send(sid, "Runtime.evaluate", params, answer=True)
@@ -237,7 +235,7 @@ async def browser_context_id(cdp: Any) -> str | None:
 async def prepare_page(cdp: Any, overrides: ScopeOverrides) -> None:
     """Give a page (on its own CDP session ``cdp``) the identity's overrides, and its workers — dedicated
     and service workers — and out-of-process iframes the same before they run."""
-    for method, params in overrides.messages("page"):
+    for method, params in overrides.messages():
         with contextlib.suppress(Exception):  # the timezone: Playwright's own override is in effect
             await cdp.send(method, params)
     relay = _Relay(cdp, "page")

@@ -66,13 +66,12 @@ def test_geo_follows_country(identities):
         assert "permissions" not in opts  # granting one permission denies the others
         assert opts["extra_http_headers"]["Accept-Language"].startswith(locale)
         assert opts["extra_http_headers"]["User-Agent"] == ident.user_agent
-        page = dict(ScopeOverrides(ident).messages("page"))
-        assert page["Emulation.setLocaleOverride"] == {"locale": locale}
-        assert page["Emulation.setTimezoneOverride"] == {"timezoneId": tz}
-        assert page["Emulation.setUserAgentOverride"]["acceptLanguage"] == ",".join(ident.languages)
-        assert "Runtime.evaluate" not in page  # pages get the script from the context
-        worker = dict(ScopeOverrides(ident).messages("shared_worker"))
-        assert ident.user_agent in worker["Runtime.evaluate"]["expression"]
+        overrides = ScopeOverrides(ident)
+        sent = dict(overrides.messages())
+        assert sent["Emulation.setLocaleOverride"] == {"locale": locale}
+        assert sent["Emulation.setTimezoneOverride"] == {"timezoneId": tz}
+        assert sent["Emulation.setUserAgentOverride"]["acceptLanguage"] == ",".join(ident.languages)
+        assert ident.user_agent in overrides.script and ident.languages[0] in overrides.script
 
 
 def test_identities_are_varied_and_distinct(identities):
